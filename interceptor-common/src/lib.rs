@@ -1,0 +1,2 @@
+//! `#[repr(C)]` types shared by the eBPF programs and the daemon.
+#![no_std]

@@ -1,0 +1,28 @@
+//! interceptor: a host-level guard for database access from CI runners and AI
+//! coding agents.
+//!
+//! # Layout
+//!
+//! The modules follow the data path of a connection:
+//!
+//! - [`config`]: the daemon's typed TOML configuration (targets, watched
+//!   cgroups, listeners, credentials file), validated after parsing; errors
+//!   name file, line and fix.
+//! - [`ebpf`]: loads the kernel programs (`interceptor-ebpf`), attaches them to
+//!   the watched cgroups, pins links and maps in bpffs, and looks up the
+//!   [`ebpf::ConnectRecord`] (original destination + caller) of an accepted
+//!   socket.
+//! - [`identity`]: workload attestation of the calling process (exe path and
+//!   SHA-256, command line, uid/gid and names, cgroup, container id, parent
+//!   chain), guarded against pid reuse.
+//! - [`proxy`]: the listeners, one task per client session, the upstream
+//!   connection and its authentication, TLS on both sides, cancel routing.
+//! - [`wire`]: PostgreSQL protocol framing (raw frames kept as `Bytes`, decoded
+//!   lazily with pgwire where the proxy needs to look inside).
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod ebpf;
+pub mod identity;
+pub mod proxy;
+pub mod wire;

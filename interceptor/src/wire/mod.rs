@@ -1,0 +1,1 @@
+//! PostgreSQL wire protocol: framing and the messages the proxy looks inside.
