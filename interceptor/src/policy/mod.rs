@@ -1,0 +1,78 @@
+//! Policy: who a connection is ([`PolicySet::identify`]) and what happens to
+//! each statement ([`PolicySet::decide`]).
+//!
+//! - `model`: the TOML file format.
+//! - `store`: loading a directory of policy files as one set, with errors
+//!   that name file, line and fix; the live set behind an `ArcSwap`.
+//! - `engine`: identity matching and rule evaluation.
+//! - `builtin`: guards that hold whatever the rules say.
+//! - `cases`: policy test cases kept beside the policies.
+
+pub mod builtin;
+pub mod cases;
+pub mod engine;
+pub mod model;
+pub mod store;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use engine::{Context, PolicySet};
+pub use model::Action;
+pub use store::{PolicyError, PolicyStore, load_dir};
+
+use crate::identity::Attestation;
+
+/// What identity selectors look at: the attested facts (and, later, token
+/// claims). Every field is optional so a partial subject can be written by
+/// hand for `policy explain` and policy tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Subject {
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub exe: Option<String>,
+    pub exe_sha256: Option<String>,
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// Parent executables, nearest first.
+    pub parent_exes: Vec<String>,
+}
+
+impl From<&Attestation> for Subject {
+    fn from(a: &Attestation) -> Self {
+        Self {
+            uid: Some(a.uid),
+            user: a.user.clone(),
+            exe: Some(a.exe.display().to_string()),
+            exe_sha256: Some(a.exe_sha256.clone()),
+            cgroup: Some(a.cgroup.clone()),
+            container_id: a.container_id.clone(),
+            parent_exes: a
+                .parents
+                .iter()
+                .map(|p| p.exe.as_ref().map_or_else(String::new, |e| e.display().to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// What the policy decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// allow, deny or approve.
+    pub action: Action,
+    /// The rule that decided (`builtin.*` for the built-in guards,
+    /// `default-deny` when no rule matched).
+    pub rule: String,
+    /// Why, for people.
+    pub reason: String,
+    /// Rows the statement may return before it is cut off.
+    pub max_rows: Option<u64>,
+}
+
+/// Where the policy set lives by default.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("/etc/interceptor/policies")
+}
