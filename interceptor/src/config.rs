@@ -82,9 +82,29 @@ pub struct Config {
     /// Where the real database credentials come from.
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// Where the policy set lives.
+    #[serde(default)]
+    pub policy: PolicyConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Where the policy set lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directory of policy files (`*.toml`); test cases in its `tests/`.
+    /// Re-read on SIGHUP and when a file in it changes.
+    pub dir: PathBuf,
+    /// Seconds between checks of the directory for changes (0 = SIGHUP only).
+    pub watch_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/etc/interceptor/policies"), watch_secs: 2 }
+    }
 }
 
 fn default_state_dir() -> PathBuf {

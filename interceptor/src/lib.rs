@@ -15,8 +15,14 @@
 //! - [`identity`]: workload attestation of the calling process (exe path and
 //!   SHA-256, command line, uid/gid and names, cgroup, container id, parent
 //!   chain), guarded against pid reuse.
+//! - [`policy`]: identities (selectors over the attestation) and rules
+//!   (allow / deny / approve per statement class, relation, function), the
+//!   built-in guards, test cases; loaded as a set and swapped whole on reload.
 //! - [`proxy`]: the listeners, one task per client session, the upstream
 //!   connection and its authentication, TLS on both sides, cancel routing.
+//! - [`sql`]: statement analysis: sqlparser (PostgreSQL dialect) for the facts
+//!   policy decides on (classes, relations, functions, COPY, settings),
+//!   cross-checked with PostgreSQL's own grammar (`pg_query`).
 //! - [`wire`]: PostgreSQL protocol framing (raw frames kept as `Bytes`, decoded
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -24,5 +30,7 @@
 pub mod config;
 pub mod ebpf;
 pub mod identity;
+pub mod policy;
 pub mod proxy;
+pub mod sql;
 pub mod wire;

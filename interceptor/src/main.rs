@@ -1,1 +1,404 @@
-fn main() {}
+//! The `interceptor` command: the daemon (`run`) and the operator's tools.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use interceptor::{
+    config::{self, Config, LogFormat},
+    ebpf::{self, ConnectRecord, Redirector},
+    policy::{PolicyStore, session::PolicyFactory},
+    proxy::{self, Listeners, OrigDstLookup},
+};
+use tokio::net::{TcpListener, UnixListener};
+
+/// A host-level guard for database access from CI runners and AI agents.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach the eBPF programs to the watched cgroups and
+    /// serve redirected connections.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/interceptor/interceptor.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/interceptor/interceptor.toml")]
+        config: PathBuf,
+    },
+    /// Policy tools: check a set, explain a decision, run the set's test cases.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Detach the programs and remove the pinned state. While pinned, a
+    /// watched connect to a database port is refused if the daemon is down;
+    /// after this, watched processes reach databases directly again.
+    Uninstall {
+        /// bpffs directory of the pins (default: the config's, else
+        /// /sys/fs/bpf/interceptor).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Configuration file to take the pin directory from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy set; mistakes are printed as file:line: message (fix: ...).
+    Check {
+        /// Directory of policy files.
+        #[arg(default_value = "/etc/interceptor/policies")]
+        dir: PathBuf,
+    },
+    /// Print the decision for one SQL text as JSON.
+    Explain {
+        /// Directory of policy files.
+        #[arg(long, default_value = "/etc/interceptor/policies")]
+        dir: PathBuf,
+        /// An identity name, or a JSON attestation (e.g. '{"exe":"/usr/bin/psql","uid":1000}').
+        #[arg(long)]
+        identity: String,
+        /// Target name.
+        #[arg(long, default_value = "default")]
+        target: String,
+        /// Database name.
+        #[arg(long, default_value = "default")]
+        database: String,
+        /// The SQL.
+        #[arg(long)]
+        sql: String,
+    },
+    /// Run the test cases in DIR/tests/*.toml against the set in DIR.
+    Test {
+        /// Directory of policy files.
+        #[arg(default_value = "/etc/interceptor/policies")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("interceptor: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(config.log.format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("interceptor: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(event = "fatal", error = format!("{e:#}"));
+                    eprintln!("interceptor: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} target(s), {} watched cgroup(s))", config.display(), c.targets.len(), c.ebpf.cgroups.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("interceptor: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Policy { command } => policy_command(command),
+        Command::Uninstall { pin_dir, config } => {
+            let pin_dir = match (pin_dir, config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => match Config::load(&c) {
+                    Ok(c) => c.ebpf.pin_dir,
+                    Err(e) => {
+                        eprintln!("interceptor: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => PathBuf::from(config::DEFAULT_PIN_DIR),
+            };
+            match ebpf::uninstall(&pin_dir) {
+                Ok(()) => {
+                    println!("removed the programs pinned under {}", pin_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("interceptor: uninstall {}: {e}", pin_dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("INTERCEPTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match format {
+        LogFormat::Json => fmt()
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .init(),
+        LogFormat::Text => fmt().with_env_filter(filter).with_writer(std::io::stdout).init(),
+    }
+}
+
+/// Connect records come from the kernel maps.
+struct KernelLookup(Redirector);
+
+impl OrigDstLookup for KernelLookup {
+    fn lookup(&self, peer: SocketAddr) -> Option<ConnectRecord> {
+        self.0.take(peer)
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another interceptor or service using that port? set [proxy] listen to a free port)")
+    })
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Listen first: once the programs are attached, redirected connects must
+    // find the proxy.
+    let v4 = bind_tcp(config.proxy.listen).await?;
+    let v6 = match config.proxy.listen6 {
+        Some(a) => Some(bind_tcp(a).await?),
+        None => None,
+    };
+    let unix = match &config.proxy.unix_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
+    let policy = Arc::new(PolicyStore::open(&config.policy.dir).map_err(|errors| {
+        anyhow::anyhow!(
+            "the policy set in {} is broken ({} error(s)):\n{errors}",
+            config.policy.dir.display(),
+            errors.0.len()
+        )
+    })?);
+    let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
+    let config = Arc::new(config);
+    tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
+    tracing::info!(
+        event = "ready",
+        listen = %config.proxy.listen,
+        listen6 = config.proxy.listen6.map(|a| a.to_string()),
+        unix_socket = config.proxy.unix_socket.as_ref().map(|p| p.display().to_string()),
+        cgroups = ?config.ebpf.cgroups,
+        pin_dir = %config.ebpf.pin_dir.display(),
+        targets = ?config.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "interceptor is ready"
+    );
+    let listeners = Listeners { v4, v6, unix };
+    let hooks = Arc::new(PolicyFactory::new(policy));
+    proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal())
+        .await
+        .context("proxy stopped")?;
+    // The pinned programs stay attached: until the daemon is back, watched
+    // connects to database ports are refused rather than let through.
+    tracing::info!(event = "stopped", "interceptor stopped; redirect stays pinned (fail closed)");
+    Ok(())
+}
+
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket file left by a previous run would make bind fail with EADDRINUSE.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    }) {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    // Watched processes run as any user: the socket must be connectable by all;
+    // who may do what is decided by attestation, not by file modes.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(l)
+}
+
+/// Swaps in a new policy set on SIGHUP or when a file in the directory
+/// changes; a broken set is logged with its errors and the old one stays.
+async fn reload_policy(store: Arc<PolicyStore>, watch_secs: u64) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = "policy_reload_disabled", error = %e, "cannot install the SIGHUP handler");
+            return;
+        }
+    };
+    let period = std::time::Duration::from_secs(watch_secs.max(1));
+    let mut seen = dir_fingerprint(store.dir());
+    loop {
+        let trigger = tokio::select! {
+            _ = hup.recv() => "sighup",
+            () = tokio::time::sleep(period), if watch_secs > 0 => {
+                let now = dir_fingerprint(store.dir());
+                if now == seen { continue; }
+                seen = now;
+                "file-change"
+            }
+        };
+        let store2 = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store2.reload()).await {
+            Ok(Ok(())) => {
+                let set = store.current();
+                tracing::info!(event = "policy_reloaded", trigger, identities = set.identities.len(), rules = set.rules.len(), "policy set swapped in");
+            }
+            Ok(Err(errors)) => tracing::error!(
+                event = "policy_rejected",
+                trigger,
+                errors = %errors,
+                "new policy set is broken; the previous set stays in force"
+            ),
+            Err(e) => tracing::error!(event = "policy_rejected", trigger, error = %e),
+        }
+    }
+}
+
+/// Names, sizes and modification times of the policy files: cheap to
+/// compare, changes with any edit, addition or removal.
+fn dir_fingerprint(dir: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(event = "shutdown", "signal received, stopping");
+}
+
+fn policy_command(command: PolicyCommand) -> ExitCode {
+    use interceptor::policy::{self, Subject, cases};
+    let load = |dir: &std::path::Path| match policy::load_dir(dir) {
+        Ok(set) => Some(set),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("policy set {} rejected: {} error(s)", dir.display(), errors.0.len());
+            None
+        }
+    };
+    match command {
+        PolicyCommand::Check { dir } => match load(&dir) {
+            Some(set) => {
+                println!("{}: ok ({} identities, {} rules)", dir.display(), set.identities.len(), set.rules.len());
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(2),
+        },
+        PolicyCommand::Explain { dir, identity, target, database, sql } => {
+            let Some(set) = load(&dir) else { return ExitCode::from(2) };
+            let resolved = if identity.trim_start().starts_with('{') {
+                match serde_json::from_str::<Subject>(&identity) {
+                    Ok(subject) => cases::resolve_identity(&set, None, Some(&subject)),
+                    Err(e) => {
+                        eprintln!("interceptor: --identity is not a valid attestation: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                Some(identity.clone())
+            };
+            let analysis = interceptor::sql::analyze(&sql, &interceptor::sql::Limits::default());
+            let decision = resolved
+                .as_deref()
+                .map(|i| set.decide(&policy::Context { identity: i, target: &target, database: &database }, &analysis));
+            let out = serde_json::json!({
+                "identity": resolved,
+                "action": decision.as_ref().map_or("deny", |d| match d.action {
+                    policy::Action::Allow => "allow",
+                    policy::Action::Deny => "deny",
+                    policy::Action::Approve => "approve",
+                }),
+                "rule": decision.as_ref().map_or("no-identity", |d| d.rule.as_str()),
+                "reason": decision.as_ref().map_or_else(
+                    || "the attestation matches no identity and the policy has no default identity".to_owned(),
+                    |d| d.reason.clone()),
+                "max_rows": decision.as_ref().and_then(|d| d.max_rows),
+                "statements": analysis.as_ref().ok().map(|a| &a.statements),
+                "analysis_error": analysis.as_ref().err().map(ToString::to_string),
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        PolicyCommand::Test { dir } => {
+            let Some(set) = load(&dir) else { return ExitCode::from(2) };
+            let outcomes = match cases::run_dir(&set, &dir) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("interceptor: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let failed = outcomes.iter().filter(|o| !o.passed).count();
+            for o in &outcomes {
+                let got = o.decision.as_ref().map_or_else(
+                    || "deny (no identity)".to_owned(),
+                    |d| format!("{:?} by {}", d.action, d.rule).to_lowercase(),
+                );
+                let label = o.case.name.clone().unwrap_or_else(|| o.case.sql.chars().take(60).collect());
+                if o.passed {
+                    println!("ok    {}  {label}  -> {got}", o.at);
+                } else {
+                    println!(
+                        "FAIL  {}  {label}  -> {got}; expected {:?}{}",
+                        o.at,
+                        o.case.expect,
+                        o.case.rule.as_ref().map(|r| format!(" by {r}")).unwrap_or_default()
+                    );
+                    if let Some(d) = &o.decision {
+                        println!("      reason: {}", d.reason);
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", outcomes.len() - failed);
+            if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+    }
+}

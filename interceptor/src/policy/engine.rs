@@ -125,7 +125,7 @@ impl CompiledRule {
     fn matches(&self, f: &StatementFacts) -> bool {
         let s = &self.spec;
         let relations = || f.reads.iter().chain(&f.writes).map(qualified);
-        let command_in = |list: &Vec<String>| list.iter().any(|c| c.eq_ignore_ascii_case(&f.command));
+        let command_in = |list: &Vec<String>| list.iter().any(|c| command_matches(c, &f.command));
         if s.action == Action::Allow {
             s.classes.as_ref().is_none_or(|c| f.classes.iter().all(|k| c.contains(k)))
                 && s.commands.as_ref().is_none_or(command_in)
@@ -142,6 +142,14 @@ impl CompiledRule {
                 || (s.functions.is_some() && f.functions.iter().any(|x| self.functions.any(x)))
         }
     }
+}
+
+/// A rule's command matches a statement's command when equal or a prefix of
+/// whole words: `"DROP"` matches `DROP TABLE`, `"TRUNCATE"` matches
+/// `TRUNCATE TABLE` (case-insensitive).
+fn command_matches(rule: &str, command: &str) -> bool {
+    let (r, c) = (rule.trim().to_ascii_uppercase(), command.to_ascii_uppercase());
+    c == r || c.strip_prefix(&r).is_some_and(|rest| rest.starts_with(' '))
 }
 
 /// `schema.name` as rules see it: unqualified names resolve as PostgreSQL's

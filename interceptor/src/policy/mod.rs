@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod cases;
 pub mod engine;
 pub mod model;
+pub mod session;
 pub mod store;
 
 use std::path::PathBuf;

@@ -1,0 +1,665 @@
+//! Enforcing the policy on a live session: a [`SessionHooks`] that decides
+//! every statement before it reaches the server.
+//!
+//! A refused statement is never sent. In its place the proxy sends a
+//! *sentinel*: a statement made of one unique word, which PostgreSQL rejects
+//! at parse time (`syntax error at or near "interceptor_refused_…"`). The
+//! server's error comes back in exactly the place the refused statement's
+//! result would have, and is rewritten into the refusal. So responses stay in
+//! order in pipelines, and inside a transaction block the server itself
+//! marks the block failed, as it would have for a real error; after a refused
+//! Parse the server skips to Sync, so the statement's Bind/Execute fail as
+//! they would for a statement that does not exist.
+//!
+//! Row limits count `DataRow` (and COPY OUT `CopyData`) per statement; past
+//! the limit the rows are dropped and the statement ends in an error.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, builtin};
+use crate::{
+    proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
+    sql,
+    wire::{
+        Frame, PgError,
+        error_response::{error_code, error_message, parse_error_fields},
+        sqlstate,
+        tag::{backend as be, frontend as fe},
+    },
+};
+
+/// SQLSTATE of a refusal: insufficient_privilege.
+pub const REFUSED: &str = "42501";
+/// SQLSTATE of a syntax error, what the sentinel produces.
+const SYNTAX_ERROR: &str = "42601";
+
+/// Startup parameters a client may send; anything else (they are settings)
+/// is refused at connect time.
+const STARTUP_ALLOW: &[&str] = &[
+    "user",
+    "database",
+    "application_name",
+    "fallback_application_name",
+    "client_encoding",
+    "options",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "geqo",
+    "bytea_output",
+    "standard_conforming_strings",
+];
+
+/// Builds [`PolicyHooks`] for each session from the live policy store.
+pub struct PolicyFactory {
+    store: Arc<PolicyStore>,
+    limits: sql::Limits,
+}
+
+impl PolicyFactory {
+    /// Hooks deciding from `store`'s current set at each statement.
+    pub fn new(store: Arc<PolicyStore>) -> Self {
+        Self { store, limits: sql::Limits::default() }
+    }
+}
+
+impl HooksFactory for PolicyFactory {
+    fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
+        let set = self.store.current();
+        let subject = Subject::from(info.attestation.as_ref());
+        let Some(identity) = set.identify(&subject) else {
+            let a = &info.attestation;
+            return Err(PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "interceptor: no policy identity matches this process ({} uid {} in cgroup {})",
+                    a.exe.display(),
+                    a.uid,
+                    a.cgroup
+                ),
+            )
+            .with_hint("ask the owners of this host's interceptor policy to add an [[identity]] for this job"));
+        };
+        check_startup(info)?;
+        tracing::info!(event = "identity", session = info.id, identity, "session identified");
+        Ok(Box::new(PolicyHooks::new(Arc::clone(&self.store), Arc::clone(info), identity.to_owned(), self.limits)))
+    }
+}
+
+/// Startup parameters: an allow-list, and no setting that changes lexing or
+/// meaning (they could also come in `options` as `-c name=value`).
+fn check_startup(info: &SessionInfo) -> Result<(), PgError> {
+    let refuse = |d: Decision| {
+        PgError::fatal(REFUSED, format!("interceptor: connection refused by rule {}: {}", d.rule, d.reason))
+    };
+    for (name, value) in &info.parameters {
+        let lower = name.to_ascii_lowercase();
+        if lower == "replication" {
+            return Err(PgError::fatal(REFUSED, "interceptor: replication connections are refused")
+                .with_detail("streaming and logical replication bypass statement policy"));
+        }
+        if lower.starts_with("_pq_.") {
+            continue; // protocol extensions: answered by NegotiateProtocolVersion
+        }
+        if !STARTUP_ALLOW.contains(&lower.as_str()) {
+            return Err(PgError::fatal(
+                REFUSED,
+                format!("interceptor: startup parameter \"{name}\" is not on the allow-list"),
+            )
+            .with_hint("set it with SET after connecting, where policy can see it"));
+        }
+        if let Some(d) = builtin::check_setting(&lower, value, None) {
+            return Err(refuse(d));
+        }
+        if lower == "options" {
+            for (k, v) in parse_options(value) {
+                if let Some(d) = builtin::check_setting(&k, &v, None) {
+                    return Err(refuse(d));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `-c name=value` / `-cname=value` / `--name=value` pairs of the startup
+/// `options` parameter (backslash escapes a space, as libpq's PGOPTIONS).
+pub fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let kv = if w == "-c" {
+            it.next()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            Some(rest.to_owned())
+        } else {
+            w.strip_prefix("--").map(str::to_owned)
+        };
+        if let Some((k, v)) = kv.as_deref().and_then(|kv| kv.split_once('=')) {
+            out.push((k.replace('-', "_").to_ascii_lowercase(), v.to_owned()));
+        }
+    }
+    out
+}
+
+/// A result the server owes the client, in order.
+#[derive(Debug)]
+enum Pending {
+    /// A simple Query (or a sentinel in place of one): ends at ReadyForQuery.
+    Query(RowCount),
+    /// An Execute: ends at CommandComplete, PortalSuspended, EmptyQuery or
+    /// an error.
+    Execute(RowCount),
+    /// A Sync: ends at ReadyForQuery.
+    Sync,
+}
+
+#[derive(Debug, Default)]
+struct RowCount {
+    limit: Option<u64>,
+    rule: String,
+    rows: u64,
+    exceeded: bool,
+}
+
+impl RowCount {
+    fn new(d: &Decision) -> Self {
+        Self { limit: d.max_rows, rule: d.rule.clone(), ..Self::default() }
+    }
+
+    /// Counts a row; `false` = drop it.
+    fn admit(&mut self) -> bool {
+        self.rows += 1;
+        if self.limit.is_some_and(|l| self.rows > l) {
+            self.exceeded = true;
+        }
+        !self.exceeded
+    }
+
+    fn error(&self) -> Frame {
+        PgError::error(
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "interceptor: result cut off by rule {}: more than {} rows",
+                self.rule,
+                self.limit.unwrap_or_default()
+            ),
+        )
+        .with_hint("add a LIMIT or a narrower WHERE clause")
+        .to_frame()
+    }
+}
+
+/// Per-session enforcement state.
+pub struct PolicyHooks {
+    store: Arc<PolicyStore>,
+    info: Arc<SessionInfo>,
+    identity: String,
+    limits: sql::Limits,
+    /// Random per session, so sentinels cannot collide with client SQL.
+    nonce: u32,
+    seq: u64,
+    /// Refusals waiting for their sentinel's syntax error: token -> error.
+    refusals: VecDeque<(String, PgError)>,
+    /// Results owed, oldest first.
+    pending: VecDeque<Pending>,
+    /// Row limits of prepared statements (extended protocol), by name.
+    statements: HashMap<Vec<u8>, Decision>,
+    /// Statement of each bound portal.
+    portals: HashMap<Vec<u8>, Vec<u8>>,
+    /// SQL-level `PREPARE name AS ...`: the facts of the inner statement.
+    prepared: HashMap<String, sql::Analysis>,
+    /// After a cut-off, drop results until ReadyForQuery.
+    drain: bool,
+    /// Statements decided, for the session summary.
+    decided: u64,
+    refused: u64,
+}
+
+impl PolicyHooks {
+    fn new(store: Arc<PolicyStore>, info: Arc<SessionInfo>, identity: String, limits: sql::Limits) -> Self {
+        Self {
+            store,
+            info,
+            identity,
+            limits,
+            nonce: rand::random(),
+            seq: 0,
+            refusals: VecDeque::new(),
+            pending: VecDeque::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            prepared: HashMap::new(),
+            drain: false,
+            decided: 0,
+            refused: 0,
+        }
+    }
+
+    fn decide(&mut self, sql_text: &str) -> Decision {
+        let set = self.store.current();
+        let analysis = sql::analyze(sql_text, &self.limits);
+        let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
+        let decision = match &analysis {
+            Ok(a) => self.decide_with_prepared(&set, &ctx, a),
+            Err(_) => set.decide(&ctx, &analysis),
+        };
+        if decision.action == Action::Allow
+            && let Ok(a) = &analysis
+        {
+            self.remember_prepares(a);
+        }
+        self.decided += 1;
+        tracing::info!(
+            event = "statement",
+            session = self.info.id,
+            identity = %self.identity,
+            action = ?decision.action,
+            rule = %decision.rule,
+            reason = %decision.reason,
+            sql = %truncate(sql_text, 4096),
+        );
+        decision
+    }
+
+    /// `EXECUTE name` runs what `PREPARE name` parsed earlier in this
+    /// session: decide it as that statement (with today's policy). An
+    /// unknown name is refused.
+    fn decide_with_prepared(&self, set: &PolicySet, ctx: &Context<'_>, a: &sql::Analysis) -> Decision {
+        let mut expanded = a.clone();
+        for f in &mut expanded.statements {
+            if f.command == "EXECUTE" {
+                let name = prepared_name(&f.text);
+                match name.as_ref().and_then(|n| self.prepared.get(n)) {
+                    Some(inner) if inner.statements.len() == 1 => {
+                        let mut inner = inner.statements[0].clone();
+                        inner.text.clone_from(&f.text);
+                        *f = inner;
+                    }
+                    _ => {
+                        return Decision {
+                            action: Action::Deny,
+                            rule: "builtin.unknown-prepared".into(),
+                            reason: format!(
+                                "EXECUTE of a statement this session did not PREPARE through the interceptor ({})",
+                                name.unwrap_or_default()
+                            ),
+                            max_rows: None,
+                        };
+                    }
+                }
+            }
+        }
+        set.decide(ctx, &Ok(expanded))
+    }
+
+    fn remember_prepares(&mut self, a: &sql::Analysis) {
+        for f in &a.statements {
+            match f.command.as_str() {
+                "PREPARE" => {
+                    if let (Some(name), Some(body)) = (prepared_name(&f.text), prepare_body(&f.text))
+                        && let Ok(inner) = sql::analyze(body, &self.limits)
+                    {
+                        self.prepared.insert(name, inner);
+                    }
+                }
+                "DEALLOCATE" => {
+                    match prepared_name(&f.text) {
+                        Some(n) if n != "all" => {
+                            self.prepared.remove(&n);
+                        }
+                        _ => self.prepared.clear(),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The error a client sees for a refused statement.
+    fn refusal(&self, d: &Decision) -> PgError {
+        let message = match d.action {
+            Action::Approve => format!(
+                "interceptor: statement requires approval (rule {}): {}; no approval workflow is enabled on this host, so it is refused",
+                d.rule, d.reason
+            ),
+            _ => format!("interceptor: statement refused by rule {}: {}", d.rule, d.reason),
+        };
+        PgError::error(REFUSED, message).with_detail(format!(
+            "identity {} on target {}, database {}",
+            self.identity, self.info.target, self.info.database
+        ))
+    }
+
+    /// A fresh sentinel word and the refusal it stands for.
+    fn sentinel(&mut self, err: PgError) -> String {
+        self.seq += 1;
+        self.refused += 1;
+        let token = format!("interceptor_refused_{:08x}_{}", self.nonce, self.seq);
+        self.refusals.push_back((token.clone(), err));
+        token
+    }
+
+    fn query(&mut self, frame: Frame) -> Verdict {
+        let Some(sql_text) = cstr(frame.body(), 0).map(|(s, _)| s) else {
+            return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Query message"));
+        };
+        let sql_text = String::from_utf8_lossy(sql_text).into_owned();
+        let d = self.decide(&sql_text);
+        if d.action == Action::Allow {
+            self.pending.push_back(Pending::Query(RowCount::new(&d)));
+            return Verdict::Forward(frame);
+        }
+        let token = self.sentinel(self.refusal(&d));
+        self.pending.push_back(Pending::Query(RowCount::default()));
+        let mut body = token.into_bytes();
+        body.push(0);
+        Verdict::Forward(Frame::new(fe::QUERY, &body))
+    }
+
+    fn parse(&mut self, frame: Frame) -> Verdict {
+        let body = frame.body();
+        let parsed = cstr(body, 0).and_then(|(name, next)| cstr(body, next).map(|(q, _)| (name, q)));
+        let Some((name, sql_text)) = parsed else {
+            return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Parse message"));
+        };
+        let name = name.to_vec();
+        let sql_text = String::from_utf8_lossy(sql_text).into_owned();
+        let d = self.decide(&sql_text);
+        if d.action == Action::Allow {
+            self.statements.insert(name, d);
+            return Verdict::Forward(frame);
+        }
+        self.statements.remove(&name);
+        let token = self.sentinel(self.refusal(&d));
+        // Same statement name, no parameter types: the server fails the
+        // Parse and skips to Sync.
+        let mut out = Vec::with_capacity(name.len() + token.len() + 4);
+        out.extend_from_slice(&name);
+        out.push(0);
+        out.extend_from_slice(token.as_bytes());
+        out.push(0);
+        out.extend_from_slice(&[0, 0]);
+        Verdict::Forward(Frame::new(fe::PARSE, &out))
+    }
+}
+
+impl SessionHooks for PolicyHooks {
+    fn frontend(&mut self, frame: Frame) -> Verdict {
+        match frame.tag() {
+            fe::QUERY => self.query(frame),
+            fe::PARSE => self.parse(frame),
+            fe::BIND => {
+                let body = frame.body();
+                if let Some((portal, next)) = cstr(body, 0)
+                    && let Some((stmt, _)) = cstr(body, next)
+                {
+                    self.portals.insert(portal.to_vec(), stmt.to_vec());
+                }
+                Verdict::Forward(frame)
+            }
+            fe::EXECUTE => {
+                let count = cstr(frame.body(), 0)
+                    .and_then(|(portal, _)| self.portals.get(portal))
+                    .and_then(|stmt| self.statements.get(stmt))
+                    .map(RowCount::new)
+                    .unwrap_or_default();
+                self.pending.push_back(Pending::Execute(count));
+                Verdict::Forward(frame)
+            }
+            fe::SYNC => {
+                self.pending.push_back(Pending::Sync);
+                Verdict::Forward(frame)
+            }
+            fe::CLOSE => {
+                let body = frame.body();
+                if let (Some(kind), Some((name, _))) = (body.first(), cstr(body, 1)) {
+                    match kind {
+                        b'S' => {
+                            self.statements.remove(name);
+                        }
+                        b'P' => {
+                            self.portals.remove(name);
+                        }
+                        _ => {}
+                    }
+                }
+                Verdict::Forward(frame)
+            }
+            fe::FUNCTION_CALL => {
+                let err = PgError::error(
+                    REFUSED,
+                    "interceptor: the FunctionCall protocol message is refused (it calls functions by OID, out of policy's sight)",
+                )
+                .with_hint("call the function in a SELECT");
+                let token = self.sentinel(err);
+                self.pending.push_back(Pending::Query(RowCount::default()));
+                let mut body = token.into_bytes();
+                body.push(0);
+                Verdict::Forward(Frame::new(fe::QUERY, &body))
+            }
+            fe::DESCRIBE | fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
+                Verdict::Forward(frame)
+            }
+            other => Verdict::Close(PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("interceptor: frontend message type {:?} is not on the allow-list", char::from(other)),
+            )),
+        }
+    }
+
+    fn backend(&mut self, frame: Frame) -> Verdict {
+        match frame.tag() {
+            be::DATA_ROW | be::COPY_DATA => {
+                if self.drain {
+                    return Verdict::Drop;
+                }
+                let admitted = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
+                    Some(Pending::Query(c) | Pending::Execute(c)) => c.admit(),
+                    _ => true,
+                };
+                if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
+            }
+            be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE | be::COPY_DONE => {
+                if self.drain {
+                    return Verdict::Drop;
+                }
+                let is_copy_done = frame.tag() == be::COPY_DONE;
+                match self.pending.front_mut() {
+                    Some(Pending::Execute(c)) => {
+                        if c.exceeded {
+                            let err = c.error();
+                            self.pending.pop_front();
+                            self.drain = true;
+                            return Verdict::Forward(err);
+                        }
+                        if !is_copy_done {
+                            self.pending.pop_front();
+                        }
+                        Verdict::Forward(frame)
+                    }
+                    Some(Pending::Query(c)) => {
+                        if c.exceeded {
+                            let err = c.error();
+                            self.drain = true;
+                            return Verdict::Forward(err);
+                        }
+                        if !is_copy_done {
+                            // The limit is per statement of a multi-statement query.
+                            c.rows = 0;
+                        }
+                        Verdict::Forward(frame)
+                    }
+                    _ => Verdict::Forward(frame),
+                }
+            }
+            be::ERROR_RESPONSE => {
+                let frame = self.rewrite_sentinel(frame);
+                if self.drain {
+                    return Verdict::Drop;
+                }
+                // An error ends the current Execute; the server then skips
+                // the rest of the batch up to Sync.
+                while matches!(self.pending.front(), Some(Pending::Execute(_))) {
+                    self.pending.pop_front();
+                }
+                Verdict::Forward(frame)
+            }
+            be::READY_FOR_QUERY => {
+                self.drain = false;
+                while let Some(p) = self.pending.pop_front() {
+                    if matches!(p, Pending::Query(_) | Pending::Sync) {
+                        break;
+                    }
+                }
+                Verdict::Forward(frame)
+            }
+            // Asynchronous messages pass even while draining.
+            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS => Verdict::Forward(frame),
+            _ if self.drain => Verdict::Drop,
+            _ => Verdict::Forward(frame),
+        }
+    }
+
+    fn end(&mut self, summary: &SessionSummary) {
+        tracing::debug!(
+            session = self.info.id,
+            decided = self.decided,
+            refused = self.refused,
+            reason = summary.reason,
+            "policy session summary"
+        );
+    }
+}
+
+impl PolicyHooks {
+    /// Replaces the server's syntax error for a sentinel with the refusal.
+    fn rewrite_sentinel(&mut self, frame: Frame) -> Frame {
+        if self.refusals.is_empty() {
+            return frame;
+        }
+        let Ok(err) = parse_error_fields(&frame) else { return frame };
+        if error_code(&err) != Some(SYNTAX_ERROR) {
+            return frame;
+        }
+        let Some(message) = error_message(&err) else { return frame };
+        match self.refusals.iter().position(|(t, _)| message.contains(t.as_str())) {
+            Some(i) => {
+                // Refusals are answered in order; older ones without an
+                // answer cannot get one any more.
+                let (_, refusal) = self.refusals.drain(..=i).last().expect("position is in range");
+                refusal.to_frame()
+            }
+            None => frame,
+        }
+    }
+}
+
+/// A NUL-terminated string at `at` in `body` and the offset after it.
+fn cstr(body: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = body.get(at..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    Some((&rest[..nul], at + nul + 1))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The name in `PREPARE name ...`, `EXECUTE name ...` or `DEALLOCATE
+/// [PREPARE] name`, folded as PostgreSQL folds identifiers.
+fn prepared_name(text: &str) -> Option<String> {
+    let mut words = text.split(|c: char| c.is_whitespace() || c == '(' || c == ';').filter(|w| !w.is_empty());
+    let _verb = words.next()?;
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => name.to_ascii_lowercase(),
+    })
+}
+
+/// The statement after `AS` in `PREPARE name [(types)] AS statement`.
+fn prepare_body(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("as") {
+        let at = from + pos;
+        let before = lower[..at].chars().last().is_none_or(|c| c.is_whitespace() || c == ')');
+        let after = lower[at + 2..].chars().next().is_none_or(char::is_whitespace);
+        if before && after && at > 0 {
+            return Some(text[at + 2..].trim());
+        }
+        from = at + 2;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parsing() {
+        assert_eq!(
+            parse_options("-c search_path=x --standard-conforming-strings=off -cgeqo=on -c a=b\\ c"),
+            vec![
+                ("search_path".into(), "x".into()),
+                ("standard_conforming_strings".into(), "off".into()),
+                ("geqo".into(), "on".into()),
+                ("a".into(), "b c".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn prepared_names() {
+        assert_eq!(prepared_name("PREPARE Foo (int) AS SELECT 1").as_deref(), Some("foo"));
+        assert_eq!(prepared_name("EXECUTE \"Foo\"(1)").as_deref(), Some("Foo"));
+        assert_eq!(prepared_name("DEALLOCATE PREPARE foo").as_deref(), Some("foo"));
+        assert_eq!(prepare_body("PREPARE q(int) AS DELETE FROM t WHERE id = $1"), Some("DELETE FROM t WHERE id = $1"));
+        assert_eq!(prepare_body("prepare q as select 1"), Some("select 1"));
+    }
+
+    #[test]
+    fn row_count() {
+        let d = Decision { action: Action::Allow, rule: "r".into(), reason: String::new(), max_rows: Some(2) };
+        let mut c = RowCount::new(&d);
+        assert!(c.admit() && c.admit());
+        assert!(!c.admit());
+        assert!(c.exceeded);
+    }
+}

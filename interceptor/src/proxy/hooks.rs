@@ -1,0 +1,146 @@
+//! Where policy, masking and audit plug in: one [`SessionHooks`] value per
+//! session sees every frontend message before it is forwarded upstream and
+//! every backend message before it reaches the client, as raw [`Frame`]s
+//! (decode lazily, only what the hook needs).
+//!
+//! The proxy itself installs [`PassThrough`]. A daemon with policy passes a
+//! [`HooksFactory`] to [`super::run_with_hooks`].
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    ebpf::ConnectRecord,
+    identity::Attestation,
+    wire::{Frame, PgError},
+};
+
+/// How a connection reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// Redirected by the kernel programs; the original destination is known.
+    Redirected,
+    /// Made straight to the proxy's TCP port (`proxy.explicit_target`).
+    Explicit,
+    /// Made to the proxy's unix socket.
+    Unix,
+}
+
+/// What the proxy knows about a session when it opens it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// Daemon-unique session id.
+    pub id: u64,
+    /// How the connection arrived.
+    pub route: Route,
+    /// Client address (`unix` for the unix socket).
+    pub peer: String,
+    /// Where the client meant to go (redirected connections only).
+    pub orig_dst: Option<SocketAddr>,
+    /// Configured target name.
+    pub target: String,
+    /// Upstream address the proxy connects to.
+    pub upstream: SocketAddr,
+    /// Database from the client's startup packet (default: its user).
+    pub database: String,
+    /// User from the client's startup packet.
+    pub user: String,
+    /// Database role the proxy logs in as (from the credential).
+    pub upstream_user: String,
+    /// `application_name` from the client's startup packet.
+    pub application_name: Option<String>,
+    /// Every other startup parameter (`options`, `client_encoding`...),
+    /// passed on to the upstream as sent.
+    pub parameters: BTreeMap<String, String>,
+    /// Whether the client connection uses TLS.
+    pub client_tls: bool,
+    /// The attested calling process.
+    #[serde(serialize_with = "serialize_arc")]
+    pub attestation: Arc<Attestation>,
+    /// What the kernel recorded at connect time (redirected connections).
+    pub connect_record: Option<ConnectRecord>,
+}
+
+fn serialize_arc<S: serde::Serializer, T: Serialize>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+    T::serialize(v, s)
+}
+
+/// What to do with one message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Send it on (possibly rewritten).
+    Forward(Frame),
+    /// Swallow it.
+    Drop,
+    /// Do not forward; send these frames back to the side it came from
+    /// (e.g. an `ErrorResponse` + `ReadyForQuery` for a refused `Query`).
+    /// They are queued behind what is already on its way to that side.
+    Reply(Vec<Frame>),
+    /// End the session with this error to the client.
+    Close(PgError),
+}
+
+/// Per-session interception. Called on the session's task, between reads
+/// and writes: a hook must not block.
+pub trait SessionHooks: Send {
+    /// A message from the client, before it goes upstream.
+    fn frontend(&mut self, frame: Frame) -> Verdict {
+        Verdict::Forward(frame)
+    }
+
+    /// A message from the upstream, before it goes to the client.
+    fn backend(&mut self, frame: Frame) -> Verdict {
+        Verdict::Forward(frame)
+    }
+
+    /// The session ended (after the last message, before `session_end`).
+    fn end(&mut self, _summary: &SessionSummary) {}
+}
+
+/// Creates the hooks of each session.
+pub trait HooksFactory: Send + Sync + 'static {
+    /// Called once the caller is attested and the target and credential are
+    /// known, before the upstream connection is made; an error refuses the
+    /// session with it.
+    fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError>;
+}
+
+/// Forwards everything unchanged.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl SessionHooks for PassThrough {}
+
+impl HooksFactory for PassThrough {
+    fn open(&self, _info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
+        Ok(Box::new(PassThrough))
+    }
+}
+
+/// Traffic of a session, counted as received by the proxy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Client -> proxy messages (after startup).
+    pub frontend_messages: u64,
+    /// Client -> proxy bytes (after startup).
+    pub frontend_bytes: u64,
+    /// Upstream -> proxy messages (after authentication).
+    pub backend_messages: u64,
+    /// Upstream -> proxy bytes (after authentication).
+    pub backend_bytes: u64,
+}
+
+/// How a session ended, for hooks and the `session_end` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    /// Short machine-readable reason, see [`super::relay::EndReason::code`].
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+    /// Traffic both ways.
+    pub traffic: Traffic,
+    /// Session duration in milliseconds.
+    pub duration_ms: u64,
+}

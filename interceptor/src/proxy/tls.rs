@@ -1,0 +1,314 @@
+//! TLS on both sides (rustls, ring provider).
+//!
+//! - Towards clients: the certificate and key from `proxy.tls_cert` /
+//!   `proxy.tls_key`, or a self-signed pair generated on first start in
+//!   `<state_dir>/tls/server.pem` (directory 0700, file 0600: certificate
+//!   and key in one file) and reused afterwards.
+//! - Towards upstreams, per target (`tls` = libpq's sslmode names):
+//!   `require` encrypts without verifying the certificate; `verify-full`
+//!   verifies chain and name against `tls_ca_file` or the system roots.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Write,
+    net::SocketAddr,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::{Config, Target, UpstreamTls};
+
+/// ALPN protocol name of PostgreSQL over TLS (PostgreSQL 17 clients send it,
+/// and require it for `sslnegotiation=direct`).
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// TLS set-up failures; all happen at start, before any client is served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate, key or CA file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM object of the expected kind.
+    #[error("{}: {what}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        what: String,
+    },
+    /// The generated certificate cannot be stored.
+    #[error("cannot write {}: {source} (fix: make state_dir writable by the daemon)", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// rcgen failed to generate the self-signed certificate.
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration (e.g. key does not match the certificate).
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// `verify-full` without any trusted root.
+    #[error("target `{target}`: tls = \"verify-full\" but no CA certificate was found (fix: set tls_ca_file)")]
+    NoRoots {
+        /// The target.
+        target: String,
+    },
+    /// `tls_server_name` is not a DNS name or IP address.
+    #[error("target `{target}`: tls_server_name `{name}` is not a valid DNS name or IP address")]
+    ServerName {
+        /// The target.
+        target: String,
+        /// The name.
+        name: String,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The acceptor for clients that ask for TLS.
+pub fn client_acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key) = if let (Some(cert), Some(key)) = (&config.proxy.tls_cert, &config.proxy.tls_key) {
+        (read_certs(cert)?, read_key(key)?)
+    } else {
+        let pem = ensure_self_signed(&config.state_dir.join("tls"))?;
+        (read_certs(&pem)?, read_key(&pem)?)
+    };
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    server.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Path of the generated certificate and key (one PEM file, mode 0600, so
+/// that replacing it is one atomic rename), generating it on first use.
+fn ensure_self_signed(dir: &Path) -> Result<PathBuf, TlsError> {
+    let path = dir.join("server.pem");
+    if path.exists() {
+        return Ok(path);
+    }
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Write { path, source }
+    };
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(write_err(dir))?;
+    // The directory may have existed with a looser mode.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(write_err(dir))?;
+    let generated = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    let pem = format!("{}{}", generated.cert.pem(), generated.signing_key.serialize_pem());
+    // A private temporary name, then rename: concurrent starts each install
+    // a complete pair, and a crash leaves none half-written.
+    let tmp = dir.join(format!("server.pem.{}.{:08x}", std::process::id(), rand::random::<u32>()));
+    write_file(&tmp, pem.as_bytes(), 0o600).map_err(write_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(write_err(&path))?;
+    tracing::info!(event = "tls_generated", cert = %path.display(), "generated a self-signed TLS certificate for clients");
+    Ok(path)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(&read(path)?)
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("no private key: {e}") })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("bad certificate: {e}") })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: path.to_owned(), what: "no certificate found".into() });
+    }
+    Ok(certs)
+}
+
+/// How the proxy does TLS with one target's upstream.
+#[derive(Clone)]
+pub struct UpstreamTlsConnector {
+    /// rustls client.
+    connector: TlsConnector,
+    /// Name to verify (and send as SNI when it is a DNS name); `None`: the
+    /// upstream address.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for UpstreamTlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsConnector").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTlsConnector {
+    /// The connector.
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+
+    /// The name checked for a connection to `addr`.
+    pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
+        self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+    }
+}
+
+/// Connectors for every target with `tls` other than `disable`.
+pub fn upstream_connectors(config: &Config) -> Result<HashMap<String, UpstreamTlsConnector>, TlsError> {
+    let mut out = HashMap::new();
+    for target in &config.targets {
+        if let Some(c) = upstream_connector(target)? {
+            out.insert(target.name.clone(), c);
+        }
+    }
+    Ok(out)
+}
+
+fn upstream_connector(target: &Target) -> Result<Option<UpstreamTlsConnector>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let client = match target.tls {
+        UpstreamTls::Disable => return Ok(None),
+        UpstreamTls::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+        UpstreamTls::VerifyFull => {
+            let mut roots = RootCertStore::empty();
+            if let Some(path) = &target.tls_ca_file {
+                for cert in read_certs(path)? {
+                    roots.add(cert)?;
+                }
+            } else {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots { target: target.name.clone() });
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    let server_name = match &target.tls_server_name {
+        Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName {
+            target: target.name.clone(),
+            name: name.clone(),
+        })?),
+        None => None,
+    };
+    Ok(Some(UpstreamTlsConnector { connector: TlsConnector::from(Arc::new(client)), server_name }))
+}
+
+/// `tls = "require"`: encrypt, accept any certificate (libpq's
+/// `sslmode=require`). Handshake signatures are still checked, so the peer
+/// holds the key of the certificate it sent.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn self_signed_is_generated_once_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            Path::new("c.toml"),
+            &format!("state_dir = \"{}\"\n[[target]]\nname = \"db\"\n", dir.path().display()),
+        )
+        .unwrap();
+        client_acceptor(&config).unwrap();
+        let tls = dir.path().join("tls");
+        assert_eq!(fs::metadata(&tls).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(tls.join("server.pem")).unwrap().mode() & 0o777, 0o600);
+        let first = fs::read(tls.join("server.pem")).unwrap();
+        client_acceptor(&config).unwrap();
+        assert_eq!(first, fs::read(tls.join("server.pem")).unwrap(), "reused, not regenerated");
+        // Concurrent first starts do not trip over each other.
+        fs::remove_file(tls.join("server.pem")).unwrap();
+        std::thread::scope(|s| {
+            let a = s.spawn(|| client_acceptor(&config).map(|_| ()));
+            let b = s.spawn(|| client_acceptor(&config).map(|_| ()));
+            a.join().unwrap().unwrap();
+            b.join().unwrap().unwrap();
+        });
+        assert_eq!(fs::read_dir(&tls).unwrap().count(), 1, "no temporary files left");
+    }
+
+    #[test]
+    fn verify_full_with_a_missing_ca_file_is_an_error() {
+        let config = Config::parse(
+            Path::new("c.toml"),
+            "[[target]]\nname = \"db\"\ntls = \"verify-full\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap();
+        let e = upstream_connectors(&config).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    }
+}

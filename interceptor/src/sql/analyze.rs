@@ -1,0 +1,307 @@
+//! `analyze`: from the text a client sent to one [`StatementFacts`] per
+//! statement.
+//!
+//! 1. The size limit.
+//! 2. PostgreSQL's grammar (`pg_query`) splits the text: the statements and
+//!    their boundaries are PostgreSQL's, so whatever the lexers disagree on
+//!    (nested block comments, dollar quotes, E'' strings ...) the analysed
+//!    text of each statement is exactly the text the server will run as that
+//!    statement. The text between statements must be nothing but
+//!    whitespace, comments and semicolons to sqlparser too.
+//! 3. Each statement is tokenized by sqlparser, its nesting bounded, and
+//!    parsed (PostgreSQL dialect, recursion limit); it must be exactly one
+//!    statement.
+//! 4. Facts from sqlparser's tree (`classify.rs`, `visit.rs`), checked against
+//!    PostgreSQL's summary of the same text (`pgcheck.rs`): the same kind of
+//!    statement, compatible classes, a write wherever PostgreSQL sees a
+//!    nested INSERT/UPDATE/DELETE/MERGE, and every relation PostgreSQL sees.
+//!    Functions PostgreSQL sees are added to sqlparser's.
+//! 5. Utility statements sqlparser cannot parse (DO, CHECKPOINT, CREATE
+//!    PROCEDURE, VACUUM (options) ...) whose kind alone decides their
+//!    classes get their facts from PostgreSQL's summary; anything else
+//!    sqlparser cannot parse is [`SqlError::Parse`].
+//!
+//! Stack: sqlparser's parser and visitor grow their stack on demand, the
+//! depth of the tree is bounded before parsing, and libpg_query checks its
+//! own stack depth; a caller only needs a thread with ~1 MiB of headroom
+//! (tokio's 2 MiB worker stacks do).
+
+use std::collections::BTreeSet;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use super::classify::classify;
+use super::pgcheck::{self, PgStatement, Use};
+use super::visit;
+use super::{Analysis, CopyEndpoint, Limits, SqlError, StatementClass, StatementFacts};
+
+/// Analyses every statement in `sql`; see the module documentation.
+pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError> {
+    if sql.len() > limits.max_sql_bytes {
+        return Err(SqlError::TooLong { len: sql.len(), max: limits.max_sql_bytes });
+    }
+    let ranges = pgcheck::split(sql, limits.max_depth)?;
+    let mut prev = 0;
+    for range in &ranges {
+        check_gap(&sql[prev..range.start])?;
+        prev = range.end;
+    }
+    check_gap(&sql[prev..])?;
+    let statements = ranges
+        .into_iter()
+        .map(|range| {
+            let pg = pgcheck::summarize(sql, range, limits.max_depth)?;
+            statement(sql, &pg, limits)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Analysis { statements })
+}
+
+/// Text PostgreSQL found no statement in must hold none for sqlparser either.
+fn check_gap(gap: &str) -> Result<(), SqlError> {
+    if gap.bytes().all(|b| b.is_ascii_whitespace() || b == b';') {
+        return Ok(());
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, gap)
+        .tokenize()
+        .map_err(|e| SqlError::Disagreement(format!("sqlparser cannot tokenize text between statements: {e}")))?;
+    match tokens.iter().find(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon)) {
+        None => Ok(()),
+        Some(t) => Err(SqlError::Disagreement(format!(
+            "sqlparser sees `{t}` where PostgreSQL sees only comments or whitespace"
+        ))),
+    }
+}
+
+fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFacts, SqlError> {
+    let text = &sql[pg.range.clone()];
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Parse(e.to_string()))?;
+    check_depth(&tokens, limits)?;
+    let parsed = Parser::new(&dialect)
+        .with_recursion_limit(limits.max_depth)
+        .with_tokens_with_locations(tokens)
+        .parse_statements();
+    let mut stmts = match parsed {
+        Ok(stmts) => stmts,
+        Err(ParserError::RecursionLimitExceeded) => return Err(SqlError::TooDeep(limits.max_depth)),
+        Err(e) => return pg_only(text, pg, limits).ok_or_else(|| SqlError::Parse(parse_message(&e)))?,
+    };
+    if stmts.len() != 1 {
+        return Err(SqlError::Disagreement(format!(
+            "PostgreSQL sees one statement where sqlparser sees {}",
+            stmts.len()
+        )));
+    }
+    let stmt = stmts.remove(0);
+    let c = classify(&stmt);
+    let found = visit::collect(&stmt, c.plan_only);
+
+    let mut classes = c.classes;
+    classes.extend(found.classes);
+    if c.unknown {
+        classes.extend(pgcheck::kind_classes(&pg.kind).into_iter().flatten());
+    }
+    let (mut unbounded, mut limit) = (c.returns_rows && c.unbounded, c.limit);
+    if found.select_into {
+        classes.remove(&StatementClass::Read);
+        (unbounded, limit) = (false, None);
+    }
+    let mut reads: BTreeSet<_> = c.reads.into_iter().collect();
+    reads.extend(found.reads);
+    let mut writes: BTreeSet<_> = c.writes.into_iter().collect();
+    writes.extend(found.writes);
+
+    // Cross-check with PostgreSQL.
+    let disagree = |what: String| Err(SqlError::Disagreement(what));
+    if !c.pg_kinds.is_empty() && !c.pg_kinds.contains(&pg.kind.as_str()) {
+        return disagree(format!("sqlparser reads a {} statement, PostgreSQL a {}", c.command, pg.kind));
+    }
+    if !c.inner_pg_kinds.is_empty() {
+        let inner = pg.nested.first().map_or("nothing", String::as_str);
+        if !c.inner_pg_kinds.contains(&inner) {
+            return disagree(format!("{} of different statements: PostgreSQL sees {inner}", c.command));
+        }
+    }
+    if let Some(acceptable) = pgcheck::acceptable_classes(&pg.kind) {
+        if acceptable.is_disjoint(&classes) {
+            return disagree(format!("sqlparser's classes {classes:?} do not fit PostgreSQL's {}", pg.kind));
+        }
+    }
+    let code_or_plan = c.plan_only
+        || matches!(pg.kind.as_str(), "ExplainStmt" | "CreateFunctionStmt" | "RuleStmt" | "CreateTrigStmt");
+    let nested_dml = pg
+        .nested
+        .iter()
+        .any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"));
+    if nested_dml && !code_or_plan && !classes.contains(&StatementClass::Write) {
+        return disagree("PostgreSQL sees a data-modifying statement sqlparser does not".into());
+    }
+    for (rel, used) in &pg.tables {
+        let seen = match used {
+            Use::Write if !c.plan_only => writes.contains(rel),
+            _ => writes.contains(rel) || reads.contains(rel),
+        };
+        if !seen {
+            let name = rel.schema.as_ref().map_or_else(|| rel.name.clone(), |s| format!("{s}.{}", rel.name));
+            return disagree(format!("PostgreSQL sees relation {name} that sqlparser does not"));
+        }
+    }
+
+    let mut functions: BTreeSet<String> = c.functions.into_iter().collect();
+    functions.extend(found.functions);
+    functions.extend(pg.functions.iter().cloned());
+    let mut settings = c.settings;
+    settings.extend(found.settings);
+    Ok(StatementFacts {
+        text: text.trim().to_owned(),
+        command: c.command,
+        classes,
+        reads,
+        writes,
+        functions,
+        copy: c.copy,
+        settings,
+        unbounded,
+        limit,
+        prepared: c.prepared,
+    })
+}
+
+/// Facts of a statement only PostgreSQL's grammar parses: a COPY, or a
+/// statement whose kind alone decides its classes. Relations and functions
+/// come from PostgreSQL's full tree: every relation the statement names is a
+/// write (a read for FETCH/MOVE), every function call counts.
+fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<StatementFacts, SqlError>> {
+    let is_copy = pg.kind == "CopyStmt";
+    let kind_classes = pgcheck::kind_classes(&pg.kind);
+    if !is_copy && kind_classes.is_none() {
+        return None;
+    }
+    Some(pgcheck::tree_facts(text, limits.max_depth).map(|tree| {
+        let mut classes: BTreeSet<StatementClass> = kind_classes.into_iter().flatten().copied().collect();
+        let mut reads = BTreeSet::new();
+        let mut writes = BTreeSet::new();
+        let (mut unbounded, mut copy) = (false, None);
+        if let Some(facts) = tree.copy.filter(|_| is_copy) {
+            // COPY t FROM / COPY t TO / COPY (query) TO
+            let own = tree.copy_relation;
+            for rel in tree.relations {
+                if facts.from && own.as_ref() == Some(&rel) {
+                    writes.insert(rel);
+                } else {
+                    reads.insert(rel);
+                }
+            }
+            if facts.from {
+                classes.insert(StatementClass::Write);
+            } else {
+                classes.insert(StatementClass::Read);
+                unbounded = facts.endpoint == CopyEndpoint::Client;
+            }
+            if pg.nested.iter().any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt")) {
+                classes.insert(StatementClass::Write);
+            }
+            copy = Some(facts);
+        } else if classes.iter().all(|c| *c == StatementClass::Read) {
+            reads = tree.relations;
+        } else {
+            writes = tree.relations;
+        }
+        let mut functions = tree.functions;
+        functions.extend(pg.functions.iter().cloned());
+        StatementFacts {
+            text: text.trim().to_owned(),
+            command: pgcheck::command_for_kind(&pg.kind, text),
+            classes,
+            reads,
+            writes,
+            functions,
+            copy,
+            settings: Vec::new(),
+            unbounded,
+            limit: None,
+            prepared: None,
+        }
+    }))
+}
+
+fn parse_message(e: &ParserError) -> String {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "recursion limit exceeded".into(),
+    }
+}
+
+/// Bounds the depth of the tree sqlparser would build, from its tokens:
+/// brackets nested deeper than `max_depth`, or a run of operators at one
+/// nesting level longer than `64 * max_depth` (`1+1+1...` parses without
+/// recursion but builds a tree as deep as the run, and dropping that tree
+/// recurses).
+fn check_depth(tokens: &[TokenWithSpan], limits: &Limits) -> Result<(), SqlError> {
+    let max_run = limits.max_depth.saturating_mul(64);
+    let too_deep = Err(SqlError::TooDeep(limits.max_depth));
+    let mut runs: Vec<usize> = vec![0];
+    for t in tokens {
+        match &t.token {
+            Token::LParen | Token::LBracket => {
+                if runs.len() > limits.max_depth {
+                    return too_deep;
+                }
+                runs.push(0);
+            }
+            Token::RParen | Token::RBracket => {
+                if runs.len() > 1 {
+                    runs.pop();
+                }
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(run) = runs.last_mut() {
+                    *run = 0;
+                }
+            }
+            Token::Word(w)
+                if !matches!(
+                    w.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::IS
+                        | Keyword::LIKE
+                        | Keyword::ILIKE
+                        | Keyword::SIMILAR
+                        | Keyword::BETWEEN
+                        | Keyword::COLLATE
+                        | Keyword::AT
+                        | Keyword::IN
+                ) => {}
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::Placeholder(_)
+            | Token::Period
+            | Token::EOF => {}
+            _ => {
+                if let Some(run) = runs.last_mut() {
+                    *run += 1;
+                    if *run > max_run {
+                        return too_deep;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

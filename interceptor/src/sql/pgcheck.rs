@@ -1,0 +1,292 @@
+//! PostgreSQL's own view of the text, through `pg_query` (libpg_query: the
+//! server's scanner and grammar compiled as a library).
+//!
+//! PostgreSQL decides where statements begin and end ([`split`]); for each
+//! statement its summary gives the parse-node kind, the kinds of statements
+//! nested in it, the relations it names and the functions it calls. The
+//! analyser takes statement boundaries from here and checks sqlparser's
+//! facts against the rest.
+//!
+//! libpg_query guards its own recursion: it sizes PostgreSQL's
+//! `max_stack_depth` to the calling thread's remaining stack (at most 2 MB)
+//! and fails with "stack depth limit exceeded" instead of overflowing, so the
+//! caller needs a thread with some headroom (a tokio worker's 2 MiB is enough).
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pg_query::protobuf::summary_result::Context;
+
+use super::names;
+use super::{CopyEndpoint, CopyFacts, Relation, SqlError, StatementClass};
+
+/// How a statement uses a relation, as PostgreSQL's summary sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Named in a FROM list, a COPY, or anything not a target.
+    Read,
+    /// A DML target or a DDL object.
+    Write,
+}
+
+/// One statement as PostgreSQL parses it.
+#[derive(Debug)]
+pub(crate) struct PgStatement {
+    /// Byte range of the statement in the analysed text (no `;`).
+    pub range: Range<usize>,
+    /// Parse-node kind of the statement, e.g. `SelectStmt`.
+    pub kind: String,
+    /// Kinds of the statements nested in it (CTEs, EXPLAIN, PREPARE ...),
+    /// in walk order, without duplicates and without `kind` itself.
+    pub nested: Vec<String>,
+    /// Relations named, with how they are used (CTE references excluded).
+    pub tables: Vec<(Relation, Use)>,
+    /// Functions called, named as in [`names::function_from_parts`].
+    pub functions: BTreeSet<String>,
+}
+
+/// Where PostgreSQL's grammar puts statement boundaries.
+pub(crate) fn split(sql: &str, max_depth: usize) -> Result<Vec<Range<usize>>, SqlError> {
+    let pieces = guarded(|| pg_query::split_with_parser(sql), max_depth)?;
+    let base = sql.as_ptr() as usize;
+    Ok(pieces
+        .into_iter()
+        .map(|piece| {
+            let start = piece.as_ptr() as usize - base;
+            start..start + piece.len()
+        })
+        .collect())
+}
+
+/// PostgreSQL's summary of one statement (the text PostgreSQL split off).
+pub(crate) fn summarize(sql: &str, range: Range<usize>, max_depth: usize) -> Result<PgStatement, SqlError> {
+    let text = &sql[range.clone()];
+    let summary = guarded(|| pg_query::summary(text, 0, -1), max_depth)?.protobuf;
+    let mut kinds = summary.statement_types.into_iter();
+    let kind = kinds.next().ok_or_else(|| SqlError::PgParse("no statement in a split piece".into()))?;
+    let nested = kinds.filter(|k| *k != kind).collect();
+    let tables = summary
+        .tables
+        .into_iter()
+        .map(|t| {
+            let used = match Context::try_from(t.context) {
+                Ok(Context::Dml | Context::Ddl) => Use::Write,
+                _ => Use::Read,
+            };
+            let schema = (!t.schema_name.is_empty()).then_some(t.schema_name);
+            (Relation { schema, name: t.table_name }, used)
+        })
+        .collect();
+    let functions = summary
+        .functions
+        .into_iter()
+        .filter(|f| Context::try_from(f.context) == Ok(Context::Call))
+        .map(|f| {
+            let mut parts = Vec::with_capacity(2);
+            if !f.schema_name.is_empty() {
+                parts.push(f.schema_name);
+            }
+            parts.push(f.function_name);
+            names::function_from_parts(&parts)
+        })
+        .collect();
+    Ok(PgStatement { range, kind, nested, tables, functions })
+}
+
+/// What PostgreSQL's full parse tree of one statement names: every relation
+/// (`RangeVar`), every function call (`FuncCall`), and the COPY details. Used
+/// for statements only PostgreSQL's grammar parses (sqlparser gave no tree).
+#[derive(Debug, Default)]
+pub(crate) struct TreeFacts {
+    pub relations: BTreeSet<Relation>,
+    pub functions: BTreeSet<String>,
+    pub copy: Option<CopyFacts>,
+    /// COPY's own table (not those of a COPY (query)).
+    pub copy_relation: Option<Relation>,
+}
+
+/// Parses one statement into PostgreSQL's full tree and collects
+/// [`TreeFacts`]. The tree is decoded with prost's nesting limit (100
+/// messages), so a deeper tree is [`SqlError::TooDeep`]; the JSON walk below
+/// is iterative.
+pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlError> {
+    let parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
+    let mut out = TreeFacts::default();
+    for raw in &parsed.protobuf.stmts {
+        if let Some(pg_query::NodeEnum::CopyStmt(c)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+            let endpoint = if c.filename.is_empty() {
+                CopyEndpoint::Client
+            } else if c.is_program {
+                CopyEndpoint::Program(c.filename.clone())
+            } else {
+                CopyEndpoint::File(c.filename.clone())
+            };
+            out.copy = Some(CopyFacts { from: c.is_from, endpoint });
+            out.copy_relation = c.relation.as_ref().map(range_var);
+        }
+    }
+    let json = serde_json::to_value(&parsed.protobuf)
+        .map_err(|e| SqlError::PgParse(format!("cannot walk PostgreSQL's tree: {e}")))?;
+    let mut stack = vec![&json];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(rv) = map.get("RangeVar") {
+                    let field = |k: &str| rv.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                    let schema = field("schemaname");
+                    out.relations.insert(Relation { schema: (!schema.is_empty()).then_some(schema), name: field("relname") });
+                }
+                if let Some(serde_json::Value::Array(parts)) = map.get("FuncCall").and_then(|f| f.get("funcname")) {
+                    let parts: Vec<String> = parts
+                        .iter()
+                        .filter_map(|p| p.pointer("/node/String/sval").and_then(serde_json::Value::as_str))
+                        .map(str::to_owned)
+                        .collect();
+                    out.functions.insert(names::function_from_parts(&parts));
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn range_var(rv: &pg_query::protobuf::RangeVar) -> Relation {
+    let schema = (!rv.schemaname.is_empty()).then(|| rv.schemaname.clone());
+    Relation { schema, name: rv.relname.clone() }
+}
+
+/// Runs a pg_query call, turning its errors (and, defensively, a panic in its
+/// Rust wrapper) into [`SqlError`].
+fn guarded<T>(f: impl FnOnce() -> pg_query::Result<T>, max_depth: usize) -> Result<T, SqlError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(pg_error(&e, max_depth)),
+        Err(_) => Err(SqlError::PgParse("internal error in pg_query".into())),
+    }
+}
+
+fn pg_error(e: &pg_query::Error, max_depth: usize) -> SqlError {
+    let msg = match e {
+        pg_query::Error::Parse(m) | pg_query::Error::Split(m) | pg_query::Error::Scan(m) => m.clone(),
+        pg_query::Error::Conversion(_) => "the text contains a NUL byte".to_owned(),
+        other => other.to_string(),
+    };
+    // "stack depth limit exceeded": PostgreSQL's check_stack_depth();
+    // "memory exhausted": bison's parser stack (YYMAXDEPTH) on deep nesting.
+    if msg.contains("stack depth limit exceeded") || msg.starts_with("memory exhausted") {
+        SqlError::TooDeep(max_depth)
+    } else {
+        SqlError::PgParse(msg)
+    }
+}
+
+/// The classes a statement of this parse-node kind has when its kind alone
+/// decides them; `None` for kinds whose classes depend on the statement's
+/// content (queries, DML, COPY, EXPLAIN, PREPARE, SET ...), which need
+/// sqlparser's tree.
+pub(crate) fn kind_classes(kind: &str) -> Option<&'static [StatementClass]> {
+    use StatementClass::{Admin, Code, Ddl, Privilege, Session, Transaction};
+    Some(match kind {
+        "DoStmt" | "CallStmt" => &[Code],
+        "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTrigStmt" | "CreateEventTrigStmt"
+        | "AlterEventTrigStmt" | "RuleStmt" | "CreatePLangStmt" | "CreateTransformStmt"
+        | "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => &[Code, Ddl],
+        "GrantStmt" | "GrantRoleStmt" | "CreateRoleStmt" | "AlterRoleStmt" | "AlterRoleSetStmt"
+        | "DropRoleStmt" | "AlterDefaultPrivilegesStmt" | "ReassignOwnedStmt" => &[Privilege],
+        "DropOwnedStmt" | "CreateUserMappingStmt" | "AlterUserMappingStmt" | "DropUserMappingStmt"
+        | "CreatePolicyStmt" | "AlterPolicyStmt" => &[Privilege, Ddl],
+        "VacuumStmt" | "ClusterStmt" | "ReindexStmt" | "CheckPointStmt" | "LoadStmt" | "ListenStmt"
+        | "UnlistenStmt" | "NotifyStmt" | "LockStmt" | "DiscardStmt" | "CreatedbStmt" | "DropdbStmt"
+        | "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt"
+        | "AlterSystemStmt" | "CreateTableSpaceStmt" | "DropTableSpaceStmt"
+        | "AlterTableSpaceOptionsStmt" | "AlterTableMoveAllStmt" | "CreateSubscriptionStmt"
+        | "AlterSubscriptionStmt" | "DropSubscriptionStmt" | "WaitStmt" => &[Admin],
+        "TransactionStmt" | "ConstraintsSetStmt" => &[Transaction],
+        "DeallocateStmt" | "ClosePortalStmt" => &[Session],
+        "FetchStmt" => &[StatementClass::Read],
+        "RefreshMatViewStmt" => &[Ddl, StatementClass::Write],
+        "CreateStmt" | "AlterTableStmt" | "DropStmt" | "TruncateStmt" | "IndexStmt" | "CreateSeqStmt"
+        | "AlterSeqStmt" | "CreateSchemaStmt" | "CommentStmt" | "SecLabelStmt" | "RenameStmt"
+        | "AlterObjectSchemaStmt" | "AlterObjectDependsStmt" | "AlterOwnerStmt" | "AlterOperatorStmt"
+        | "AlterTypeStmt" | "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt"
+        | "AlterEnumStmt" | "CreateDomainStmt" | "AlterDomainStmt" | "DefineStmt" | "CreateCastStmt"
+        | "CreateConversionStmt" | "CreateOpClassStmt" | "CreateOpFamilyStmt" | "AlterOpFamilyStmt"
+        | "CreateFdwStmt" | "AlterFdwStmt" | "CreateForeignServerStmt" | "AlterForeignServerStmt"
+        | "CreateForeignTableStmt" | "ImportForeignSchemaStmt" | "CreateStatsStmt" | "AlterStatsStmt"
+        | "CreatePublicationStmt" | "AlterPublicationStmt" | "CreateAmStmt" | "AlterCollationStmt"
+        | "AlterTSDictionaryStmt" | "AlterTSConfigurationStmt" | "DropTableSpace" => &[Ddl],
+        _ => return None,
+    })
+}
+
+/// Classes sqlparser's facts must share at least one of, for a statement
+/// PostgreSQL parses as `kind`; `None` when the kind says nothing checkable
+/// (EXPLAIN and PREPARE are checked against their inner statement instead).
+pub(crate) fn acceptable_classes(kind: &str) -> Option<BTreeSet<StatementClass>> {
+    use StatementClass::{Admin, Code, Ddl, Privilege, Read, Session, Transaction, Write};
+    let set: &[StatementClass] = match kind {
+        "SelectStmt" => &[Read, Write, Ddl],
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &[Write],
+        "CopyStmt" => &[Read, Write],
+        "CreateTableAsStmt" | "ViewStmt" => &[Ddl],
+        "DeclareCursorStmt" | "VariableShowStmt" => &[Read],
+        "VariableSetStmt" => &[Session, Privilege, Transaction],
+        "ExecuteStmt" => &[Read, Write],
+        "PrepareStmt" | "ExplainStmt" => return None,
+        other => return kind_classes(other).map(|c| c.iter().copied().collect()),
+    };
+    // Anything sqlparser could not place is marked Admin/Code: accept those
+    // too, they are never more permissive than the real class.
+    let mut out: BTreeSet<_> = set.iter().copied().collect();
+    out.insert(Admin);
+    out.insert(Code);
+    Some(out)
+}
+
+/// A command name for a statement only PostgreSQL's grammar parses.
+pub(crate) fn command_for_kind(kind: &str, text: &str) -> String {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let first = words.first().cloned().unwrap_or_default();
+    let fixed = match kind {
+        "DoStmt" => "DO",
+        "CheckPointStmt" => "CHECKPOINT",
+        "ClusterStmt" => "CLUSTER",
+        "ReindexStmt" => "REINDEX",
+        "AlterSystemStmt" => "ALTER SYSTEM",
+        "RefreshMatViewStmt" => "REFRESH MATERIALIZED VIEW",
+        "ConstraintsSetStmt" => "SET CONSTRAINTS",
+        "GrantRoleStmt" => return first,
+        "AlterDefaultPrivilegesStmt" => "ALTER DEFAULT PRIVILEGES",
+        "ReassignOwnedStmt" => "REASSIGN OWNED",
+        "DropOwnedStmt" => "DROP OWNED",
+        "SecLabelStmt" => "SECURITY LABEL",
+        "RuleStmt" => "CREATE RULE",
+        "CreateEventTrigStmt" => "CREATE EVENT TRIGGER",
+        "CreatePLangStmt" => "CREATE LANGUAGE",
+        "ImportForeignSchemaStmt" => "IMPORT FOREIGN SCHEMA",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_owned();
+    }
+    // CREATE/ALTER/DROP [OR REPLACE] <object>, PREPARE TRANSACTION, ...
+    let skip = ["OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQUE", "TRUSTED", "PROCEDURAL"];
+    match first.as_str() {
+        "CREATE" | "ALTER" | "DROP" | "COMMIT" | "ROLLBACK" | "PREPARE" => {
+            match words.iter().skip(1).find(|w| !skip.contains(&w.as_str())) {
+                Some(object) => format!("{first} {object}"),
+                None => first,
+            }
+        }
+        _ => first,
+    }
+}

@@ -1,0 +1,114 @@
+//! `cargo xtask demo`: the main job on an embedded default.
+//!
+//! Starts a throw-away PostgreSQL (as `postgres`, on 127.0.0.1) with sample
+//! data, writes a root-only credentials file and a config whose target is
+//! that database's own address, creates a demo cgroup, starts
+//! `interceptor run` on it, and runs an unchanged `psql` inside the cgroup
+//! against the database's real address with no password anywhere in its
+//! environment. Prints the result and the daemon's `session_start` event,
+//! then removes everything (also on failure or Ctrl-C: every piece is a
+//! `Drop` guard).
+
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context as _, bail};
+use interceptor_tests::{
+    Daemon, DaemonConfig, PgCluster, TestCgroup, daemon::field, pg::random_hex, process,
+};
+
+use crate::{setup, sh};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep everything running after the demo query, until Ctrl-C, and print
+    /// how to run your own commands inside the watched cgroup.
+    #[arg(long)]
+    hold: bool,
+}
+
+const QUERY: &str = "select c.name, count(o.id) as orders, sum(o.amount) as total \
+                     from customers c join orders o on o.customer_id = c.id \
+                     group by c.name order by total desc";
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the demo loads eBPF programs and creates a cgroup: run `cargo xtask demo` as root");
+    }
+    setup::run()?;
+    sh::run(&mut sh::cargo(&["build", "-p", "interceptor"]))?;
+
+    println!("demo: starting PostgreSQL");
+    let pg = PgCluster::start()?;
+    // The application's password: known to the database and to the daemon's
+    // root-only credentials file, never to the workload.
+    let password = random_hex(16)?;
+    pg.create_sample_db("app", &password, "demo")?;
+    println!("demo: PostgreSQL on {} (database demo, user app, data in {})", pg.addr(), pg.data_dir().display());
+
+    let cg = TestCgroup::with_prefix("interceptor-demo")?;
+    println!("demo: watched cgroup {}", cg.path().display());
+    let daemon = Daemon::start(DaemonConfig {
+        name_prefix: "interceptor-demo".into(),
+        ..DaemonConfig::for_cluster(cg.path(), &pg, "demo", "app", &password)
+    })?;
+    let layout = daemon.layout();
+    println!(
+        "demo: interceptor running (pid {}), proxy on {}, pins in {}, config {}",
+        daemon.pid().unwrap_or_default(),
+        daemon.listen(),
+        layout.pin_dir.display(),
+        layout.config.display()
+    );
+    println!("--- config\n{}---", std::fs::read_to_string(&layout.config)?);
+
+    let conninfo = format!("host=127.0.0.1 port={} dbname=demo user=app", pg.port());
+    let mut psql = Command::new("psql");
+    psql.args(["-X", "-P", "pager=off", &conninfo, "-c", QUERY])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .current_dir("/tmp");
+    // An ordinary unprivileged workload.
+    process::as_user(&mut psql, "nobody")?;
+    println!("demo: inside {}: psql \"{conninfo}\" -c \"{QUERY}\"  (as nobody, no password)", cg.name());
+    let out = cg.run(&mut psql, Duration::from_mins(1))?;
+    print!("{}", out.stdout);
+    if !out.success() {
+        bail!("psql inside the watched cgroup failed: {out}\n--- interceptor\n{}", daemon.output());
+    }
+    let start = daemon
+        .session_start_of(out.pid, Duration::from_secs(5))
+        .with_context(|| format!("no session_start for psql (pid {}):\n{}", out.pid, daemon.output()))?;
+    println!("demo: the interceptor's session_start event:\n{}", serde_json::to_string_pretty(&start)?);
+    println!(
+        "demo: psql pid {} ran {} as uid {}; it reached {} through the proxy without knowing the password",
+        out.pid,
+        field(&start, "attestation.exe").and_then(|v| v.as_str()).unwrap_or("?"),
+        field(&start, "attestation.uid").map_or_else(|| "?".into(), ToString::to_string),
+        field(&start, "orig_dst").and_then(|v| v.as_str()).unwrap_or("?"),
+    );
+    if let Some(end) = daemon.wait_event(Duration::from_secs(5), |e| {
+        field(e, "event").and_then(|v| v.as_str()) == Some("session_end")
+            && field(e, "session") == field(&start, "session")
+    }) {
+        println!("demo: session_end: {end}");
+    }
+
+    if args.hold {
+        println!(
+            "demo: holding. In another shell, run a command inside the watched cgroup, e.g.\n  \
+             sh -c 'echo $$ > {}/cgroup.procs; exec psql \"{conninfo}\"'\n\
+             Press Ctrl-C to stop and clean up.",
+            cg.path().display()
+        );
+        while process::check_interrupted().is_ok() {
+            process::sleep(Duration::from_millis(200)).ok();
+        }
+    }
+    println!("demo: cleaning up (interceptor, PostgreSQL, cgroup, pins, temporary files)");
+    drop(daemon);
+    drop(pg);
+    drop(cg);
+    println!("demo: done");
+    Ok(())
+}

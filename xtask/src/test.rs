@@ -1,0 +1,76 @@
+//! `cargo xtask test`: setup, build, then every test: the unit tests of every
+//! crate, then the privileged end-to-end tests (`tests/`), which load eBPF
+//! into the running kernel, create cgroups and start PostgreSQL clusters.
+//!
+//! The end-to-end tests run side by side (`--test-threads`, default 2): each
+//! has its own cgroup, pin directory, proxy port and cluster, and the harness
+//! starts one daemon at a time.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use interceptor_tests::{cleanup, paths};
+
+use crate::{setup, sh};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Parallel end-to-end tests.
+    #[arg(long, default_value_t = 2)]
+    test_threads: usize,
+    /// Only run tests whose name contains this (passed to the test binaries).
+    filter: Option<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the end-to-end tests load eBPF programs and create cgroups: run `cargo xtask test` as root");
+    }
+    setup::run()?;
+
+    // The binaries the end-to-end tests start: the daemon and the Rust client.
+    sh::run(&mut sh::cargo(&["build", "-p", "interceptor", "-p", "interceptor-tests", "--bins"]))
+        .context("building interceptor")?;
+    let bin = paths::interceptor_bin();
+    for stale in cleanup::remove_stale(&bin) {
+        println!("test: removed leftover {stale}");
+    }
+    let built = Instant::now();
+
+    let filter: Vec<&str> = args.filter.as_deref().into_iter().collect();
+    // Unit tests (and any integration test outside tests/) of every crate.
+    // interceptor-ebpf is built for the bpf target by interceptor's build
+    // script and has no host tests.
+    let mut unit = sh::cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "interceptor-ebpf",
+        "--exclude",
+        "interceptor-tests",
+        "--",
+    ]);
+    unit.args(&filter);
+    sh::run(&mut unit).context("unit tests")?;
+    let units = Instant::now();
+
+    let threads = format!("--test-threads={}", args.test_threads);
+    let mut e2e = sh::cargo(&["test", "-p", "interceptor-tests", "--", &threads]);
+    e2e.args(&filter).env("INTERCEPTOR_BIN", &bin);
+    let e2e_result = sh::run(&mut e2e).context("end-to-end tests");
+
+    let leftovers = cleanup::remove_stale(&bin);
+    println!(
+        "test: build {:.0}s, unit tests {:.0}s, end-to-end tests {:.0}s, total {:.0}s",
+        (built - started).as_secs_f64(),
+        (units - built).as_secs_f64(),
+        units.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    e2e_result?;
+    if !leftovers.is_empty() {
+        bail!("the tests left cgroups or pins behind: {leftovers:?}");
+    }
+    Ok(())
+}
