@@ -5,6 +5,9 @@
 //!
 //! The modules follow the data path of a connection:
 //!
+//! - [`audit`]: the per-host audit log: hash-chained segment files with
+//!   signed checkpoints, group-committed by one writer thread, recovered
+//!   after a crash; verification, session queries, replay and export.
 //! - [`config`]: the daemon's typed TOML configuration (targets, watched
 //!   cgroups, listeners, credentials file), validated after parsing; errors
 //!   name file, line and fix.
@@ -20,13 +23,14 @@
 //!   built-in guards, test cases; loaded as a set and swapped whole on reload.
 //! - [`proxy`]: the listeners, one task per client session, the upstream
 //!   connection and its authentication, TLS on both sides, cancel routing.
-//! - [`sql`]: statement analysis: sqlparser (PostgreSQL dialect) for the facts
+//! - [`sql`]: statement analysis with sqlparser (Postgres dialect), the facts
 //!   policy decides on (classes, relations, functions, COPY, settings),
-//!   cross-checked with PostgreSQL's own grammar (`pg_query`).
+//!   cross-checked with the server's own grammar (`pg_query`).
 //! - [`wire`]: PostgreSQL protocol framing (raw frames kept as `Bytes`, decoded
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod audit;
 pub mod config;
 pub mod ebpf;
 pub mod identity;

@@ -125,10 +125,14 @@ impl CompiledRule {
     fn matches(&self, f: &StatementFacts) -> bool {
         let s = &self.spec;
         let relations = || f.reads.iter().chain(&f.writes).map(qualified);
-        let command_in = |list: &Vec<String>| list.iter().any(|c| command_matches(c, &f.command));
+        let listed = |list: &Vec<String>, cmd: &str| list.iter().any(|c| command_matches(c, cmd));
+        // Touches: the statement or any statement nested in it is listed.
+        let command_in = |list: &Vec<String>| listed(list, &f.command) || f.nested.iter().any(|n| listed(list, n));
+        // Covered: the statement and every nested one are listed.
+        let command_covered = |list: &Vec<String>| listed(list, &f.command) && f.nested.iter().all(|n| listed(list, n));
         if s.action == Action::Allow {
             s.classes.as_ref().is_none_or(|c| f.classes.iter().all(|k| c.contains(k)))
-                && s.commands.as_ref().is_none_or(command_in)
+                && s.commands.as_ref().is_none_or(command_covered)
                 && (s.tables.is_none() || relations().all(|r| self.tables.any(&r)))
                 && (s.functions.is_none() || f.functions.iter().all(|x| self.functions.any(x)))
         } else {
@@ -299,7 +303,7 @@ impl PolicySet {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::{collections::BTreeSet, path::PathBuf};
 
     use super::*;
     use crate::sql::{CopyEndpoint, CopyFacts, StatementClass as C};
@@ -316,6 +320,7 @@ mod tests {
         StatementFacts {
             text: command.into(),
             command: command.into(),
+            nested: BTreeSet::new(),
             classes: classes.iter().copied().collect(),
             reads: reads.iter().map(rel).collect(),
             writes: writes.iter().map(rel).collect(),

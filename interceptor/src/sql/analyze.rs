@@ -41,7 +41,10 @@ use super::{Analysis, CopyEndpoint, Limits, SqlError, StatementClass, StatementF
 /// Analyses every statement in `sql`; see the module documentation.
 pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError> {
     if sql.len() > limits.max_sql_bytes {
-        return Err(SqlError::TooLong { len: sql.len(), max: limits.max_sql_bytes });
+        return Err(SqlError::TooLong {
+            len: sql.len(),
+            max: limits.max_sql_bytes,
+        });
     }
     let ranges = pgcheck::split(sql, limits.max_depth)?;
     let mut prev = 0;
@@ -68,7 +71,10 @@ fn check_gap(gap: &str) -> Result<(), SqlError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, gap)
         .tokenize()
         .map_err(|e| SqlError::Disagreement(format!("sqlparser cannot tokenize text between statements: {e}")))?;
-    match tokens.iter().find(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon)) {
+    match tokens
+        .iter()
+        .find(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
+    {
         None => Ok(()),
         Some(t) => Err(SqlError::Disagreement(format!(
             "sqlparser sees `{t}` where PostgreSQL sees only comments or whitespace"
@@ -120,21 +126,33 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
     // Cross-check with PostgreSQL.
     let disagree = |what: String| Err(SqlError::Disagreement(what));
     if !c.pg_kinds.is_empty() && !c.pg_kinds.contains(&pg.kind.as_str()) {
-        return disagree(format!("sqlparser reads a {} statement, PostgreSQL a {}", c.command, pg.kind));
+        return disagree(format!(
+            "sqlparser reads a {} statement, PostgreSQL a {}",
+            c.command, pg.kind
+        ));
     }
     if !c.inner_pg_kinds.is_empty() {
         let inner = pg.nested.first().map_or("nothing", String::as_str);
         if !c.inner_pg_kinds.contains(&inner) {
-            return disagree(format!("{} of different statements: PostgreSQL sees {inner}", c.command));
+            return disagree(format!(
+                "{} of different statements: PostgreSQL sees {inner}",
+                c.command
+            ));
         }
     }
-    if let Some(acceptable) = pgcheck::acceptable_classes(&pg.kind) {
-        if acceptable.is_disjoint(&classes) {
-            return disagree(format!("sqlparser's classes {classes:?} do not fit PostgreSQL's {}", pg.kind));
-        }
+    if let Some(acceptable) = pgcheck::acceptable_classes(&pg.kind)
+        && acceptable.is_disjoint(&classes)
+    {
+        return disagree(format!(
+            "sqlparser's classes {classes:?} do not fit PostgreSQL's {}",
+            pg.kind
+        ));
     }
     let code_or_plan = c.plan_only
-        || matches!(pg.kind.as_str(), "ExplainStmt" | "CreateFunctionStmt" | "RuleStmt" | "CreateTrigStmt");
+        || matches!(
+            pg.kind.as_str(),
+            "ExplainStmt" | "CreateFunctionStmt" | "RuleStmt" | "CreateTrigStmt"
+        );
     let nested_dml = pg
         .nested
         .iter()
@@ -142,13 +160,21 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
     if nested_dml && !code_or_plan && !classes.contains(&StatementClass::Write) {
         return disagree("PostgreSQL sees a data-modifying statement sqlparser does not".into());
     }
+    // EXPLAIN of a write that sqlparser takes for a plan only: PostgreSQL's
+    // own reading of the options decides whether the write runs.
+    if c.plan_only && nested_dml && pgcheck::explain_analyzes(text, limits.max_depth)? {
+        return disagree("PostgreSQL runs the explained statement (ANALYZE) where sqlparser only plans it".into());
+    }
     for (rel, used) in &pg.tables {
         let seen = match used {
             Use::Write if !c.plan_only => writes.contains(rel),
             _ => writes.contains(rel) || reads.contains(rel),
         };
         if !seen {
-            let name = rel.schema.as_ref().map_or_else(|| rel.name.clone(), |s| format!("{s}.{}", rel.name));
+            let name = rel
+                .schema
+                .as_ref()
+                .map_or_else(|| rel.name.clone(), |s| format!("{s}.{}", rel.name));
             return disagree(format!("PostgreSQL sees relation {name} that sqlparser does not"));
         }
     }
@@ -161,6 +187,7 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
     Ok(StatementFacts {
         text: text.trim().to_owned(),
         command: c.command,
+        nested: nested_commands(&pg.nested),
         classes,
         reads,
         writes,
@@ -169,7 +196,6 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
         settings,
         unbounded,
         limit,
-        prepared: c.prepared,
     })
 }
 
@@ -179,8 +205,9 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
 /// write (a read for FETCH/MOVE), every function call counts.
 fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<StatementFacts, SqlError>> {
     let is_copy = pg.kind == "CopyStmt";
+    let is_set = pg.kind == "VariableSetStmt";
     let kind_classes = pgcheck::kind_classes(&pg.kind);
-    if !is_copy && kind_classes.is_none() {
+    if !is_copy && !is_set && kind_classes.is_none() {
         return None;
     }
     Some(pgcheck::tree_facts(text, limits.max_depth).map(|tree| {
@@ -188,6 +215,13 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
         let mut reads = BTreeSet::new();
         let mut writes = BTreeSet::new();
         let (mut unbounded, mut copy) = (false, None);
+        let mut command = pgcheck::command_for_kind(&pg.kind, text);
+        let mut settings = Vec::new();
+        if let Some((cmd, class, setting)) = tree.setting.filter(|_| is_set) {
+            cmd.clone_into(&mut command);
+            classes.insert(class);
+            settings.push(setting);
+        }
         if let Some(facts) = tree.copy.filter(|_| is_copy) {
             // COPY t FROM / COPY t TO / COPY (query) TO
             let own = tree.copy_relation;
@@ -204,7 +238,11 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
                 classes.insert(StatementClass::Read);
                 unbounded = facts.endpoint == CopyEndpoint::Client;
             }
-            if pg.nested.iter().any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt")) {
+            if pg
+                .nested
+                .iter()
+                .any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"))
+            {
                 classes.insert(StatementClass::Write);
             }
             copy = Some(facts);
@@ -217,18 +255,34 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
         functions.extend(pg.functions.iter().cloned());
         StatementFacts {
             text: text.trim().to_owned(),
-            command: pgcheck::command_for_kind(&pg.kind, text),
+            command,
+            nested: nested_commands(&pg.nested),
             classes,
             reads,
             writes,
             functions,
             copy,
-            settings: Vec::new(),
+            settings,
             unbounded,
             limit: None,
-            prepared: None,
         }
     }))
+}
+
+/// Command names of the nested statement kinds PostgreSQL reports.
+fn nested_commands(kinds: &[String]) -> BTreeSet<String> {
+    kinds
+        .iter()
+        .filter_map(|k| match k.as_str() {
+            "InsertStmt" => Some("INSERT"),
+            "UpdateStmt" => Some("UPDATE"),
+            "DeleteStmt" => Some("DELETE"),
+            "MergeStmt" => Some("MERGE"),
+            "SelectStmt" => Some("SELECT"),
+            _ => None,
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 fn parse_message(e: &ParserError) -> String {

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    AlterTableOperation, CloseCursor, CommentObject, CopySource, CopyTarget, Expr, FetchDirection,
-    GrantObjects, LimitClause, ObjectName, ObjectType, Query, RenameTableNameKind, Reset, SelectItem,
-    Set, SetExpr, SetSessionAuthorizationParamKind, Statement, TableFactor, Value,
+    AlterTableOperation, CommentObject, CopySource, CopyTarget, Expr, FetchDirection, GrantObjects, LimitClause,
+    ObjectName, ObjectType, Query, RenameTableNameKind, Reset, SelectItem, Set, SetExpr,
+    SetSessionAuthorizationParamKind, Statement, Value,
 };
 
 use super::names;
@@ -19,6 +19,7 @@ use StatementClass::{Admin, Code, Ddl, Privilege, Read, Session, Transaction, Wr
 
 /// Facts of one statement that its top-level shape decides.
 #[derive(Debug, Default)]
+#[allow(clippy::struct_excessive_bools, reason = "independent facts, not states")]
 pub(crate) struct Classified {
     pub command: String,
     pub classes: BTreeSet<StatementClass>,
@@ -55,13 +56,32 @@ fn rels<'a>(names: impl IntoIterator<Item = &'a ObjectName>) -> Vec<Relation> {
 }
 
 fn base(command: &str, classes: &[StatementClass], pg_kinds: &'static [&'static str]) -> Classified {
-    Classified { command: command.to_owned(), classes: set(classes), pg_kinds, ..Classified::default() }
+    Classified {
+        command: command.to_owned(),
+        classes: set(classes),
+        pg_kinds,
+        ..Classified::default()
+    }
 }
 
 /// Classifies one statement.
 #[allow(clippy::match_same_arms)]
 pub(crate) fn classify(stmt: &Statement) -> Classified {
     match stmt {
+        // WITH ... INSERT/UPDATE/DELETE/MERGE: sqlparser wraps the statement in a query.
+        Statement::Query(q)
+            if matches!(
+                &*q.body,
+                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+            ) =>
+        {
+            let (SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner) | SetExpr::Merge(inner)) =
+                &*q.body
+            else {
+                unreachable!("matched above")
+            };
+            classify(inner)
+        }
         Statement::Query(q) => {
             let mut c = base("SELECT", &[Read], &["SelectStmt"]);
             c.returns_rows = true;
@@ -73,10 +93,15 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         Statement::Delete(_) => base("DELETE", &[Write], &["DeleteStmt"]),
         Statement::Merge(_) => base("MERGE", &[Write], &["MergeStmt"]),
         Statement::Copy { source, to, target, .. } => copy(source, *to, target),
-        Statement::Explain { analyze, options, statement, .. } => {
+        Statement::Explain {
+            analyze,
+            options,
+            statement,
+            ..
+        } => {
             let analyze = *analyze
                 || options.iter().flatten().any(|o| {
-                    o.name.value.eq_ignore_ascii_case("analyze")
+                    (o.name.value.eq_ignore_ascii_case("analyze") || o.name.value.eq_ignore_ascii_case("analyse"))
                         && o.arg.as_ref().is_none_or(|a| {
                             let text = literal_text(a).unwrap_or_else(|| a.to_string());
                             !matches!(text.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
@@ -171,16 +196,18 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
             }
             c
         }
-        Statement::Close { cursor } => {
-            let _ = matches!(cursor, CloseCursor::All);
-            base("CLOSE", &[Session], &["ClosePortalStmt"])
-        }
+        Statement::Close { .. } => base("CLOSE", &[Session], &["ClosePortalStmt"]),
         Statement::Truncate(t) => {
             let mut c = base("TRUNCATE TABLE", &[Ddl], &["TruncateStmt"]);
             c.writes = rels(t.table_names.iter().map(|t| &t.name));
             c
         }
-        Statement::Drop { object_type, names, table, .. } => drop_stmt(*object_type, names, table.as_ref()),
+        Statement::Drop {
+            object_type,
+            names,
+            table,
+            ..
+        } => drop_stmt(*object_type, names, table.as_ref()),
         Statement::DropFunction(_) => base("DROP FUNCTION", &[Ddl], &["DropStmt"]),
         Statement::DropProcedure { .. } => base("DROP PROCEDURE", &[Ddl], &["DropStmt"]),
         Statement::DropTrigger(_) => base("DROP TRIGGER", &[Ddl], &["DropStmt"]),
@@ -196,7 +223,11 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
             } else {
                 base("CREATE TABLE", &[Ddl], &["CreateStmt"])
             };
-            c.writes = rels(std::iter::once(&ct.name).chain(&ct.partition_of).chain(ct.inherits.iter().flatten()));
+            c.writes = rels(
+                std::iter::once(&ct.name)
+                    .chain(&ct.partition_of)
+                    .chain(ct.inherits.iter().flatten()),
+            );
             c
         }
         Statement::CreateView(cv) => {
@@ -228,7 +259,10 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
                 {
                     // RENAME TO takes an unqualified name: same schema.
                     if let (Some(old), Some(new)) = (names::relation(&at.name), names::relation(new)) {
-                        c.writes.push(Relation { schema: old.schema, name: new.name });
+                        c.writes.push(Relation {
+                            schema: old.schema,
+                            name: new.name,
+                        });
                     }
                 }
             }
@@ -253,9 +287,11 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         | Statement::AlterOperatorFamily(_)
         | Statement::AlterOperatorClass(_)
         | Statement::AlterTextSearch(_) => base(&leading_words(stmt, 2), &[Ddl], &[]),
-        Statement::AlterRole { .. } | Statement::AlterUser(_) => {
-            base("ALTER ROLE", &[Privilege], &["AlterRoleStmt", "AlterRoleSetStmt", "RenameStmt"])
-        }
+        Statement::AlterRole { .. } | Statement::AlterUser(_) => base(
+            "ALTER ROLE",
+            &[Privilege],
+            &["AlterRoleStmt", "AlterRoleSetStmt", "RenameStmt"],
+        ),
         Statement::CreateRole(_) => base("CREATE ROLE", &[Privilege], &["CreateRoleStmt"]),
         Statement::CreateUser(_) => base("CREATE ROLE", &[Privilege], &["CreateRoleStmt"]),
         Statement::Grant(g) => {
@@ -291,9 +327,16 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         | Statement::CreateOperatorClass(_)
         | Statement::CreateTextSearch(_) => base(&leading_words(stmt, 2), &[Ddl], &[]),
         Statement::Call(_) => base("CALL", &[Code], &["CallStmt"]),
-        Statement::Comment { object_type, object_name, .. } => {
+        Statement::Comment {
+            object_type,
+            object_name,
+            ..
+        } => {
             let mut c = base("COMMENT", &[Ddl], &["CommentStmt"]);
-            if matches!(object_type, CommentObject::Table | CommentObject::View | CommentObject::MaterializedView) {
+            if matches!(
+                object_type,
+                CommentObject::Table | CommentObject::View | CommentObject::MaterializedView
+            ) {
                 c.writes = rels([object_name]);
             }
             c
@@ -328,8 +371,13 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
     }
 }
 
-const ALTER_KINDS: &[&str] =
-    &["AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt", "AlterOwnerStmt", "AlterObjectDependsStmt"];
+const ALTER_KINDS: &[&str] = &[
+    "AlterTableStmt",
+    "RenameStmt",
+    "AlterObjectSchemaStmt",
+    "AlterOwnerStmt",
+    "AlterObjectDependsStmt",
+];
 
 fn copy(source: &CopySource, to: bool, target: &CopyTarget) -> Classified {
     let endpoint = match target {
@@ -338,7 +386,10 @@ fn copy(source: &CopySource, to: bool, target: &CopyTarget) -> Classified {
         CopyTarget::Program { command } => CopyEndpoint::Program(command.clone()),
     };
     let mut c = base("COPY", &[], &["CopyStmt"]);
-    c.copy = Some(CopyFacts { from: !to, endpoint: endpoint.clone() });
+    c.copy = Some(CopyFacts {
+        from: !to,
+        endpoint: endpoint.clone(),
+    });
     if to {
         c.classes.insert(Read);
         // Rows go to the client only for TO STDOUT; a file or program gets them otherwise.
@@ -443,7 +494,8 @@ fn set_stmt(s: &Set) -> Classified {
         }
         Set::SetTimeZone { value, .. } => {
             let mut c = base("SET", &[Session], &["VariableSetStmt"]);
-            c.settings.push(("timezone".into(), setting_value(std::slice::from_ref(value))));
+            c.settings
+                .push(("timezone".into(), setting_value(std::slice::from_ref(value))));
             c
         }
         Set::SetNames { charset_name, .. } => {
@@ -534,9 +586,30 @@ fn bounds(q: &Query) -> (bool, Option<u64>) {
 }
 
 const AGGREGATES: &[&str] = &[
-    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg", "string_agg",
-    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "bit_and", "bit_or", "bit_xor",
-    "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "xmlagg",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "xmlagg",
 ];
 
 fn one_row(body: &SetExpr) -> bool {
@@ -549,7 +622,9 @@ fn one_row(body: &SetExpr) -> bool {
             let grouped = !matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty());
             if s.from.is_empty() {
                 // SELECT 1, SELECT now(): one row, unless a set-returning function is called.
-                items.into_iter().all(|e| e.is_some_and(|e| literal_text(e).is_some() || matches!(e, Expr::Value(_))))
+                items
+                    .into_iter()
+                    .all(|e| e.is_some_and(|e| literal_text(e).is_some() || matches!(e, Expr::Value(_))))
             } else {
                 !grouped
                     && items.into_iter().all(|e| {
@@ -561,12 +636,27 @@ fn one_row(body: &SetExpr) -> bool {
             }
         }
         SetExpr::Query(q) => matches!(bounds(q), (false, _)),
-        SetExpr::Values(v) => v.rows.len() <= 1,
+        SetExpr::SetOperation { left, right, .. } => one_row(left) && one_row(right),
+        SetExpr::Values(_) => true,
         _ => false,
     }
 }
 
-#[allow(dead_code)]
-fn is_table(f: &TableFactor) -> bool {
-    matches!(f, TableFactor::Table { .. })
+impl super::StatementFacts {
+    /// The prepared statement a PREPARE, EXECUTE or DEALLOCATE names
+    /// (folded like an identifier; `None` for DEALLOCATE ALL and for other
+    /// commands). PREPARE's facts are those of the statement it prepares, so
+    /// a session can keep them by this name for its EXECUTEs; EXECUTE itself
+    /// is `{Read, Write}` and unbounded, the most a prepared statement can be.
+    pub fn prepared_name(&self) -> Option<String> {
+        if !matches!(self.command.as_str(), "PREPARE" | "EXECUTE" | "DEALLOCATE") {
+            return None;
+        }
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let stmts = sqlparser::parser::Parser::parse_sql(&dialect, &self.text).ok()?;
+        match stmts.as_slice() {
+            [stmt] => classify(stmt).prepared,
+            _ => None,
+        }
+    }
 }

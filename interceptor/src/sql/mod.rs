@@ -1,15 +1,22 @@
 //! SQL analysis: from the text a client sent to the facts policy decides on.
 //!
-//! - `analyze` (in `analyze.rs`): splits and parses with sqlparser
-//!   (PostgreSQL dialect) and cross-checks statement count and kind with
-//!   PostgreSQL's own grammar (`pg_query`); any disagreement or parse failure
-//!   is reported, never guessed around.
+//! - [`analyze`] (`analyze.rs`): PostgreSQL's own grammar (`pg_query`)
+//!   splits the text into statements; each is parsed by sqlparser
+//!   (PostgreSQL dialect) and its facts are cross-checked with PostgreSQL's
+//!   summary of it; any disagreement or parse failure is reported, never
+//!   guessed around.
+//! - `classify.rs`: command, classes and statement-level objects from
+//!   sqlparser's tree; `visit.rs`: relations, functions and nested writes
+//!   anywhere in it; `names.rs`: identifier folding and truncation;
+//!   `pgcheck.rs`: everything that asks `pg_query`.
 //! - [`Analysis`] / [`StatementFacts`]: what each statement does: its
 //!   classes, the relations it reads and writes, the functions it calls, COPY
 //!   endpoints, session settings and role changes.
 //!
 //! CONTRACT (used by `policy/`; keep these types and
 //! `pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError>`).
+
+#![allow(clippy::doc_markdown, reason = "PostgreSQL and libpg_query are names here, not code")]
 
 mod analyze;
 mod classify;
@@ -91,6 +98,9 @@ pub struct StatementFacts {
     pub text: String,
     /// Command tag-like name, e.g. `SELECT`, `DROP TABLE`, `SET ROLE`.
     pub command: String,
+    /// Commands of the statements nested in this one (a DELETE in a CTE,
+    /// the statement an EXPLAIN or PREPARE wraps), e.g. `DELETE`.
+    pub nested: BTreeSet<String>,
     /// What the statement does (never empty).
     pub classes: BTreeSet<StatementClass>,
     /// Relations read (FROM, JOIN, subqueries, CTE sources; not CTE names).
@@ -111,11 +121,6 @@ pub struct StatementFacts {
     pub unbounded: bool,
     /// LIMIT of the outer query when it is a literal.
     pub limit: Option<u64>,
-    /// The prepared statement's name for PREPARE, EXECUTE and DEALLOCATE
-    /// (`None` for DEALLOCATE ALL). PREPARE carries the inner statement's
-    /// facts, so a session can remember them for its EXECUTEs; EXECUTE itself
-    /// is `{Read, Write}` and unbounded, the most it could be.
-    pub prepared: Option<String>,
 }
 
 /// The facts of every statement in one client message.
@@ -130,7 +135,9 @@ pub struct Analysis {
 pub struct Limits {
     /// Longest SQL text analysed, in bytes.
     pub max_sql_bytes: usize,
-    /// Deepest expression/query nesting accepted (sqlparser recursion limit).
+    /// Deepest expression/query nesting accepted (sqlparser recursion limit,
+    /// bracket nesting); a run of operators at one level (`1+1+...`) may be
+    /// 64 times as long.
     pub max_depth: usize,
 }
 

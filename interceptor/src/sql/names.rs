@@ -50,7 +50,10 @@ pub fn folded_parts(name: &ObjectName) -> Option<Vec<String>> {
 pub fn relation(name: &ObjectName) -> Option<Relation> {
     let mut parts = folded_parts(name)?;
     let rel = parts.pop()?;
-    Some(Relation { schema: parts.pop(), name: rel })
+    Some(Relation {
+        schema: parts.pop(),
+        name: rel,
+    })
 }
 
 /// A single-part (search_path-relative) name, folded; used for CTE lookups.
@@ -85,7 +88,11 @@ mod tests {
     use super::*;
 
     fn ident(value: &str, quoted: bool) -> Ident {
-        if quoted { Ident::with_quote('"', value) } else { Ident::new(value) }
+        if quoted {
+            Ident::with_quote('"', value)
+        } else {
+            Ident::new(value)
+        }
     }
 
     #[test]
@@ -105,7 +112,10 @@ mod tests {
 
     #[test]
     fn function_names() {
-        assert_eq!(function_from_parts(&["pg_catalog".into(), "set_config".into()]), "set_config");
+        assert_eq!(
+            function_from_parts(&["pg_catalog".into(), "set_config".into()]),
+            "set_config"
+        );
         assert_eq!(function_from_parts(&["s".into(), "f".into()]), "s.f");
         assert_eq!(function_from_parts(&["db".into(), "s".into(), "f".into()]), "s.f");
     }

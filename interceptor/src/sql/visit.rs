@@ -11,8 +11,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select,
-    Statement, TableFactor, TableObject, Value, Visit, Visitor,
+    Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select, Statement,
+    TableFactor, TableObject, Value, Visit, Visitor,
 };
 
 use super::names;
@@ -36,7 +36,12 @@ pub(crate) struct Collected {
 /// data-modifying statements are reported as reads and add no class: the
 /// statement is planned, not run.
 pub(crate) fn collect(stmt: &Statement, plan_only: bool) -> Collected {
-    let mut walker = Walker { out: Collected::default(), plan_only, targets: HashSet::new(), scopes: Vec::new() };
+    let mut walker = Walker {
+        out: Collected::default(),
+        plan_only,
+        targets: HashSet::new(),
+        scopes: Vec::new(),
+    };
     let _ = stmt.visit(&mut walker);
     walker.out
 }
@@ -90,19 +95,19 @@ impl Walker {
 
     fn function_call(&mut self, name: &ObjectName, args: &FunctionArguments) {
         let fname = names::function(name);
-        if fname == "set_config" {
-            if let FunctionArguments::List(list) = args {
-                let lit = |i: usize| match list.args.get(i) {
-                    Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(literal_text(e)),
-                    _ => None,
+        if fname == "set_config"
+            && let FunctionArguments::List(list) = args
+        {
+            let lit = |i: usize| match list.args.get(i) {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(literal_text(e)),
+                _ => None,
+            };
+            if let Some(Some(setting)) = lit(0) {
+                let value = match lit(1) {
+                    Some(Some(v)) => v,
+                    _ => list.args.get(1).map(ToString::to_string).unwrap_or_default(),
                 };
-                if let Some(Some(setting)) = lit(0) {
-                    let value = match lit(1) {
-                        Some(Some(v)) => v,
-                        _ => list.args.get(1).map(ToString::to_string).unwrap_or_default(),
-                    };
-                    self.out.settings.push((setting.to_ascii_lowercase(), value));
-                }
+                self.out.settings.push((setting.to_ascii_lowercase(), value));
             }
         }
         self.out.functions.insert(fname);
@@ -133,19 +138,28 @@ impl Visitor for Walker {
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         let ptr = std::ptr::from_ref(query);
-        if let Some(top) = self.scopes.last_mut() {
-            if let Some(i) = top.queries.iter().position(|q| *q == ptr) {
-                top.visible = if top.recursive { top.names.len() } else { i };
-            }
+        if let Some(top) = self.scopes.last_mut()
+            && let Some(i) = top.queries.iter().position(|q| *q == ptr)
+        {
+            top.visible = if top.recursive { top.names.len() } else { i };
         }
         let scope = match &query.with {
             Some(with) => Scope {
-                names: with.cte_tables.iter().map(|c| names::fold_ident(&c.alias.name)).collect(),
+                names: with
+                    .cte_tables
+                    .iter()
+                    .map(|c| names::fold_ident(&c.alias.name))
+                    .collect(),
                 queries: with.cte_tables.iter().map(|c| std::ptr::from_ref(&*c.query)).collect(),
                 recursive: with.recursive,
                 visible: with.cte_tables.len(),
             },
-            None => Scope { names: Vec::new(), queries: Vec::new(), recursive: false, visible: 0 },
+            None => Scope {
+                names: Vec::new(),
+                queries: Vec::new(),
+                recursive: false,
+                visible: 0,
+            },
         };
         self.scopes.push(scope);
         ControlFlow::Continue(())
@@ -154,10 +168,10 @@ impl Visitor for Walker {
     fn post_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         self.scopes.pop();
         let ptr = std::ptr::from_ref(query);
-        if let Some(top) = self.scopes.last_mut() {
-            if top.queries.contains(&ptr) {
-                top.visible = top.names.len();
-            }
+        if let Some(top) = self.scopes.last_mut()
+            && top.queries.contains(&ptr)
+        {
+            top.visible = top.names.len();
         }
         ControlFlow::Continue(())
     }
@@ -189,14 +203,17 @@ impl Visitor for Walker {
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
         match factor {
-            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => {
+            TableFactor::Table {
+                name, args: Some(_), ..
+            }
+            | TableFactor::Function { name, .. } => {
                 self.out.functions.insert(names::function(name));
             }
-            TableFactor::Table { name, args: None, .. } => {
-                if !self.targets.contains(&std::ptr::from_ref(name)) && !self.is_cte(name) {
-                    if let Some(rel) = names::relation(name) {
-                        self.out.reads.insert(rel);
-                    }
+            TableFactor::Table { name, args: None, .. }
+                if !self.targets.contains(&std::ptr::from_ref(name)) && !self.is_cte(name) =>
+            {
+                if let Some(rel) = names::relation(name) {
+                    self.out.reads.insert(rel);
                 }
             }
             _ => {}
