@@ -100,7 +100,14 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(config.log.format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            // Statements are analysed on the session's task; PostgreSQL's
+            // parser limits its recursion to the stack it finds, so give the
+            // workers room for deep (but legal) SQL.
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(8 << 20)
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("interceptor: cannot start the runtime: {e}");

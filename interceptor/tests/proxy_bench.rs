@@ -1,7 +1,7 @@
 //! Throughput and memory of the pass-through proxy against a real
 //! PostgreSQL 15, with pgbench (`-S` select-only; simple and prepared
 //! protocol; with and without reconnect per transaction `-C`), compared with
-//! connecting straight to the server. Ignored by default (it takes about two
+//! connecting straight to the server. Ignored by default (it takes several
 //! minutes); run in release mode:
 //!
 //! ```text
@@ -9,7 +9,14 @@
 //! ```
 //!
 //! `PROXY_BENCH_SECS` (default 10) sets each run's duration,
-//! `PROXY_BENCH_CLIENTS` (default 8) the pgbench clients.
+//! `PROXY_BENCH_ROUNDS` (default 3) the interleaved rounds (medians kept),
+//! `PROXY_BENCH_CLIENTS` (default 8) the pgbench clients,
+//! `PROXY_BENCH_IDLE` (default 500) the idle sessions for the memory probe,
+//! `PROXY_BENCH_RUNTIME=current` runs the proxy on a current-thread runtime,
+//! `PROXY_BENCH_QUICK=1` skips the `-C` runs, `PROXY_BENCH_SSLMODE`
+//! (default `disable`: the test server has TLS off) is pgbench's sslmode. A plain byte forwarder
+//! (`tokio::io::copy_bidirectional`, no framing) is measured too, as the
+//! ceiling any proxy hop has on this machine.
 
 mod proxy_support;
 
@@ -35,6 +42,9 @@ fn pgbench(port: u16, args: &[&str], secs: u32, clients: u32) -> f64 {
         .args(args)
         .arg("bench")
         .env("PGPASSWORD", BENCH_PW)
+        // Like for like: the test server has TLS off, so a default
+        // (sslmode=prefer) pgbench would talk TLS to the proxy only.
+        .env("PGSSLMODE", std::env::var("PROXY_BENCH_SSLMODE").unwrap_or_else(|_| "disable".into()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -42,7 +52,30 @@ fn pgbench(port: u16, args: &[&str], secs: u32, clients: u32) -> f64 {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in: {stdout}"))
+        .unwrap_or_else(|| panic!("no tps in: {stdout}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A byte-level TCP forwarder to `port` on its own listener: the cost of
+/// the extra hop alone.
+async fn forwarder(port: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    local
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn vm_rss_kib() -> u64 {
@@ -60,6 +93,7 @@ fn bench() {
     let secs = env_or("PROXY_BENCH_SECS", 10);
     let clients = env_or("PROXY_BENCH_CLIENTS", 8);
     let idle = env_or("PROXY_BENCH_IDLE", 500);
+    let rounds = env_or("PROXY_BENCH_ROUNDS", 3);
     let pg = Postgres::start(
         "bench-super",
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
@@ -80,6 +114,7 @@ fn bench() {
         &creds,
         &format!("[[credential]]\ntarget = \"db\"\nuser = \"bench_user\"\npassword = \"{BENCH_PW}\"\ndefault = true\n"),
     );
+    let pg_port = pg.port;
     let config = format!(
         "state_dir = \"{}\"\n[proxy]\nexplicit_target = \"db\"\n\
          [[target]]\nname = \"db\"\nport = {port}\nupstream = \"127.0.0.1:{port}\"\n\
@@ -88,23 +123,52 @@ fn bench() {
         creds.display(),
         port = pg.port,
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let proxy = rt.block_on(Proxy::start(&config));
-    let proxy_port = proxy.addr.port();
+    // The proxy and the forwarder run on their own thread and runtime;
+    // this thread runs pgbench and the idle clients.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = match std::env::var("PROXY_BENCH_RUNTIME").as_deref() {
+            Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            _ => tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
+        };
+        rt.block_on(async move {
+            let proxy = Proxy::start(&config).await;
+            ready_tx.send((proxy.addr, forwarder(pg_port).await)).unwrap();
+            let _ = stop_rx.await;
+            proxy.stop().await;
+        });
+    });
+    let (proxy_addr, forwarder_port) = ready_rx.recv().unwrap();
+    let proxy_port = proxy_addr.port();
 
-    println!("pgbench -S -c {clients} -T {secs}: tps direct / through the proxy");
+    println!("pgbench -S -c {clients} -T {secs}: tps direct / raw forwarder / interceptor");
     let mut worst: f64 = f64::MAX;
+    let quick = std::env::var_os("PROXY_BENCH_QUICK").is_some();
     for (name, args) in [
         ("simple", &["-M", "simple"][..]),
         ("prepared", &["-M", "prepared"][..]),
         ("simple -C", &["-M", "simple", "-C"][..]),
         ("prepared -C", &["-M", "prepared", "-C"][..]),
     ] {
-        let direct = pgbench(pg.port, args, secs, clients);
-        let proxied = pgbench(proxy_port, args, secs, clients);
+        if quick && args.contains(&"-C") {
+            continue;
+        }
+        // Interleaved rounds, median of each: other load on the machine
+        // then hits all three alike.
+        let (mut d, mut f, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            d.push(pgbench(pg.port, args, secs, clients));
+            f.push(pgbench(forwarder_port, args, secs, clients));
+            p.push(pgbench(proxy_port, args, secs, clients));
+        }
+        let (direct, forwarded, proxied) = (median(d), median(f), median(p));
         let ratio = proxied / direct;
         worst = worst.min(ratio);
-        println!("{name:>12}: {direct:>10.0} {proxied:>10.0}  ratio {ratio:.3}");
+        println!(
+            "{name:>12}: {direct:>8.0} {forwarded:>8.0} ({:.3}) {proxied:>8.0}  ratio {ratio:.3}",
+            forwarded / direct
+        );
     }
 
     // Idle sessions: RSS growth per open, idle, established session (the
@@ -112,7 +176,7 @@ fn bench() {
     let before = vm_rss_kib();
     let mut sessions = Vec::new();
     for _ in 0..idle {
-        let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+        let mut s = std::net::TcpStream::connect(proxy_addr).unwrap();
         s.write_all(&startup_packet(&[("user", "bench_user"), ("database", "bench")])).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // Read the greeting up to ReadyForQuery ('Z', length 5, status).
@@ -130,6 +194,7 @@ fn bench() {
     let per_session = (after.saturating_sub(before)) * 1024 / u64::from(idle);
     println!("idle sessions: {idle}, RSS {before} KiB -> {after} KiB, about {per_session} bytes per session");
     drop(sessions);
-    rt.block_on(proxy.stop());
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
     println!("worst throughput ratio {worst:.3}");
 }

@@ -25,6 +25,22 @@ use crate::{
     process::{self, Outcome},
 };
 
+/// The policy set the tests of the data path run under: every caller is
+/// `anyone`, and anyone may run whatever the built-in guards let through.
+pub const PASS_THROUGH_POLICY: &str = r#"# Pass-through for the end-to-end tests of the data path.
+[defaults]
+identity = "anyone"
+unparseable = "allow"
+
+[[identity]]
+name = "anyone"
+
+[[rule]]
+id = "pass-through"
+identities = ["*"]
+action = "allow"
+"#;
+
 /// How long `interceptor run` may take to load its programs and listen.
 const READY_TIMEOUT: Duration = Duration::from_mins(1);
 
@@ -79,7 +95,8 @@ pub struct DaemonConfig {
     pub credentials: Vec<Credential>,
     /// Also listen on `[::1]` (for redirected IPv6 connects).
     pub listen6: bool,
-    /// Also listen on a unix socket (for redirected `.s.PGSQL.*` connects).
+    /// Also listen on a unix socket (for redirected `.s.PGSQL.*` connects),
+    /// `.s.PGSQL.<port of the first target>`.
     pub unix_socket: bool,
     /// `[ebpf] unix_sockets` (`redirect` or `refuse`); `None` = default.
     pub unix_sockets: Option<String>,
@@ -91,6 +108,9 @@ pub struct DaemonConfig {
     pub name_prefix: String,
     /// Proxy port (v4, and v6 when `listen6`); `None` = a free one.
     pub listen_port: Option<u16>,
+    /// Policy directory; `None` = [`PASS_THROUGH_POLICY`] in the daemon's
+    /// temporary directory.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -107,6 +127,7 @@ impl Default for DaemonConfig {
             pin_dir: None,
             name_prefix: "interceptor-test".to_owned(),
             listen_port: None,
+            policy_dir: None,
         }
     }
 }
@@ -172,6 +193,9 @@ impl DaemonConfig {
         let mut creds = Table::new();
         creds.insert("file".into(), path_value(&layout.credentials));
         root.insert("credentials".into(), Toml::Table(creds));
+        let mut policy = Table::new();
+        policy.insert("dir".into(), path_value(&layout.policy_dir));
+        root.insert("policy".into(), Toml::Table(policy));
         let mut log = Table::new();
         log.insert("format".into(), Toml::String("json".into()));
         root.insert("log".into(), Toml::Table(log));
@@ -219,6 +243,8 @@ pub struct Layout {
     pub listen6: Option<SocketAddr>,
     /// Proxy unix socket.
     pub unix_socket: Option<PathBuf>,
+    /// Policy directory.
+    pub policy_dir: PathBuf,
 }
 
 /// A free port on both 127.0.0.1 and [::1] (the v4 and v6 listeners share it).
@@ -311,8 +337,18 @@ impl Daemon {
                 .unwrap_or_else(|| Path::new("/sys/fs/bpf").join(paths::unique_name(&config.name_prefix))),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             listen6: config.listen6.then(|| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
-            unix_socket: config.unix_socket.then(|| dir.path().join("proxy.sock")),
+            // Named after the first target's port: every redirected unix
+            // connect lands on this one socket, and the proxy takes the
+            // target from its name.
+            unix_socket: config.unix_socket.then(|| {
+                dir.path().join(format!(".s.PGSQL.{}", config.targets.first().map_or(5432, |t| t.port)))
+            }),
+            policy_dir: config.policy_dir.clone().unwrap_or_else(|| dir.path().join("policies")),
         };
+        if config.policy_dir.is_none() {
+            fs::create_dir(&layout.policy_dir)?;
+            write_private(&layout.policy_dir.join("00-pass-through.toml"), PASS_THROUGH_POLICY)?;
+        }
         write_private(&layout.credentials, &config.render_credentials())?;
         write_private(&layout.config, &config.render(&layout))?;
         Ok(Self { config, layout, _dir: dir, child: None, log: Arc::default() })
@@ -354,7 +390,7 @@ impl Daemon {
                 let lines = self.log.lines.lock().expect("log lock");
                 if lines[first_line..]
                     .iter()
-                    .any(|(out, l)| *out && parse_event(l).is_some_and(|e| event_name(&e) == Some("ready")))
+                    .any(|(out, l)| *out && parse_event(l).is_some_and(|e| event_name(&e).as_deref() == Some("ready")))
                 {
                     return Ok(());
                 }
@@ -422,7 +458,7 @@ impl Daemon {
 
     /// Events named `name`.
     pub fn events_named(&self, name: &str) -> Vec<Value> {
-        self.events().into_iter().filter(|e| event_name(e) == Some(name)).collect()
+        self.events().into_iter().filter(|e| event_name(e).as_deref() == Some(name)).collect()
     }
 
     /// Waits up to `timeout` for an event that `pred` accepts.
@@ -444,7 +480,8 @@ impl Daemon {
     /// The `session_start` event whose attested process is `pid`.
     pub fn session_start_of(&self, pid: u32, timeout: Duration) -> Option<Value> {
         self.wait_event(timeout, |e| {
-            event_name(e) == Some("session_start") && field(e, "attestation.pid").and_then(Value::as_u64) == Some(u64::from(pid))
+            event_name(e).as_deref() == Some("session_start")
+                && field(e, "attestation.pid").and_then(|v| v.as_u64()) == Some(u64::from(pid))
         })
     }
 
@@ -537,14 +574,33 @@ pub fn parse_event(line: &str) -> Option<Value> {
     serde_json::from_str::<Value>(line).ok().filter(Value::is_object)
 }
 
+/// `e` with every string that holds a JSON object or array (how some
+/// loggers write nested values) replaced by that value, for printing.
+pub fn expanded(e: &Value) -> Value {
+    match e {
+        Value::String(s) if s.starts_with(['{', '[']) => {
+            serde_json::from_str::<Value>(s).map_or_else(|_| e.clone(), |v| expanded(&v))
+        }
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), expanded(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(expanded).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The `event` field of an event.
-pub fn event_name(e: &Value) -> Option<&str> {
-    field(e, "event").and_then(Value::as_str)
+pub fn event_name(e: &Value) -> Option<String> {
+    field(e, "event").and_then(|v| v.as_str().map(str::to_owned))
 }
 
 /// A dotted field of an event (`attestation.pid`), looked up at the top
-/// level and, for loggers that nest, under `fields`.
-pub fn field<'a>(e: &'a Value, dotted: &str) -> Option<&'a Value> {
-    let get = |root: &'a Value| dotted.split('.').try_fold(root, |v, k| v.get(k));
+/// level and, for loggers that nest, under `fields`. A nested object that
+/// the logger wrote as a JSON string is looked into as well.
+pub fn field(e: &Value, dotted: &str) -> Option<Value> {
+    let get = |root: &Value| {
+        dotted.split('.').try_fold(root.clone(), |v, k| match v {
+            Value::String(s) => serde_json::from_str::<Value>(&s).ok()?.get(k).cloned(),
+            v => v.get(k).cloned(),
+        })
+    };
     get(e).or_else(|| e.get("fields").and_then(get))
 }

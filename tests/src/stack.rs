@@ -100,13 +100,18 @@ impl Stack {
 }
 
 /// A string field of an event.
-pub fn str_field<'a>(e: &'a Value, dotted: &str) -> Option<&'a str> {
-    field(e, dotted).and_then(Value::as_str)
+pub fn str_field(e: &Value, dotted: &str) -> Option<String> {
+    field(e, dotted).and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// The session number of a session event (`session_id`, or `session`).
+pub fn session_id(e: &Value) -> Option<u64> {
+    u64_field(e, "session_id").or_else(|| u64_field(e, "session"))
 }
 
 /// An unsigned integer field of an event.
 pub fn u64_field(e: &Value, dotted: &str) -> Option<u64> {
-    field(e, dotted).and_then(Value::as_u64)
+    field(e, dotted).and_then(|v| v.as_u64())
 }
 
 /// The canonical path of the real `psql` binary (what the kernel runs after

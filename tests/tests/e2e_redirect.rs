@@ -14,10 +14,9 @@ use std::{
 
 use interceptor_tests::{
     Stack,
-    daemon::field,
     probe::{probe, value},
     process,
-    stack::{CLIENT_TIMEOUT, DB, TARGET, USER, real_psql, str_field, u64_field},
+    stack::{CLIENT_TIMEOUT, DB, TARGET, USER, real_psql, session_id, str_field, u64_field},
 };
 
 #[test]
@@ -34,26 +33,27 @@ fn psql_inside_reaches_the_database_through_the_proxy_and_is_attested() {
     assert_eq!(out.stdout.trim(), format!("{USER}|{DB}|3"));
 
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "target"), Some(TARGET), "{e}");
-    assert_eq!(str_field(&e, "orig_dst"), Some(s.pg.addr().to_string().as_str()), "{e}");
-    assert_eq!(str_field(&e, "user"), Some(USER), "{e}");
-    assert_eq!(str_field(&e, "database"), Some(DB), "{e}");
+    assert_eq!(str_field(&e, "target").as_deref(), Some(TARGET), "{e}");
+    assert_eq!(str_field(&e, "orig_dst").as_deref(), Some(s.pg.addr().to_string().as_str()), "{e}");
+    assert_eq!(str_field(&e, "user").as_deref(), Some(USER), "{e}");
+    assert_eq!(str_field(&e, "database").as_deref(), Some(DB), "{e}");
     // Debian's /usr/bin/psql is a perl wrapper that execs the real binary in
     // the same process: the kernel, and so the attestation, see the binary.
     let exe = real_psql().unwrap();
-    assert_eq!(str_field(&e, "attestation.exe"), exe.to_str(), "{e}");
+    assert_eq!(str_field(&e, "attestation.exe").as_deref(), exe.to_str(), "{e}");
     let sha = process::run(Command::new("sha256sum").arg(&exe), CLIENT_TIMEOUT).unwrap().ok().unwrap();
-    assert_eq!(str_field(&e, "attestation.exe_sha256"), sha.stdout.split_whitespace().next(), "{e}");
+    assert_eq!(str_field(&e, "attestation.exe_sha256").as_deref(), sha.stdout.split_whitespace().next(), "{e}");
     let (nobody_uid, _) = process::user_ids("nobody").unwrap();
     assert_eq!(u64_field(&e, "attestation.uid"), Some(u64::from(nobody_uid)), "{e}");
-    assert_eq!(str_field(&e, "attestation.user"), Some("nobody"), "{e}");
+    assert_eq!(str_field(&e, "attestation.user").as_deref(), Some("nobody"), "{e}");
     let cgroup = str_field(&e, "attestation.cgroup").unwrap_or_default();
     assert!(cgroup.ends_with(s.cg.name()), "attested cgroup {cgroup:?} is not {}: {e}", s.cg.name());
 
     // The session ends when psql does.
-    let session = field(&e, "session").cloned();
+    let session = session_id(&e);
+    assert!(session.is_some(), "no session id in {e}");
     let end = s.daemon.wait_event(Duration::from_secs(5), |x| {
-        str_field(x, "event") == Some("session_end") && field(x, "session").cloned() == session
+        str_field(x, "event").as_deref() == Some("session_end") && session_id(x) == session
     });
     assert!(end.is_some(), "no session_end for {e}\n{}", s.daemon.output());
 
@@ -75,7 +75,7 @@ fn rust_client_extended_protocol_inside_the_cgroup() {
     }
     let e = s.expect_session(out.pid);
     let exe = std::fs::canonicalize(bin).unwrap();
-    assert_eq!(str_field(&e, "attestation.exe"), exe.to_str(), "{e}");
+    assert_eq!(str_field(&e, "attestation.exe").as_deref(), exe.to_str(), "{e}");
     assert_eq!(u64_field(&e, "attestation.uid"), Some(0), "{e}");
     s.assert_password_not_in(&[&out.stdout, &out.stderr]);
 }
@@ -104,7 +104,7 @@ fn getpeername_shows_the_original_destination() {
     assert_eq!(value(&out.stdout, "first"), Some("R"), "{out}");
     assert_eq!(value(&out.stdout, "auth"), Some("0"), "{out}");
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "attestation.exe"), std::fs::canonicalize("/usr/bin/python3").unwrap().to_str(), "{e}");
+    assert_eq!(str_field(&e, "attestation.exe").as_deref(), std::fs::canonicalize("/usr/bin/python3").unwrap().to_str(), "{e}");
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn ipv6_loopback_is_caught() {
     assert!(out.success(), "{out}\n{}", s.daemon.output());
     assert_eq!(out.stdout.trim(), "v6 ok");
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "orig_dst"), Some(format!("[::1]:{}", s.pg.port()).as_str()), "{e}");
+    assert_eq!(str_field(&e, "orig_dst").as_deref(), Some(format!("[::1]:{}", s.pg.port()).as_str()), "{e}");
 
     let out = s.run_inside(&mut probe("::1", s.pg.port(), "startup")).unwrap();
     assert_eq!(value(&out.stdout, "peer"), Some(format!("::1:{}", s.pg.port()).as_str()), "{out}");
@@ -149,9 +149,13 @@ fn ipv6_loopback_is_caught() {
 
 #[test]
 fn unix_socket_connect_goes_through_the_proxy() {
-    let s = Stack::start_with(|c, _| {
+    // Every redirected unix connect lands on the proxy's one socket, named
+    // `.s.PGSQL.<target port>`; a unix connect has no TCP destination, so
+    // the target names its upstream.
+    let s = Stack::start_with(|c, pg| {
         c.unix_socket = true;
         c.unix_sockets = Some("redirect".into());
+        c.targets[0].upstream = Some(pg.addr());
     })
     .unwrap();
     let sock_dir = s.pg.socket_dir();
@@ -160,7 +164,7 @@ fn unix_socket_connect_goes_through_the_proxy() {
     assert!(out.success(), "a unix-socket connect from the watched cgroup failed: {out}\n{}", s.daemon.output());
     assert_eq!(out.stdout.trim(), format!("unix ok|{USER}"));
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "attestation.exe"), real_psql().unwrap().to_str(), "{e}");
+    assert_eq!(str_field(&e, "attestation.exe").as_deref(), real_psql().unwrap().to_str(), "{e}");
 
     // The same socket from outside the cgroup is the real server, which
     // wants the password.

@@ -213,17 +213,26 @@ impl Drop for Pgbouncer {
     }
 }
 
-/// Memory per idle session: RSS before and after `n` sessions through the
-/// proxy port (tokio-postgres clients held open by `pgclient idle`).
-fn idle_memory(daemon: &Daemon, pg: &PgCluster, pgclient: &std::path::Path, n: usize) -> anyhow::Result<(u64, u64)> {
+/// Memory per idle session: RSS before and after `n` sessions redirected
+/// from the watched cgroup (tokio-postgres clients held open by
+/// `pgclient idle`, connecting to the database's own address).
+fn idle_memory(
+    daemon: &Daemon,
+    pg: &PgCluster,
+    cg: &TestCgroup,
+    pgclient: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<(u64, u64)> {
     let before = daemon.rss_kib()?;
-    let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER}", daemon.listen().port());
-    let mut child = Command::new(pgclient)
-        .args(["idle", &conninfo, &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER}", pg.port());
+    let mut child = cg
+        .spawn(
+            Command::new(pgclient)
+                .args(["idle", &conninfo, &n.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
         .context("starting pgclient idle")?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -305,12 +314,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let bouncer = Pgbouncer::start(&pg, USER, &password, args.clients * 2)?;
     let cg = TestCgroup::with_prefix("interceptor-bench")?;
-    let daemon = Daemon::start(DaemonConfig {
+    let mut config = DaemonConfig {
         binary: release.join("interceptor"),
         explicit_target: Some("bench".into()),
         name_prefix: "interceptor-bench".into(),
         ..DaemonConfig::for_cluster(cg.path(), &pg, "bench", USER, &password)
-    })?;
+    };
+    // Connections made straight to the proxy port have no original
+    // destination: the target names its upstream.
+    config.targets[0].upstream = Some(pg.addr());
+    let daemon = Daemon::start(config)?;
     println!(
         "bench: pgbouncer on 127.0.0.1:{}, interceptor (release) on {}, watched cgroup {}",
         bouncer.port,
@@ -319,8 +332,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     // Memory first, on a fresh daemon: nothing retained from earlier runs.
-    println!("bench: opening {} idle sessions through the proxy", args.sessions);
-    let (rss_before, rss_after) = idle_memory(&daemon, &pg, &release.join("pgclient"), args.sessions)?;
+    println!("bench: opening {} idle sessions through the eBPF redirect", args.sessions);
+    let (rss_before, rss_after) = idle_memory(&daemon, &pg, &cg, &release.join("pgclient"), args.sessions)?;
 
     let rig = Rig { args, pg: &pg, password: &password, bouncer: &bouncer, daemon: &daemon, cg: &cg };
     println!("bench: warm-up");
@@ -366,7 +379,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let per_session = rss_after.saturating_sub(rss_before) as f64 / args.sessions as f64;
     writeln!(
         table,
-        "\nidle sessions through the proxy: {}; daemon RSS {rss_before} KiB before, {rss_after} KiB after: {per_session:.1} KiB per session",
+        "\nidle sessions redirected through the proxy: {}; daemon RSS {rss_before} KiB before, {rss_after} KiB after: {per_session:.1} KiB per session",
         args.sessions
     )?;
     println!("\n{table}");

@@ -13,7 +13,12 @@ use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
 use interceptor_tests::{
-    Daemon, DaemonConfig, PgCluster, TestCgroup, daemon::field, pg::random_hex, process,
+    Daemon, DaemonConfig, PgCluster, TestCgroup,
+    daemon::{expanded, field},
+    paths,
+    pg::random_hex,
+    process,
+    stack::{session_id, str_field},
 };
 
 use crate::{setup, sh};
@@ -49,6 +54,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("demo: watched cgroup {}", cg.path().display());
     let daemon = Daemon::start(DaemonConfig {
         name_prefix: "interceptor-demo".into(),
+        // The shipped policy set: psql in an interceptor-demo* cgroup is `ci-tools`.
+        policy_dir: Some(paths::workspace_root().join("policies")),
         ..DaemonConfig::for_cluster(cg.path(), &pg, "demo", "app", &password)
     })?;
     let layout = daemon.layout();
@@ -79,17 +86,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let start = daemon
         .session_start_of(out.pid, Duration::from_secs(5))
         .with_context(|| format!("no session_start for psql (pid {}):\n{}", out.pid, daemon.output()))?;
-    println!("demo: the interceptor's session_start event:\n{}", serde_json::to_string_pretty(&start)?);
+    println!("demo: the interceptor's session_start event:\n{}", serde_json::to_string_pretty(&expanded(&start))?);
+    if let Some(id) = daemon.wait_event(Duration::from_secs(1), |e| {
+        str_field(e, "event").as_deref() == Some("identity") && session_id(e) == session_id(&start)
+    }) {
+        println!(
+            "demo: policy identity of this session: {}",
+            str_field(&id, "identity").unwrap_or_default()
+        );
+    }
     println!(
         "demo: psql pid {} ran {} as uid {}; it reached {} through the proxy without knowing the password",
         out.pid,
-        field(&start, "attestation.exe").and_then(|v| v.as_str()).unwrap_or("?"),
-        field(&start, "attestation.uid").map_or_else(|| "?".into(), ToString::to_string),
-        field(&start, "orig_dst").and_then(|v| v.as_str()).unwrap_or("?"),
+        str_field(&start, "attestation.exe").unwrap_or_default(),
+        field(&start, "attestation.uid").map_or_else(|| "?".into(), |v| v.to_string()),
+        str_field(&start, "orig_dst").unwrap_or_default(),
     );
     if let Some(end) = daemon.wait_event(Duration::from_secs(5), |e| {
-        field(e, "event").and_then(|v| v.as_str()) == Some("session_end")
-            && field(e, "session") == field(&start, "session")
+        str_field(e, "event").as_deref() == Some("session_end") && session_id(e) == session_id(&start)
     }) {
         println!("demo: session_end: {end}");
     }

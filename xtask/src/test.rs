@@ -52,7 +52,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "--",
     ]);
     unit.args(&filter);
-    sh::run(&mut unit).context("unit tests")?;
+    // Both suites run even when the first fails: one failure must not hide another.
+    let unit_result = sh::run(&mut unit).context("unit tests");
     let units = Instant::now();
 
     let threads = format!("--test-threads={}", args.test_threads);
@@ -68,7 +69,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         units.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    e2e_result?;
+    match (unit_result, e2e_result) {
+        (Ok(()), Ok(())) => {}
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
+        (Err(u), Err(e)) => bail!("{u:#}\n{e:#}"),
+    }
     if !leftovers.is_empty() {
         bail!("the tests left cgroups or pins behind: {leftovers:?}");
     }

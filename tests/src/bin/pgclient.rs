@@ -75,11 +75,11 @@ async fn cancel(conninfo: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens `n` sessions (64 at a time), reports, holds them until stdin closes.
+/// Opens `n` sessions (16 at a time), reports, holds them until stdin closes.
 async fn idle(conninfo: &str, n: usize) -> anyhow::Result<()> {
     let mut clients = Vec::with_capacity(n);
     while clients.len() < n {
-        let batch = (n - clients.len()).min(64);
+        let batch = (n - clients.len()).min(16);
         let opened = futures_join(conninfo, batch).await?;
         clients.extend(opened);
     }
