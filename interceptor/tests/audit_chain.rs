@@ -9,9 +9,7 @@ use std::{
 };
 
 use audit_support::*;
-use interceptor::audit::{
-    AuditLog, ExportFormat, Problem, SessionFilter, cli, list_sessions, session_records, verify,
-};
+use interceptor::audit::{AuditLog, ExportFormat, Problem, SessionFilter, cli, list_sessions, session_records, verify};
 
 fn run(f: impl FnOnce(&mut Vec<u8>) -> u8) -> (u8, String) {
     let mut out = Vec::new();
@@ -77,6 +75,9 @@ async fn unsigned_tail_is_reported() {
     let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
     assert_eq!(code, 0);
     assert!(out.contains("3 record(s) after the last checkpoint"), "{out}");
+    // Callers cannot write the log's own kinds.
+    let fake = interceptor::audit::AuditEvent::DaemonStop(interceptor::audit::DaemonStop { reason: "x".into() });
+    assert!(matches!(log.append(fake).await, Err(interceptor::audit::AuditError::Usage(_))));
     drop(log);
 }
 
@@ -226,7 +227,11 @@ async fn rehashed_forgery_has_a_bad_signature() {
 
 #[tokio::test]
 async fn replaced_key_fools_only_a_check_without_pubkey() {
-    use ed25519_dalek::{Signer, SigningKey, pkcs8::EncodePublicKey};
+    use base64::Engine;
+    use ed25519_dalek::{
+        Signer, SigningKey,
+        pkcs8::{EncodePublicKey, spki::der::pem::LineEnding},
+    };
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 6).await;
     let (_, kept) = run(|o| cli::audit_pubkey(dir.path(), o));
@@ -258,7 +263,6 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
                     p,
                     e["reason"].as_str().unwrap()
                 );
-                use base64::Engine;
                 let sig = base64::engine::general_purpose::STANDARD.encode(forger.sign(msg.as_bytes()).to_bytes());
                 let old_sig = l.split("\"sig\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
                 *l = l.replace(&old_sig, &sig);
@@ -269,7 +273,7 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
         }
         write_lines(seg, &ls);
     }
-    let pem = forger.verifying_key().to_public_key_pem(Default::default()).unwrap();
+    let pem = forger.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
     fs::write(dir.path().join("keys/host.pub"), pem).unwrap();
 
     // Without --pubkey the forgery passes (and the output says why not to trust that) ...
@@ -317,7 +321,8 @@ async fn export_sessions_show_and_replay() {
     assert_eq!((all_sessions[0].statements, all_sessions[0].refused), (5, 1));
     assert_eq!(all_sessions[3].end_reason, None);
     assert_eq!(all_sessions[3].statements, 2);
-    let by = |f: SessionFilter| list_sessions(dir.path(), &f).unwrap().into_iter().map(|s| s.session).collect::<Vec<_>>();
+    let by =
+        |f: SessionFilter| list_sessions(dir.path(), &f).unwrap().into_iter().map(|s| s.session).collect::<Vec<_>>();
     assert_eq!(by(SessionFilter { identity: Some("ci-backup".into()), ..Default::default() }), vec![other.clone()]);
     assert_eq!(by(SessionFilter { identity: Some("pg_dump".into()), ..Default::default() }), vec![other.clone()]);
     assert_eq!(by(SessionFilter { decision: Some("approve".into()), ..Default::default() }), vec![other.clone()]);
@@ -325,7 +330,10 @@ async fn export_sessions_show_and_replay() {
     assert!(by(SessionFilter { host: Some("elsewhere".into()), ..Default::default() }).is_empty());
     let future = interceptor::audit::parse_since("2999-01-01T00:00:00Z").unwrap();
     assert!(by(SessionFilter { since: Some(future), ..Default::default() }).is_empty());
-    assert_eq!(by(SessionFilter { since: Some(interceptor::audit::parse_since("1h").unwrap()), ..Default::default() }).len(), 4);
+    assert_eq!(
+        by(SessionFilter { since: Some(interceptor::audit::parse_since("1h").unwrap()), ..Default::default() }).len(),
+        4
+    );
 
     let (code, table) = run(|o| cli::sessions_list(dir.path(), &SessionFilter::default(), o));
     assert_eq!(code, 0);

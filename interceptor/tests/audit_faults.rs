@@ -7,6 +7,7 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     io::{BufRead, BufReader, Write},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
@@ -111,7 +112,12 @@ async fn load_n_tasks_by_m_appends() {
     const M: usize = 250;
     let dir = tempfile::tempdir().unwrap();
     // A tiny queue: backpressure makes appends wait, never drops them.
-    let c = AuditConfig { segment_max_bytes: 256 << 10, checkpoint_every_records: 500, queue_capacity: 8, ..cfg(dir.path()) };
+    let c = AuditConfig {
+        segment_max_bytes: 256 << 10,
+        checkpoint_every_records: 500,
+        queue_capacity: 8,
+        ..cfg(dir.path())
+    };
     let log = AuditLog::open(&c).unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..N {
@@ -150,14 +156,15 @@ fn kill9_child() {
         };
         let c = AuditConfig { segment_max_bytes: 64 << 10, durability, ..cfg(Path::new(&dir)) };
         let log = AuditLog::open(&c).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         let mut tasks = Vec::new();
         for t in 0..8 {
             let log = log.clone();
             tasks.push(tokio::spawn(async move {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
-                    let seq = log.append(statement(&format!("k-{t}"), i, &format!("burst {t} {i}"), "allow")).await.unwrap();
+                    let seq =
+                        log.append(statement(&format!("k-{t}"), i, &format!("burst {t} {i}"), "allow")).await.unwrap();
                     println!("ACK {seq} {t} {i}");
                     i += 1;
                 }
@@ -204,7 +211,7 @@ fn kill9_during_a_burst(mode: &str) {
         }
     });
     let mut acked = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while acked.len() < 3000 && Instant::now() < deadline {
         if let Ok(a) = rx.recv_timeout(Duration::from_millis(100)) {
             acked.push(a);
@@ -229,7 +236,11 @@ fn kill9_during_a_burst(mode: &str) {
         .map(|r| (r.seq, r.event["sql"].as_str().unwrap().to_owned()))
         .collect();
     for (seq, t, i) in &acked {
-        assert_eq!(by_seq.get(seq).map(String::as_str), Some(format!("burst {t} {i}").as_str()), "{mode}: acknowledged seq {seq}");
+        assert_eq!(
+            by_seq.get(seq).map(String::as_str),
+            Some(format!("burst {t} {i}").as_str()),
+            "{mode}: acknowledged seq {seq}"
+        );
     }
 }
 
@@ -243,7 +254,13 @@ impl Tmpfs {
         use nix::mount::{MsFlags, mount};
         let dir = tempfile::tempdir().unwrap();
         let opts = format!("size={size},mode=0700");
-        match mount(Some("tmpfs"), dir.path(), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str())) {
+        match mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        ) {
             Ok(()) => Some(Self { dir }),
             Err(e) => {
                 eprintln!("SKIPPED: cannot mount a tmpfs ({e}); this test needs root");
@@ -333,7 +350,6 @@ async fn removed_directory_is_noticed_and_writing_resumes() {
     let seq = log.append(statement("r-1", 3, "SELECT 3", "allow")).await.unwrap();
     assert!(log.healthy());
     log.close("test").await.unwrap();
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     let all = records(&dir);
     assert_eq!(all[0].kind, "write_recovered");

@@ -19,7 +19,7 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use proxy_support::{Captured, Postgres, Proxy, free_port, startup_packet, write_credentials};
+use proxy_support::{Captured, Postgres, Proxy, free_port, startup_packet, test_pki, write_credentials};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -37,8 +37,8 @@ const SUPER_PW: &str = "super-pw-Jj7t";
 const HBA: &str =
     "local all all trust\nhost all clear_user 127.0.0.1/32 password\nhost all all 127.0.0.1/32 md5\n";
 
-fn start_postgres() -> Postgres {
-    let pg = Postgres::start(SUPER_PW, HBA, "");
+fn start_postgres(cert: &str, key: &str) -> Postgres {
+    let pg = Postgres::start_with_tls(SUPER_PW, HBA, "", Some((cert, key)));
     pg.psql_super(
         "postgres",
         &format!(
@@ -101,8 +101,13 @@ fn passthrough() {
         std::env::set_var("INTERCEPTOR_PASSWORD_MAIN", CLEAR_PW);
     }
     let captured = Captured::install(tracing::Level::TRACE);
-    let pg = start_postgres();
+    let (ca, cert, key) = test_pki();
+    let pg = start_postgres(&cert, &key);
     let work = tempfile::Builder::new().prefix("interceptor-proxy-").tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let sock_dir = work.path().join("sock");
+    std::fs::create_dir(&sock_dir).unwrap();
     let creds = work.path().join("credentials.toml");
     write_credentials(
         &creds,
@@ -111,7 +116,10 @@ fn passthrough() {
              [[credential]]\ntarget = \"main\"\nuser = \"md5_user\"\npassword_env = \"TEST_MD5_PASSWORD\"\n\n\
              [[credential]]\ntarget = \"main\"\nuser = \"clear_user\"\n\n\
              [[credential]]\ntarget = \"main\"\nuser = \"wrong_user\"\npassword = \"{WRONG_PW}\"\n\n\
-             [[credential]]\ntarget = \"down\"\nuser = \"scram_user\"\npassword = \"{SCRAM_PW}\"\ndefault = true\n"
+             [[credential]]\ntarget = \"down\"\nuser = \"scram_user\"\npassword = \"{SCRAM_PW}\"\ndefault = true\n\n\
+             [[credential]]\ntarget = \"tls-require\"\nuser = \"scram_user\"\npassword = \"{SCRAM_PW}\"\ndefault = true\n\n\
+             [[credential]]\ntarget = \"tls-verify\"\nuser = \"md5_user\"\npassword = \"{MD5_PW}\"\ndefault = true\n\n\
+             [[credential]]\ntarget = \"tls-badname\"\nuser = \"scram_user\"\npassword = \"{SCRAM_PW}\"\ndefault = true\n"
         ),
     );
     let down_port = free_port();
@@ -121,17 +129,26 @@ fn passthrough() {
              [proxy]\nexplicit_target = \"{explicit}\"\nmax_message_bytes = 1048576\nconnect_timeout_ms = 3000\n\
              [[target]]\nname = \"main\"\nport = {port}\nupstream = \"127.0.0.1:{port}\"\n\
              [[target]]\nname = \"down\"\nport = {down_port}\nupstream = \"127.0.0.1:{down_port}\"\n\
+             [[target]]\nname = \"tls-require\"\nport = 1\nupstream = \"127.0.0.1:{port}\"\ntls = \"require\"\n\
+             [[target]]\nname = \"tls-verify\"\nport = 2\nupstream = \"127.0.0.1:{port}\"\ntls = \"verify-full\"\n\
+             tls_ca_file = \"{ca}\"\ntls_server_name = \"localhost\"\n\
+             [[target]]\nname = \"tls-badname\"\nport = 3\nupstream = \"127.0.0.1:{port}\"\ntls = \"verify-full\"\n\
+             tls_ca_file = \"{ca}\"\ntls_server_name = \"wrong.example\"\n\
              [credentials]\nfile = \"{creds}\"\n",
             state = work.path().join("state").display(),
             port = pg.port,
             creds = creds.display(),
+            ca = ca_file.display(),
         )
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let main = Proxy::start(&config("main")).await;
+        let main = Proxy::start_with_unix(&config("main"), Some(&sock_dir.join(format!(".s.PGSQL.{}", pg.port)))).await;
         let down = Proxy::start(&config("down")).await;
+        let tls_require = Proxy::start(&config("tls-require")).await;
+        let tls_verify = Proxy::start(&config("tls-verify")).await;
+        let tls_badname = Proxy::start(&config("tls-badname")).await;
 
         extended_protocol(&main).await;
         copy_both_ways(&main).await;
@@ -144,10 +161,16 @@ fn passthrough() {
         cancel_reaches_the_right_backend(&main).await;
         oversized_message_is_refused(&main).await;
         startup_negotiation_raw(&main).await;
+        unix_socket(&sock_dir, pg.port).await;
+        upstream_tls(&tls_require, &tls_verify, &tls_badname).await;
         extended_protocol(&main).await;
 
-        main.stop().await;
-        down.stop().await;
+        for proxy in [main, down, tls_require, tls_verify, tls_badname] {
+            proxy.stop().await;
+        }
+        let no_explicit = config("main").replace("explicit_target = \"main\"\n", "");
+        not_redirected_without_explicit_target_is_refused(&no_explicit).await;
+        shutdown_says_goodbye(&config("main")).await;
     });
     drop(rt);
 
@@ -167,6 +190,63 @@ fn passthrough() {
     assert!(ends.iter().any(|e| e["fields"]["reason"] == "client_terminate"));
     assert!(ends.iter().all(|e| e["fields"]["frontend_bytes"].is_u64()));
     assert!(captured.events("session_refused").iter().any(|e| e["fields"]["reason"] == "upstream_unavailable"));
+    assert!(starts.iter().any(|e| e["fields"]["route"] == "unix"));
+    assert!(ends.iter().any(|e| e["fields"]["reason"] == "shutdown"));
+    assert!(starts.iter().any(|e| e["fields"]["upstream_tls"] == true));
+}
+
+/// A connection straight to the proxy port with no `explicit_target` (and
+/// no kernel record) is refused, saying why.
+async fn not_redirected_without_explicit_target_is_refused(config: &str) {
+    let proxy = Proxy::start(config).await;
+    let err = connect(&proxy.conninfo("scram_user", "app")).await.unwrap_err();
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(db.code(), &SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION);
+    assert!(db.message().contains("no explicit_target"), "{}", db.message());
+    proxy.stop().await;
+}
+
+/// Stopping the proxy ends established sessions with 57P01.
+async fn shutdown_says_goodbye(config: &str) {
+    let proxy = Proxy::start(config).await;
+    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("scram_user", "app"), NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.unwrap();
+    proxy.stop().await;
+    let err = conn.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+}
+
+/// psql through the proxy's unix socket `.s.PGSQL.<port>`: the caller is
+/// the socket peer (`SO_PEERCRED`), the target the one with that port.
+async fn unix_socket(dir: &std::path::Path, port: u16) {
+    let conninfo = format!("host={} port={port} user=md5_user dbname=app", dir.display());
+    let (ok, out, err) = psql_async(conninfo, "SELECT current_user", None).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "md5_user");
+}
+
+/// `tls = "require"` and `"verify-full"` towards a server with TLS on; a
+/// name the certificate does not carry fails with 08001.
+async fn upstream_tls(require: &Proxy, verify: &Proxy, badname: &Proxy) {
+    let ssl_in_use = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for (proxy, role) in [(require, "scram_user"), (verify, "md5_user")] {
+        let client = connect(&proxy.conninfo("anyone", "app")).await.unwrap();
+        let ssl: String = client.query_one(ssl_in_use, &[]).await.unwrap().get(0);
+        assert_eq!(ssl, "true");
+        let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        assert_eq!(who, role);
+        let token = client.cancel_token();
+        let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(NoTls).await.unwrap();
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "cancel over TLS: {err}");
+    }
+    let err = connect(&badname.conninfo("anyone", "app")).await.unwrap_err();
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(db.code(), &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
+    assert!(db.message().contains("TLS handshake with target `tls-badname`"), "{}", db.message());
 }
 
 /// tokio-postgres: prepared statements, parameters, many rows, a

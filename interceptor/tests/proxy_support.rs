@@ -37,6 +37,11 @@ impl Postgres {
     /// initdb (superuser `postgres` with `super_password`), `hba` as
     /// pg_hba.conf, extra server options, start.
     pub fn start(super_password: &str, hba: &str, server_options: &str) -> Self {
+        Self::start_with_tls(super_password, hba, server_options, None)
+    }
+
+    /// [`Postgres::start`], with `ssl = on` and this (certificate, key) PEM pair.
+    pub fn start_with_tls(super_password: &str, hba: &str, server_options: &str, tls: Option<(&str, &str)>) -> Self {
         let pg = nix::unistd::User::from_name("postgres").unwrap().expect("a postgres user");
         let dir = tempfile::Builder::new().prefix("interceptor-pg-").tempdir().unwrap();
         let chown = |p: &Path| nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).unwrap();
@@ -58,6 +63,17 @@ impl Postgres {
             &format!("--pwfile={}", pwfile.display()),
         ]);
         std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        let mut server_options = server_options.to_owned();
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                chown(&path);
+            }
+            server_options.push_str(" -c ssl=on");
+        }
         let port = free_port();
         let pg = Postgres { dir, port };
         run_as_postgres(&[
@@ -171,13 +187,19 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `proxy::run` with this configuration (TOML).
     pub async fn start(config: &str) -> Self {
+        Self::start_with_unix(config, None).await
+    }
+
+    /// Starts `proxy::run`, with a unix socket listener at `unix` too.
+    pub async fn start_with_unix(config: &str, unix: Option<&Path>) -> Self {
         let config = Config::parse(Path::new("test.toml"), config).unwrap();
         let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = v4.local_addr().unwrap();
+        let unix = unix.map(|p| tokio::net::UnixListener::bind(p).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy::run(
             Arc::new(config),
-            Listeners { v4, v6: None, unix: None },
+            Listeners { v4, v6: None, unix },
             Arc::new(NoRedirect),
             async move {
                 let _ = stopped.await;
@@ -216,6 +238,18 @@ pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
     p.put_u32(body.len() as u32 + 4);
     p.put_slice(&body);
     p.to_vec()
+}
+
+/// A CA and a server certificate for `localhost` signed by it, as PEM:
+/// (CA certificate, server certificate, server key).
+pub fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// Writes `creds` (TOML) to `path` with mode 0600.

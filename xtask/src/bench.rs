@@ -290,6 +290,16 @@ fn machine() -> String {
     format!("{model}, {cores} cores, {mem} RAM, kernel {}", kernel.trim())
 }
 
+/// The 1-minute load average: other work on the machine skews every figure.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the bench loads eBPF programs and creates a cgroup: run `cargo xtask bench` as root");
@@ -335,6 +345,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("bench: opening {} idle sessions through the eBPF redirect", args.sessions);
     let (rss_before, rss_after) = idle_memory(&daemon, &pg, &cg, &release.join("pgclient"), args.sessions)?;
 
+    let load_before = load_average();
     let rig = Rig { args, pg: &pg, password: &password, bouncer: &bouncer, daemon: &daemon, cg: &cg };
     println!("bench: warm-up");
     for path in Path::ALL {
@@ -353,6 +364,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let mut table = String::new();
     writeln!(table, "interceptor bench, {}", machine())?;
+    writeln!(
+        table,
+        "load average (1 min) before the runs {load_before}, after {}; other work on the machine skews the figures",
+        load_average()
+    )?;
     writeln!(
         table,
         "pgbench -S -c {} -j {} -T {} (scale {}), PostgreSQL on 127.0.0.1, interceptor release build\n",

@@ -131,6 +131,7 @@ impl AuditLog {
     /// write failed: the event is then not recorded, and the caller must not
     /// act as if it were (the proxy refuses the statement).
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        refuse_internal(&event)?;
         let permit = self.inner.shared.permits.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.inner.shared.push(Msg::Append { event, reply, permit })?;
@@ -142,6 +143,7 @@ impl AuditLog {
     /// resolves). Fails at once with [`AuditError::QueueFull`] instead of
     /// waiting for room.
     pub fn enqueue(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        refuse_internal(&event)?;
         let shared = &self.inner.shared;
         let permit = shared.permits.clone().try_acquire_owned().map_err(|e| match e {
             tokio::sync::TryAcquireError::Closed => AuditError::Closed,
@@ -213,5 +215,21 @@ impl AuditLog {
         let seq = Receipt(rx).await;
         self.inner.shared.set_broken("the audit log is closed".into());
         seq
+    }
+}
+
+/// Kinds only the log writes: a caller's forged checkpoint would make the
+/// log fail verification, a forged `torn_tail` would mislead.
+fn refuse_internal(event: &AuditEvent) -> Result<(), AuditError> {
+    match event {
+        AuditEvent::Checkpoint(_)
+        | AuditEvent::DaemonStart(_)
+        | AuditEvent::DaemonStop(_)
+        | AuditEvent::TornTail(_)
+        | AuditEvent::WriteRecovered(_) => Err(AuditError::Usage(format!(
+            "{} records are written by the audit log itself (use close() for daemon_stop)",
+            event.kind()
+        ))),
+        _ => Ok(()),
     }
 }

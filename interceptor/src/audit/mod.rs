@@ -10,6 +10,8 @@
 //! - `segment`: segment file names, listing, splitting a file into lines.
 //! - `keys`: the host's Ed25519 key, fingerprints, checkpoint signatures.
 //! - `recover`: what [`AuditLog::open`] does with the previous run's files.
+//! - `queue`: the bounded queue between the handles and the writer, the
+//!   health flag.
 //! - `writer`: the writer thread: group commit, checkpoints, rotation,
 //!   failure and retry.
 //! - `log`: [`AuditLog`], the cheap handle the proxy sessions append through.
@@ -70,7 +72,11 @@
 //! makes callers wait, nothing is dropped) and resolves once the record is
 //! on disk. One writer thread takes everything queued, writes it with one
 //! `pwrite`, `fdatasync`s once and then answers every waiter (group
-//! commit). When the write or sync fails (disk full, directory removed,
+//! commit). With `durability = "written"` ([`Durability::Written`]) it
+//! answers once the batch is written, before the `fdatasync`, which then
+//! runs at least every `sync_interval_ms` and with every checkpoint: a
+//! record then survives a crash or `kill -9` of the daemon but not a power
+//! loss within that interval, and an append no longer waits for the disk. When the write or sync fails (disk full, directory removed,
 //! permissions), the file is truncated back to its last synced length, every
 //! waiter of the batch gets [`AuditError::Unavailable`], [`AuditLog::healthy`]
 //! turns false, and the writer retries on its own every half second and

@@ -310,7 +310,10 @@ impl Verifier {
 
     fn checkpoint(&mut self, cp: &Checkpoint, seq: u64) -> Result<(), (Problem, String)> {
         if cp.head_seq + 1 != seq {
-            return Err((Problem::Modified, format!("checkpoint names seq {} as its head, not seq {}", cp.head_seq, seq - 1)));
+            return Err((
+                Problem::Modified,
+                format!("checkpoint names seq {} as its head, not seq {}", cp.head_seq, seq - 1),
+            ));
         }
         if cp.head_hash != self.prev {
             return Err((

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{
-    AuditConfig, AuditError, AuditEvent, Durability, Checkpoint, CheckpointReason, DaemonStop, WriteRecovered,
+    AuditConfig, AuditError, AuditEvent, Checkpoint, CheckpointReason, DaemonStop, Durability, WriteRecovered,
     keys::{self, HostKey},
     queue::{Msg, Next, Shared},
     record::{self, format_ts},
@@ -373,7 +373,8 @@ impl Writer {
             Err(e) => {
                 let why = AuditError::io(&seg.path, e).to_string();
                 // The next batch (or the retry) syncs before it writes.
-                seg.unsynced_since = Some(Instant::now().checked_sub(self.limits.sync_interval).unwrap_or_else(Instant::now));
+                seg.unsynced_since =
+                    Some(Instant::now().checked_sub(self.limits.sync_interval).unwrap_or_else(Instant::now));
                 self.record_failure(why, 0);
             }
         }
@@ -403,8 +404,8 @@ impl Writer {
             match self.shared.next(self.deadline()) {
                 Next::Batch(msgs) => self.answer(msgs),
                 Next::Timeout => {
-                    let checkpoint_due = self.chain.unsigned > 0
-                        && self.chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every;
+                    let checkpoint_due =
+                        self.chain.unsigned > 0 && self.chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every;
                     if self.failure.is_some() {
                         let _ = self.commit_tracked(&[], None);
                     } else if checkpoint_due {

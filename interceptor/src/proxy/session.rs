@@ -149,11 +149,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: Cancellatio
         database: None,
         attestation: None,
     };
-    tokio::select! {
-        () = run(&shared, &mut ctx, client, attest, &shutdown) => {}
-        // Startup is not worth finishing when the daemon stops; established
-        // sessions end through the relay's own shutdown path.
-        () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+    // Startup is not worth finishing when the daemon stops: dropped here.
+    // An established session ends through the relay's own shutdown path
+    // (goodbye to both sides, `session_end`), outside this race.
+    let established = tokio::select! {
+        r = start(&shared, &mut ctx, client, attest) => r,
+        () = shutdown.cancelled() => None,
+    };
+    if let Some((mut client, ready)) = established {
+        relay(&shared, &ctx, &mut client, ready, &shutdown).await;
     }
 }
 
@@ -205,31 +209,40 @@ enum Negotiated {
     Gone,
 }
 
-async fn run(
+/// Steps 2 to 4; `None` when the connection ended (refused, cancel
+/// request, client gone), having told the client why when it can.
+async fn start(
     shared: &Shared,
     ctx: &mut Context,
     client: ClientStream,
     attest: Option<AttestTask>,
-    shutdown: &CancellationToken,
-) {
+) -> Option<(ClientStream, Ready)> {
     let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(shared, client)).await;
     let (mut client, startup) = match negotiated {
-        Err(_) => return refused(ctx, &SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs())),
+        Err(_) => {
+            refused(ctx, &SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs()));
+            return None;
+        }
         Ok(Err((client, err))) => {
             if let Some(mut client) = client {
                 send_error(&mut client, err.client_error()).await;
             }
-            return refused(ctx, &err);
+            refused(ctx, &err);
+            return None;
         }
-        Ok(Ok((_, Negotiated::Gone))) => return,
-        Ok(Ok((_, Negotiated::Cancel(req)))) => return cancel(shared, ctx, &req).await,
+        Ok(Ok((_, Negotiated::Gone))) => return None,
+        Ok(Ok((_, Negotiated::Cancel(req)))) => {
+            cancel(shared, ctx, &req).await;
+            return None;
+        }
         Ok(Ok((client, Negotiated::Startup(startup)))) => (client, startup),
     };
     match establish(shared, ctx, &client, *startup, attest).await {
-        Ok(ready) => relay(shared, ctx, &mut client, ready, shutdown).await,
+        Ok(ready) => Some((client, ready)),
         Err(err) => {
             send_error(&mut client, err.client_error()).await;
             refused(ctx, &err);
+            None
         }
     }
 }
@@ -414,7 +427,10 @@ async fn establish(
 
     // Who: fail closed.
     let attestation = match attest {
-        Some(task) => task.await.map_err(|e| e.to_string()).and_then(|r| r),
+        Some(task) => match tokio::time::timeout(STARTUP_TIMEOUT, task).await {
+            Ok(joined) => joined.map_err(|e| e.to_string()).and_then(|r| r),
+            Err(_) => Err(format!("attestation took longer than {} s", STARTUP_TIMEOUT.as_secs())),
+        },
         None => Err("no caller to attest".to_owned()),
     }
     .map_err(|e| refuse(sqlstate::INVALID_AUTHORIZATION, format!("the interceptor could not attest the calling process: {e}")))?;

@@ -303,11 +303,21 @@ async fn authenticate(
                 msg
             }
             Authentication::SASLContinue(data) => {
-                let s = scram.as_mut().ok_or_else(|| {
+                let s = scram.take().ok_or_else(|| {
                     protocol(WireError::malformed(tag::backend::AUTHENTICATION, "SASLContinue before SASL"))
                 })?;
-                s.update(&data).map_err(scram_err)?;
-                auth::sasl_response(s.message())
+                // The salted password is 4096+ rounds of PBKDF2: milliseconds
+                // of CPU, kept off the threads that relay other sessions.
+                let s = tokio::task::spawn_blocking(move || {
+                    let mut s = s;
+                    s.update(&data).map(|()| s)
+                })
+                .await
+                .map_err(|e| scram_err(io::Error::other(e)))?
+                .map_err(scram_err)?;
+                let msg = auth::sasl_response(s.message());
+                scram = Some(s);
+                msg
             }
             Authentication::SASLFinal(data) => {
                 let s = scram.as_mut().ok_or_else(|| {
