@@ -85,6 +85,9 @@ pub struct Config {
     /// Where the policy set lives.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The audit log (`[audit]`): directory, rotation, checkpoints, durability.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,

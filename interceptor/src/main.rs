@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
+    audit::AuditLog,
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
     policy::{PolicyStore, session::PolicyFactory},
@@ -210,6 +211,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             errors.0.len()
         )
     })?);
+    // Recording must work before anything is intercepted: every session
+    // and statement is recorded before it reaches the database.
+    let audit_config = config.audit.clone();
+    let audit = tokio::task::spawn_blocking(move || AuditLog::open(&audit_config))
+        .await
+        .context("audit log open panicked")?
+        .with_context(|| format!("cannot open the audit log in {}", config.audit.dir.display()))?;
+    tracing::info!(event = "audit_open", dir = %audit.dir().display(), host = audit.host(), key = audit.key_fingerprint(), "audit log open");
     let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
     let config = Arc::new(config);
     tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
@@ -224,10 +233,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let hooks = Arc::new(PolicyFactory::new(policy));
-    proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal())
-        .await
-        .context("proxy stopped")?;
+    let hooks = Arc::new(PolicyFactory::new(policy, audit.clone()));
+    let served = proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal()).await;
+    if let Err(e) = audit.close("shutdown").await {
+        tracing::error!(event = "audit_error", error = %e, "the audit log could not be closed cleanly");
+    }
+    served.context("proxy stopped")?;
     // The pinned programs stay attached: until the daemon is back, watched
     // connects to database ports are refused rather than let through.
     tracing::info!(event = "stopped", "interceptor stopped; redirect stays pinned (fail closed)");

@@ -32,7 +32,7 @@ const CLEAR_PW: &str = "clear-pw-Kk3e";
 const WRONG_PW: &str = "wrong-pw-Vv9r";
 const SUPER_PW: &str = "super-pw-Jj7t";
 
-/// md5 in pg_hba uses SCRAM for roles stored with SCRAM and md5 for roles
+/// md5 in `pg_hba.conf` uses SCRAM for roles stored with SCRAM and md5 for roles
 /// stored with md5; `clear_user` gets the cleartext exchange.
 const HBA: &str =
     "local all all trust\nhost all clear_user 127.0.0.1/32 password\nhost all all 127.0.0.1/32 md5\n";
@@ -401,6 +401,12 @@ async fn oversized_message_is_refused(proxy: &Proxy) {
     let huge = format!("SELECT '{}'", "y".repeat(2 << 20));
     let err = client.simple_query(&huge).await.unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{err}");
+
+    // So does a result row over the limit, coming from the server.
+    let client = connect(&proxy.conninfo("scram_user", "app")).await.unwrap();
+    let err = client.simple_query("SELECT repeat('z', 2000000)").await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{err}");
+    assert!(err.as_db_error().unwrap().message().contains("target `main` sent a message"), "{err}");
 }
 
 /// `GSSENCRequest` is declined with N, then the startup goes on; a malformed
@@ -425,6 +431,16 @@ async fn startup_negotiation_raw(proxy: &Proxy) {
         }
     }
     assert!(saw_row);
+
+    // A protocol 3.2 client with a protocol option is negotiated down to 3.0.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut p = startup_packet(&[("user", "scram_user"), ("database", "app"), ("_pq_.future", "1")]);
+    p[7] = 2;
+    s.write_all(&p).await.unwrap();
+    let (tag, body) = read_message(&mut s).await.unwrap();
+    assert_eq!(tag, b'v');
+    assert!(body.starts_with("\0\u{3}\0\0\0\0\0\u{1}_pq_.future"), "{body:?}");
+    read_until_ready(&mut s).await;
 
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut bad = BytesMut::new();

@@ -35,7 +35,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// initdb (superuser `postgres` with `super_password`), `hba` as
-    /// pg_hba.conf, extra server options, start.
+    /// `pg_hba.conf`, extra server options, start.
     pub fn start(super_password: &str, hba: &str, server_options: &str) -> Self {
         Self::start_with_tls(super_password, hba, server_options, None)
     }

@@ -196,6 +196,9 @@ impl DaemonConfig {
         let mut policy = Table::new();
         policy.insert("dir".into(), path_value(&layout.policy_dir));
         root.insert("policy".into(), Toml::Table(policy));
+        let mut audit = Table::new();
+        audit.insert("dir".into(), path_value(&layout.audit_dir));
+        root.insert("audit".into(), Toml::Table(audit));
         let mut log = Table::new();
         log.insert("format".into(), Toml::String("json".into()));
         root.insert("log".into(), Toml::Table(log));
@@ -245,6 +248,9 @@ pub struct Layout {
     pub unix_socket: Option<PathBuf>,
     /// Policy directory.
     pub policy_dir: PathBuf,
+    /// Audit log directory (inside the state directory, so it survives a
+    /// restart of the same daemon).
+    pub audit_dir: PathBuf,
 }
 
 /// A free port on both 127.0.0.1 and [::1] (the v4 and v6 listeners share it).
@@ -265,6 +271,8 @@ struct Log {
     lines: Mutex<Vec<(bool, String)>>,
     /// Signalled on every new line and at EOF.
     changed: Condvar,
+    /// Drain the pipe but keep nothing (see [`Daemon::discard_output`]).
+    discard: std::sync::atomic::AtomicBool,
 }
 
 impl Log {
@@ -273,6 +281,9 @@ impl Log {
         thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
+                if log.discard.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
                 log.lines.lock().expect("log lock").push((stdout, line));
                 log.changed.notify_all();
             }
@@ -327,7 +338,9 @@ impl Daemon {
             Some(p) => p,
             None => free_dual_port()?,
         };
+        let audit_dir = state_dir.join("audit");
         let layout = Layout {
+            audit_dir,
             config: dir.path().join("interceptor.toml"),
             credentials: dir.path().join("credentials.toml"),
             state_dir,
@@ -375,6 +388,8 @@ impl Daemon {
         // would stack and hide each other's pins.
         static STARTING: Mutex<()> = Mutex::new(());
         let _one_at_a_time = STARTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The `ready` line must be seen.
+        self.log.discard.store(false, std::sync::atomic::Ordering::Relaxed);
         let first_line = self.log.lines.lock().expect("log lock").len();
         let mut child = self
             .command()
@@ -483,6 +498,12 @@ impl Daemon {
             event_name(e).as_deref() == Some("session_start")
                 && field(e, "attestation.pid").and_then(|v| v.as_u64()) == Some(u64::from(pid))
         })
+    }
+
+    /// From now on, read the daemon's output without keeping it: a
+    /// benchmark logs a line per statement, millions of them.
+    pub fn discard_output(&self) {
+        self.log.discard.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Everything the daemon printed (stdout and stderr), for messages and

@@ -334,6 +334,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // destination: the target names its upstream.
     config.targets[0].upstream = Some(pg.addr());
     let daemon = Daemon::start(config)?;
+    // One JSON line per statement: read, not kept.
+    daemon.discard_output();
     println!(
         "bench: pgbouncer on 127.0.0.1:{}, interceptor (release) on {}, watched cgroup {}",
         bouncer.port,

@@ -44,6 +44,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // script and has no host tests.
     let mut unit = sh::cargo(&[
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "interceptor-ebpf",
@@ -57,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let units = Instant::now();
 
     let threads = format!("--test-threads={}", args.test_threads);
-    let mut e2e = sh::cargo(&["test", "-p", "interceptor-tests", "--", &threads]);
+    let mut e2e = sh::cargo(&["test", "--no-fail-fast", "-p", "interceptor-tests", "--", &threads]);
     e2e.args(&filter).env("INTERCEPTOR_BIN", &bin);
     let e2e_result = sh::run(&mut e2e).context("end-to-end tests");
 

@@ -34,6 +34,9 @@ struct Inner {
     fingerprint: String,
     /// Seq of this run's `daemon_start`: the prefix of session ids.
     start_seq: u64,
+    /// Exclusive lock on `<dir>/lock` for as long as the log is open: two
+    /// daemons appending to one directory would break each other's chain.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Drop for Inner {
@@ -97,6 +100,7 @@ impl AuditLog {
         cfg.validate()?;
         let host = cfg.resolved_host()?;
         keys::create_private_dir(&cfg.dir)?;
+        let lock = lock_dir(&cfg.dir)?;
         let key = HostKey::load_or_create(&cfg.dir)?;
         let fingerprint = key.fingerprint.clone();
         let rec = recover::recover(&cfg.dir)?;
@@ -123,7 +127,7 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| AuditError::io(&cfg.dir, e))?;
-        Ok(Self { inner: Arc::new(Inner { shared, dir: cfg.dir.clone(), host, fingerprint, start_seq }) })
+        Ok(Self { inner: Arc::new(Inner { shared, dir: cfg.dir.clone(), host, fingerprint, start_seq, _lock: lock }) })
     }
 
     /// Records `event`; resolves to its seq once it is on disk. Waits while
@@ -232,4 +236,25 @@ fn refuse_internal(event: &AuditEvent) -> Result<(), AuditError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Takes the directory's lock, or says who holds it.
+fn lock_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| AuditError::io(&path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        AuditError::io(
+            &path,
+            std::io::Error::other(format!(
+                "{errno}: another interceptor holds this audit directory; give each daemon its own [audit] dir"
+            )),
+        )
+    })
 }

@@ -16,11 +16,13 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, builtin};
 use crate::{
+    audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
     sql,
     wire::{
@@ -57,24 +59,46 @@ const STARTUP_ALLOW: &[&str] = &[
     "standard_conforming_strings",
 ];
 
-/// Builds [`PolicyHooks`] for each session from the live policy store.
+/// Builds [`PolicyHooks`] for each session from the live policy store,
+/// recording into the audit log.
 pub struct PolicyFactory {
     store: Arc<PolicyStore>,
+    audit: AuditLog,
     limits: sql::Limits,
 }
 
 impl PolicyFactory {
-    /// Hooks deciding from `store`'s current set at each statement.
-    pub fn new(store: Arc<PolicyStore>) -> Self {
-        Self { store, limits: sql::Limits::default() }
+    /// Hooks deciding from `store`'s current set at each statement and
+    /// recording every session, statement and result in `audit`.
+    pub fn new(store: Arc<PolicyStore>, audit: AuditLog) -> Self {
+        Self { store, audit, limits: sql::Limits::default() }
     }
+}
+
+/// The error a client gets when its statement or session cannot be recorded.
+fn unrecorded(reason: &str) -> PgError {
+    PgError::error(
+        sqlstate::INTERNAL_ERROR,
+        format!("interceptor: refused because it cannot be recorded in the audit log: {reason}"),
+    )
+    .with_hint("nothing was sent to the database; the host's operators must restore the audit directory")
 }
 
 impl HooksFactory for PolicyFactory {
     fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
         let set = self.store.current();
         let subject = Subject::from(info.attestation.as_ref());
-        let Some(identity) = set.identify(&subject) else {
+        let identity = set.identify(&subject);
+        let session = self.audit.session_id(info.id);
+        // Every session is recorded, refused ones too; one that cannot be
+        // recorded does not start.
+        let start = SessionStart::from_info(session.clone(), self.audit.host(), info, identity.map(str::to_owned));
+        if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
+            let mut err = unrecorded(&e.to_string());
+            err.severity = "FATAL";
+            return Err(err);
+        }
+        let Some(identity) = identity else {
             let a = &info.attestation;
             return Err(PgError::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
@@ -88,8 +112,25 @@ impl HooksFactory for PolicyFactory {
             .with_hint("ask the owners of this host's interceptor policy to add an [[identity]] for this job"));
         };
         check_startup(info)?;
-        tracing::info!(event = "identity", session = info.id, identity, "session identified");
-        Ok(Box::new(PolicyHooks::new(Arc::clone(&self.store), Arc::clone(info), identity.to_owned(), self.limits)))
+        tracing::info!(event = "identity", session = info.id, audit_session = %session, identity, "session identified");
+        Ok(Box::new(PolicyHooks {
+            store: Arc::clone(&self.store),
+            info: Arc::clone(info),
+            identity: identity.to_owned(),
+            limits: self.limits,
+            audit: self.audit.clone(),
+            session,
+            nonce: rand::random(),
+            seq: 0,
+            statement_seq: 0,
+            refusals: Arc::default(),
+            pending: VecDeque::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            prepared: HashMap::new(),
+            drain: false,
+            refused: 0,
+        }))
     }
 }
 
@@ -178,22 +219,38 @@ enum Pending {
     Sync,
 }
 
-#[derive(Debug, Default)]
+/// A statement whose result is on its way: its row limit, and what the
+/// result record needs.
+#[derive(Debug)]
 struct RowCount {
     limit: Option<u64>,
     rule: String,
     rows: u64,
+    bytes: u64,
     exceeded: bool,
+    /// Statement counter of the audit record (0: not recorded, e.g. an
+    /// Execute of a statement prepared before a failure).
+    statement: u64,
+    started: Instant,
+}
+
+impl Default for RowCount {
+    fn default() -> Self {
+        Self { limit: None, rule: String::new(), rows: 0, bytes: 0, exceeded: false, statement: 0, started: Instant::now() }
+    }
 }
 
 impl RowCount {
-    fn new(d: &Decision) -> Self {
-        Self { limit: d.max_rows, rule: d.rule.clone(), ..Self::default() }
+    fn new(d: &Decision, statement: u64) -> Self {
+        Self { limit: d.max_rows, rule: d.rule.clone(), statement, ..Self::default() }
     }
 
     /// Counts a row; `false` = drop it.
-    fn admit(&mut self) -> bool {
+    fn admit(&mut self, len: usize) -> bool {
         self.rows += 1;
+        if !self.exceeded {
+            self.bytes += len as u64;
+        }
         if self.limit.is_some_and(|l| self.rows > l) {
             self.exceeded = true;
         }
@@ -220,46 +277,33 @@ pub struct PolicyHooks {
     info: Arc<SessionInfo>,
     identity: String,
     limits: sql::Limits,
+    audit: AuditLog,
+    /// Audit session id (unique across daemon restarts).
+    session: String,
     /// Random per session, so sentinels cannot collide with client SQL.
     nonce: u32,
     seq: u64,
+    /// Audit statement counter.
+    statement_seq: u64,
     /// Refusals waiting for their sentinel's syntax error: token -> error.
-    refusals: VecDeque<(String, PgError)>,
+    /// Shared with the deferred verdicts that may add one when recording fails.
+    refusals: Arc<Mutex<VecDeque<(String, PgError)>>>,
     /// Results owed, oldest first.
     pending: VecDeque<Pending>,
-    /// Row limits of prepared statements (extended protocol), by name.
-    statements: HashMap<Vec<u8>, Decision>,
+    /// Row limits and audit counters of prepared statements (extended
+    /// protocol), by name.
+    statements: HashMap<Vec<u8>, (Decision, u64)>,
     /// Statement of each bound portal.
     portals: HashMap<Vec<u8>, Vec<u8>>,
     /// SQL-level `PREPARE name AS ...`: the facts of the inner statement.
     prepared: HashMap<String, sql::Analysis>,
     /// After a cut-off, drop results until ReadyForQuery.
     drain: bool,
-    /// Statements decided, for the session summary.
-    decided: u64,
+    /// Statements refused, for the session record.
     refused: u64,
 }
 
 impl PolicyHooks {
-    fn new(store: Arc<PolicyStore>, info: Arc<SessionInfo>, identity: String, limits: sql::Limits) -> Self {
-        Self {
-            store,
-            info,
-            identity,
-            limits,
-            nonce: rand::random(),
-            seq: 0,
-            refusals: VecDeque::new(),
-            pending: VecDeque::new(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            prepared: HashMap::new(),
-            drain: false,
-            decided: 0,
-            refused: 0,
-        }
-    }
-
     fn decide(&mut self, sql_text: &str) -> Decision {
         let set = self.store.current();
         let analysis = sql::analyze(sql_text, &self.limits);
@@ -273,7 +317,6 @@ impl PolicyHooks {
         {
             self.remember_prepares(a);
         }
-        self.decided += 1;
         tracing::info!(
             event = "statement",
             session = self.info.id,
@@ -355,13 +398,88 @@ impl PolicyHooks {
         ))
     }
 
+    /// A fresh sentinel word (not yet standing for anything).
+    fn token(&mut self) -> String {
+        self.seq += 1;
+        format!("interceptor_refused_{:08x}_{}", self.nonce, self.seq)
+    }
+
     /// A fresh sentinel word and the refusal it stands for.
     fn sentinel(&mut self, err: PgError) -> String {
-        self.seq += 1;
         self.refused += 1;
-        let token = format!("interceptor_refused_{:08x}_{}", self.nonce, self.seq);
-        self.refusals.push_back((token.clone(), err));
+        let token = self.token();
+        lock(&self.refusals).push_back((token.clone(), err));
         token
+    }
+
+    /// Records the statement, and only once it is durable lets `frame` go.
+    /// When it cannot be recorded, a sentinel of the same `kind` (Query or
+    /// Parse of statement `name`) goes instead and the client is told why.
+    fn record_then(&mut self, event: StatementEvent, frame: Frame, kind: u8, name: &[u8]) -> Verdict {
+        let receipt = if self.audit.healthy() {
+            self.audit.enqueue(AuditEvent::Statement(event)).map_err(|e| e.to_string())
+        } else {
+            Err(self.audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()))
+        };
+        let receipt = match receipt {
+            Ok(r) => r,
+            Err(reason) => {
+                let token = self.sentinel(unrecorded(&reason));
+                return Verdict::Forward(sentinel_frame(kind, name, &token));
+            }
+        };
+        let token = self.token();
+        let fallback = sentinel_frame(kind, name, &token);
+        let refusals = Arc::clone(&self.refusals);
+        Verdict::Await(Box::pin(async move {
+            match receipt.await {
+                Ok(_) => Verdict::Forward(frame),
+                Err(e) => {
+                    lock(&refusals).push_back((token, unrecorded(&e.to_string())));
+                    Verdict::Forward(fallback)
+                }
+            }
+        }))
+    }
+
+    fn statement_event(&mut self, sql_text: &str, protocol: &str, d: &Decision) -> (u64, StatementEvent) {
+        self.statement_seq += 1;
+        let ev = StatementEvent {
+            session: self.session.clone(),
+            statement: self.statement_seq,
+            sql: sql_text.to_owned(),
+            params: Vec::new(),
+            protocol: protocol.to_owned(),
+            decision: DecisionRecord::from(d),
+        };
+        (self.statement_seq, ev)
+    }
+
+    /// Appends a result record without holding the session up: results
+    /// are recorded after they reach the client (their statement was
+    /// recorded before it was sent).
+    fn record_result(&self, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+        if c.statement == 0 {
+            return;
+        }
+        let (error_sqlstate, error_message) = error.map_or((None, None), |(s, m)| (Some(s), Some(m)));
+        let ev = AuditEvent::StatementResult(ResultSummary {
+            session: self.session.clone(),
+            statement: c.statement,
+            command_tag,
+            rows: c.rows.min(c.limit.unwrap_or(u64::MAX)),
+            bytes: c.bytes,
+            masked_columns: Vec::new(),
+            duration_us: c.started.elapsed().as_micros() as u64,
+            error_sqlstate,
+            error_message,
+        });
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(ev).await {
+                tracing::error!(event = "audit_error", error = %e, "a result record could not be written");
+            }
+        });
     }
 
     fn query(&mut self, frame: Frame) -> Verdict {
@@ -370,15 +488,13 @@ impl PolicyHooks {
         };
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
         let d = self.decide(&sql_text);
+        let (n, event) = self.statement_event(&sql_text, "simple", &d);
+        self.pending.push_back(Pending::Query(RowCount::new(&d, n)));
         if d.action == Action::Allow {
-            self.pending.push_back(Pending::Query(RowCount::new(&d)));
-            return Verdict::Forward(frame);
+            return self.record_then(event, frame, fe::QUERY, b"");
         }
         let token = self.sentinel(self.refusal(&d));
-        self.pending.push_back(Pending::Query(RowCount::default()));
-        let mut body = token.into_bytes();
-        body.push(0);
-        Verdict::Forward(Frame::new(fe::QUERY, &body))
+        self.record_then(event, sentinel_frame(fe::QUERY, b"", &token), fe::QUERY, b"")
     }
 
     fn parse(&mut self, frame: Frame) -> Verdict {
@@ -390,21 +506,14 @@ impl PolicyHooks {
         let name = name.to_vec();
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
         let d = self.decide(&sql_text);
+        let (n, event) = self.statement_event(&sql_text, "extended", &d);
         if d.action == Action::Allow {
-            self.statements.insert(name, d);
-            return Verdict::Forward(frame);
+            self.statements.insert(name.clone(), (d, n));
+            return self.record_then(event, frame, fe::PARSE, &name);
         }
         self.statements.remove(&name);
         let token = self.sentinel(self.refusal(&d));
-        // Same statement name, no parameter types: the server fails the
-        // Parse and skips to Sync.
-        let mut out = Vec::with_capacity(name.len() + token.len() + 4);
-        out.extend_from_slice(&name);
-        out.push(0);
-        out.extend_from_slice(token.as_bytes());
-        out.push(0);
-        out.extend_from_slice(&[0, 0]);
-        Verdict::Forward(Frame::new(fe::PARSE, &out))
+        self.record_then(event, sentinel_frame(fe::PARSE, &name, &token), fe::PARSE, &name)
     }
 }
 
@@ -426,7 +535,7 @@ impl SessionHooks for PolicyHooks {
                 let count = cstr(frame.body(), 0)
                     .and_then(|(portal, _)| self.portals.get(portal))
                     .and_then(|stmt| self.statements.get(stmt))
-                    .map(RowCount::new)
+                    .map(|(d, n)| RowCount::new(d, *n))
                     .unwrap_or_default();
                 self.pending.push_back(Pending::Execute(count));
                 Verdict::Forward(frame)
@@ -458,9 +567,7 @@ impl SessionHooks for PolicyHooks {
                 .with_hint("call the function in a SELECT");
                 let token = self.sentinel(err);
                 self.pending.push_back(Pending::Query(RowCount::default()));
-                let mut body = token.into_bytes();
-                body.push(0);
-                Verdict::Forward(Frame::new(fe::QUERY, &body))
+                Verdict::Forward(sentinel_frame(fe::QUERY, b"", &token))
             }
             fe::DESCRIBE | fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
                 Verdict::Forward(frame)
@@ -479,7 +586,7 @@ impl SessionHooks for PolicyHooks {
                     return Verdict::Drop;
                 }
                 let admitted = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
-                    Some(Pending::Query(c) | Pending::Execute(c)) => c.admit(),
+                    Some(Pending::Query(c) | Pending::Execute(c)) => c.admit(frame.len()),
                     _ => true,
                 };
                 if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
@@ -489,38 +596,48 @@ impl SessionHooks for PolicyHooks {
                     return Verdict::Drop;
                 }
                 let is_copy_done = frame.tag() == be::COPY_DONE;
-                match self.pending.front_mut() {
-                    Some(Pending::Execute(c)) => {
-                        if c.exceeded {
-                            let err = c.error();
-                            self.pending.pop_front();
-                            self.drain = true;
-                            return Verdict::Forward(err);
-                        }
-                        if !is_copy_done {
-                            self.pending.pop_front();
-                        }
-                        Verdict::Forward(frame)
+                let tag = (frame.tag() == be::COMMAND_COMPLETE)
+                    .then(|| cstr(frame.body(), 0).map(|(t, _)| String::from_utf8_lossy(t).into_owned()))
+                    .flatten();
+                let is_execute = matches!(self.pending.front(), Some(Pending::Execute(_)));
+                let c = match self.pending.front_mut() {
+                    Some(Pending::Query(c) | Pending::Execute(c)) => c,
+                    _ => return Verdict::Forward(frame),
+                };
+                if c.exceeded {
+                    let err = c.error();
+                    let summary = std::mem::take(c);
+                    if is_execute {
+                        self.pending.pop_front();
                     }
-                    Some(Pending::Query(c)) => {
-                        if c.exceeded {
-                            let err = c.error();
-                            self.drain = true;
-                            return Verdict::Forward(err);
-                        }
-                        if !is_copy_done {
-                            // The limit is per statement of a multi-statement query.
-                            c.rows = 0;
-                        }
-                        Verdict::Forward(frame)
-                    }
-                    _ => Verdict::Forward(frame),
+                    self.drain = true;
+                    let msg = format!("row limit of {} exceeded", summary.limit.unwrap_or_default());
+                    self.record_result(&summary, None, Some((sqlstate::PROGRAM_LIMIT_EXCEEDED.into(), msg)));
+                    return Verdict::Forward(err);
                 }
+                if is_copy_done {
+                    return Verdict::Forward(frame);
+                }
+                // One result per statement (a multi-statement Query has
+                // several): record it and start counting afresh.
+                let done = std::mem::replace(c, RowCount { statement: c.statement, limit: c.limit, rule: c.rule.clone(), ..RowCount::default() });
+                if is_execute {
+                    self.pending.pop_front();
+                }
+                self.record_result(&done, tag, None);
+                Verdict::Forward(frame)
             }
             be::ERROR_RESPONSE => {
                 let frame = self.rewrite_sentinel(frame);
                 if self.drain {
                     return Verdict::Drop;
+                }
+                if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.front_mut() {
+                    let failed = std::mem::take(c);
+                    let fields = parse_error_fields(&frame).ok();
+                    let code = fields.as_ref().and_then(|e| error_code(e).map(str::to_owned)).unwrap_or_default();
+                    let msg = fields.as_ref().and_then(|e| error_message(e).map(str::to_owned)).unwrap_or_default();
+                    self.record_result(&failed, None, Some((code, msg)));
                 }
                 // An error ends the current Execute; the server then skips
                 // the rest of the batch up to Sync.
@@ -546,20 +663,30 @@ impl SessionHooks for PolicyHooks {
     }
 
     fn end(&mut self, summary: &SessionSummary) {
-        tracing::debug!(
-            session = self.info.id,
-            decided = self.decided,
-            refused = self.refused,
-            reason = summary.reason,
-            "policy session summary"
-        );
+        let ev = AuditEvent::SessionEnd(SessionEnd {
+            session: self.session.clone(),
+            reason: summary.reason.to_owned(),
+            detail: Some(summary.detail.clone()).filter(|d| !d.is_empty()),
+            duration_ms: summary.duration_ms,
+            statements: self.statement_seq,
+            refused: self.refused,
+            bytes_in: summary.traffic.frontend_bytes,
+            bytes_out: summary.traffic.backend_bytes,
+        });
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(ev).await {
+                tracing::error!(event = "audit_error", error = %e, "a session_end record could not be written");
+            }
+        });
     }
 }
 
 impl PolicyHooks {
     /// Replaces the server's syntax error for a sentinel with the refusal.
     fn rewrite_sentinel(&mut self, frame: Frame) -> Frame {
-        if self.refusals.is_empty() {
+        let mut refusals = lock(&self.refusals);
+        if refusals.is_empty() {
             return frame;
         }
         let Ok(err) = parse_error_fields(&frame) else { return frame };
@@ -567,16 +694,37 @@ impl PolicyHooks {
             return frame;
         }
         let Some(message) = error_message(&err) else { return frame };
-        match self.refusals.iter().position(|(t, _)| message.contains(t.as_str())) {
+        match refusals.iter().position(|(t, _)| message.contains(t.as_str())) {
             Some(i) => {
                 // Refusals are answered in order; older ones without an
                 // answer cannot get one any more.
-                let (_, refusal) = self.refusals.drain(..=i).last().expect("position is in range");
+                let (_, refusal) = refusals.drain(..=i).last().expect("position is in range");
                 refusal.to_frame()
             }
             None => frame,
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A Query, or a Parse of statement `name`, whose text is the sentinel
+/// word: the server rejects it at parse time (and, after a Parse, skips to
+/// Sync), so its error stands exactly where the refused statement's would.
+fn sentinel_frame(kind: u8, name: &[u8], token: &str) -> Frame {
+    let mut body = Vec::with_capacity(name.len() + token.len() + 4);
+    if kind == fe::PARSE {
+        body.extend_from_slice(name);
+        body.push(0);
+    }
+    body.extend_from_slice(token.as_bytes());
+    body.push(0);
+    if kind == fe::PARSE {
+        body.extend_from_slice(&[0, 0]); // no parameter types
+    }
+    Frame::new(kind, &body)
 }
 
 /// A NUL-terminated string at `at` in `body` and the offset after it.
@@ -657,9 +805,10 @@ mod tests {
     #[test]
     fn row_count() {
         let d = Decision { action: Action::Allow, rule: "r".into(), reason: String::new(), max_rows: Some(2) };
-        let mut c = RowCount::new(&d);
-        assert!(c.admit() && c.admit());
-        assert!(!c.admit());
+        let mut c = RowCount::new(&d, 1);
+        assert!(c.admit(10) && c.admit(10));
+        assert!(!c.admit(10));
+        assert_eq!(c.bytes, 20);
         assert!(c.exceeded);
     }
 }

@@ -68,7 +68,6 @@ fn serialize_arc<S: serde::Serializer, T: Serialize>(v: &Arc<T>, s: S) -> Result
 }
 
 /// What to do with one message.
-#[derive(Debug)]
 pub enum Verdict {
     /// Send it on (possibly rewritten).
     Forward(Frame),
@@ -80,6 +79,26 @@ pub enum Verdict {
     Reply(Vec<Frame>),
     /// End the session with this error to the client.
     Close(PgError),
+    /// Decide later (frontend messages only): the relay stops reading the
+    /// client until the future yields the verdict, while the upstream keeps
+    /// flowing. For work a statement must wait for before it may be sent:
+    /// its audit record being durable, a person's approval.
+    Await(Deferred),
+}
+
+/// A verdict still being worked out; see [`Verdict::Await`].
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>;
+
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Forward(frame) => f.debug_tuple("Forward").field(frame).finish(),
+            Self::Drop => f.write_str("Drop"),
+            Self::Reply(frames) => f.debug_tuple("Reply").field(frames).finish(),
+            Self::Close(e) => f.debug_tuple("Close").field(e).finish(),
+            Self::Await(_) => f.write_str("Await(..)"),
+        }
+    }
 }
 
 /// Per-session interception. Called on the session's task, between reads

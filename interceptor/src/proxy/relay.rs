@@ -264,6 +264,10 @@ pub struct Relay<'a, C, U> {
     traffic: Traffic,
     /// The client sent `Terminate` (forwarded; end once written).
     terminated: bool,
+    /// A frontend verdict being worked out ([`Verdict::Await`]): until it is
+    /// ready no further client frame is processed (order is kept) and the
+    /// client is not read, while the upstream side keeps flowing.
+    deferred: Option<super::hooks::Deferred>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -291,6 +295,7 @@ where
             to_upstream: Outbox::default(),
             traffic: Traffic::default(),
             terminated: false,
+            deferred: None,
         }
     }
 
@@ -325,6 +330,19 @@ where
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<EndReason> {
         loop {
             let mut progress = false;
+            if let Some(deferred) = self.deferred.as_mut()
+                && let Poll::Ready(verdict) = deferred.as_mut().poll(cx)
+            {
+                self.deferred = None;
+                progress = true;
+                if let Err(end) = self.apply(Dir::Frontend, verdict) {
+                    return Poll::Ready(end);
+                }
+                // Frames that arrived while it was pending.
+                if let Err(end) = self.process(Dir::Frontend) {
+                    return Poll::Ready(end);
+                }
+            }
             // Client -> upstream.
             match self.poll_read_side(Dir::Frontend, cx) {
                 Poll::Ready(Err(end)) => return Poll::Ready(end),
@@ -373,7 +391,8 @@ where
                 Dir::Frontend => (&mut self.from_client, self.to_upstream.len),
                 Dir::Backend => (&mut self.from_upstream, self.to_client.len),
             };
-            if inbound.eof || inbound.stopped || outbox_len >= HIGH_WATER {
+            let waiting = dir == Dir::Frontend && self.deferred.is_some();
+            if inbound.eof || inbound.stopped || outbox_len >= HIGH_WATER || waiting {
                 return Poll::Ready(Ok(progress));
             }
             reserve_for_next(&mut inbound.buf, self.max);
@@ -409,7 +428,7 @@ where
                 Dir::Frontend => &mut self.from_client,
                 Dir::Backend => &mut self.from_upstream,
             };
-            if inbound.stopped {
+            if inbound.stopped || (dir == Dir::Frontend && self.deferred.is_some()) {
                 return Ok(());
             }
             let frame = match split_frame(&mut inbound.buf, self.max) {
@@ -451,17 +470,30 @@ where
                     self.hooks.backend(frame)
                 }
             };
-            let (forward, back) = match dir {
-                Dir::Frontend => (&mut self.to_upstream, &mut self.to_client),
-                Dir::Backend => (&mut self.to_client, &mut self.to_upstream),
-            };
-            match verdict {
-                Verdict::Forward(frame) => forward.push(frame),
-                Verdict::Drop => {}
-                Verdict::Reply(frames) => frames.into_iter().for_each(|f| back.push(f)),
-                Verdict::Close(error) => return Err(EndReason::Hook(error)),
+            self.apply(dir, verdict)?;
+        }
+    }
+
+    /// Carries out a hook's verdict on a frame that travelled `dir`.
+    fn apply(&mut self, dir: Dir, verdict: Verdict) -> Result<(), EndReason> {
+        let (forward, back) = match dir {
+            Dir::Frontend => (&mut self.to_upstream, &mut self.to_client),
+            Dir::Backend => (&mut self.to_client, &mut self.to_upstream),
+        };
+        match verdict {
+            Verdict::Forward(frame) => forward.push(frame),
+            Verdict::Drop => {}
+            Verdict::Reply(frames) => frames.into_iter().for_each(|f| back.push(f)),
+            Verdict::Close(error) => return Err(EndReason::Hook(error)),
+            Verdict::Await(deferred) if dir == Dir::Frontend => self.deferred = Some(deferred),
+            Verdict::Await(_) => {
+                return Err(EndReason::Hook(PgError::fatal(
+                    crate::wire::sqlstate::INTERNAL_ERROR,
+                    "interceptor: internal error: a backend message cannot wait",
+                )));
             }
         }
+        Ok(())
     }
 
     /// Delivers what is owed and closes both sides.

@@ -380,7 +380,7 @@ async fn establish(
     let pq_options: Vec<String> = params.keys().filter(|k| k.starts_with("_pq_.")).cloned().collect();
     params.retain(|k, _| !k.starts_with("_pq_."));
     let negotiate = if startup.protocol_number_minor > 0 || !pq_options.is_empty() {
-        Some(status::negotiate_protocol_version(0, pq_options)?)
+        Some(status::negotiate_protocol_version(pq_options)?)
     } else {
         None
     };

@@ -5,7 +5,7 @@
 use pgwire::messages::{
     DecodeContext,
     response::{ReadyForQuery, TransactionStatus},
-    startup::{BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey},
+    startup::{BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey, Startup},
     terminate::Terminate,
 };
 
@@ -54,10 +54,11 @@ pub fn parse_ready_for_query(frame: &Frame) -> Result<TransactionStatus, WireErr
     }
 }
 
-/// `NegotiateProtocolVersion`: the newest minor version the proxy speaks
-/// (0) and the `_pq_.*` protocol options it does not recognise.
-pub fn negotiate_protocol_version(newest_minor: i32, unsupported: Vec<String>) -> Result<Frame, WireError> {
-    Frame::encode(&NegotiateProtocolVersion::new(newest_minor, unsupported))
+/// `NegotiateProtocolVersion` with the newest version the proxy speaks, 3.0
+/// (sent as the full protocol number, as the server sends
+/// `PG_PROTOCOL_LATEST`), and the `_pq_.*` options it does not recognise.
+pub fn negotiate_protocol_version(unsupported: Vec<String>) -> Result<Frame, WireError> {
+    Frame::encode(&NegotiateProtocolVersion::new(Startup::PROTOCOL_VERSION_3_0, unsupported))
 }
 
 /// `Terminate`.
@@ -81,5 +82,7 @@ mod tests {
         assert!(parse_ready_for_query(&Frame::new(b'Z', b"")).is_err());
         assert!(parse_ready_for_query(&Frame::new(b'Z', b"?")).is_err());
         assert_eq!(terminate().as_bytes().as_ref(), b"X\0\0\0\x04");
+        let v = negotiate_protocol_version(vec!["_pq_.x".into()]).unwrap();
+        assert_eq!(&v.body()[..8], &[0, 3, 0, 0, 0, 0, 0, 1]);
     }
 }
