@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
-    audit::AuditLog,
+    audit::{self, AuditLog},
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
     policy::{PolicyStore, session::PolicyFactory},
@@ -41,6 +41,27 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit log: verify it, print its public key, export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Recorded sessions: list them, show one.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Play a recorded session back as it happened.
+    Replay {
+        /// Session id (from `sessions list`).
+        id: String,
+        /// Playback speed: 2 = twice as fast, 0 = no waiting.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Audit directory.
+        #[arg(long, default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
     /// Detach the programs and remove the pinned state. While pinned, a
     /// watched connect to a database port is refused if the daemon is down;
     /// after this, watched processes reach databases directly again.
@@ -52,6 +73,70 @@ enum Command {
         /// Configuration file to take the pin directory from.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every hash and signature; exit 0 when intact, else name the
+    /// first bad record (10 modified, 11 removed, 12 reordered, 13 truncated,
+    /// 14 bad signature).
+    Verify {
+        /// Audit directory.
+        #[arg(default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// The host's public key kept elsewhere (PEM); without it the key in
+        /// the directory is trusted, which a forger could have replaced.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
+    /// Print the host's public key (PEM) and its fingerprint.
+    Pubkey {
+        /// Audit directory.
+        #[arg(default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Write every record as one JSON object per line (for a SIEM).
+    Export {
+        /// Audit directory.
+        #[arg(default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "jsonl")]
+        format: audit::ExportFormat,
+        /// Only records after this seq (incremental shipping).
+        #[arg(long)]
+        after: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// One line per recorded session.
+    List {
+        /// Audit directory.
+        #[arg(long, default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Started at or after: RFC 3339 time or a duration ago (`1h`, `2d`).
+        #[arg(long, value_parser = audit::parse_since)]
+        since: Option<std::time::SystemTime>,
+        /// Policy identity, executable path or executable name.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Host name.
+        #[arg(long)]
+        host: Option<String>,
+        /// Sessions with a statement decided so: allow, deny or approve.
+        #[arg(long)]
+        decision: Option<String>,
+    },
+    /// Every record of one session, in order.
+    Show {
+        /// Session id.
+        id: String,
+        /// Audit directory.
+        #[arg(long, default_value = audit::cli::DEFAULT_DIR)]
+        dir: PathBuf,
     },
 }
 
@@ -135,6 +220,28 @@ fn main() -> ExitCode {
             }
         },
         Command::Policy { command } => policy_command(command),
+        Command::Audit { command } => {
+            let mut out = std::io::stdout().lock();
+            ExitCode::from(match command {
+                AuditCommand::Verify { dir, pubkey } => audit::cli::audit_verify(&dir, pubkey.as_deref(), &mut out),
+                AuditCommand::Pubkey { dir } => audit::cli::audit_pubkey(&dir, &mut out),
+                AuditCommand::Export { dir, format, after } => audit::cli::audit_export(&dir, format, after, &mut out),
+            })
+        }
+        Command::Sessions { command } => {
+            let mut out = std::io::stdout().lock();
+            ExitCode::from(match command {
+                SessionsCommand::List { dir, since, identity, host, decision } => {
+                    let filter = audit::SessionFilter { since, identity, host, decision };
+                    audit::cli::sessions_list(&dir, &filter, &mut out)
+                }
+                SessionsCommand::Show { id, dir } => audit::cli::sessions_show(&dir, &id, &mut out),
+            })
+        }
+        Command::Replay { id, speed, dir } => {
+            let mut out = std::io::stdout().lock();
+            ExitCode::from(audit::cli::replay(&dir, &id, speed, &mut out))
+        }
         Command::Uninstall { pin_dir, config } => {
             let pin_dir = match (pin_dir, config) {
                 (Some(p), _) => p,

@@ -1,0 +1,154 @@
+//! End-to-end: sessions through the interceptor are recorded in the per-host
+//! audit log, and the security team's tools read them back: `sessions
+//! list/show`, `replay`, `audit export`, `audit verify`.
+
+use std::{process::Command, time::Duration};
+
+use interceptor_tests::{
+    Stack, paths,
+    stack::{DB, TARGET, USER},
+};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+fn stack() -> Stack {
+    Stack::start_with(|c, pg| {
+        c.explicit_target = Some(TARGET.to_owned());
+        c.targets[0].upstream = Some(pg.addr());
+    })
+    .unwrap()
+}
+
+fn interceptor(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(paths::interceptor_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every record, as `audit export` gives them.
+fn export(dir: &str) -> Vec<Value> {
+    let (code, out, err) = interceptor(&["audit", "export", dir]);
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits until the records of `session` include a `session_end`.
+fn wait_session_end(dir: &str, session: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let recs: Vec<Value> = export(dir).into_iter().filter(|r| r["session"] == session).collect();
+        if recs.iter().any(|r| r["kind"] == "session_end") {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no session_end recorded for {session}");
+}
+
+#[test]
+fn a_psql_session_is_recorded_shown_replayed_and_verified() {
+    let mut s = stack();
+    let audit = s.daemon.layout().audit_dir.display().to_string();
+    let mut psql = s.psql(
+        &s.conninfo(),
+        &["select count(*) from customers", "select pg_read_file('/etc/hostname')"],
+    );
+    psql.args(["-v", "ON_ERROR_STOP=0"]);
+    let out = s.run_inside(&mut psql).unwrap();
+    assert!(out.stdout.contains('3'), "{out}");
+
+    // The session's records: start (with the attested psql), both
+    // statements with their decisions, results, end.
+    let start = export(&audit)
+        .into_iter()
+        .find(|r| r["kind"] == "session_start" && r["event"]["attestation"]["pid"] == out.pid)
+        .unwrap_or_else(|| panic!("no session_start for psql pid {}", out.pid));
+    let session = start["session"].as_str().unwrap().to_owned();
+    assert_eq!(start["event"]["target"], TARGET);
+    assert_eq!(start["event"]["database"], DB);
+    assert_eq!(start["event"]["route"], "redirected");
+    let recs = wait_session_end(&audit, &session);
+    let statements: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "statement").collect();
+    assert_eq!(statements.len(), 2, "{recs:#?}");
+    assert_eq!(statements[0]["event"]["sql"], "select count(*) from customers");
+    assert_eq!(statements[0]["event"]["decision"]["action"], "allow");
+    assert_eq!(statements[1]["event"]["decision"]["action"], "deny");
+    assert_eq!(statements[1]["event"]["decision"]["rule"], "builtin.dangerous-function");
+    let results: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "result").collect();
+    assert!(
+        results.iter().any(|r| r["event"]["command_tag"] == "SELECT 1" && r["event"]["rows"] == 1),
+        "{results:#?}"
+    );
+    assert!(results.iter().any(|r| r["event"]["error_sqlstate"] == "42501"), "{results:#?}");
+    let end = recs.iter().find(|r| r["kind"] == "session_end").unwrap();
+    assert_eq!(end["event"]["statements"], 2);
+    assert_eq!(end["event"]["refused"], 1);
+    // The password appears nowhere in the log.
+    let (_, all, _) = interceptor(&["audit", "export", &audit]);
+    assert!(!all.contains(&s.password), "the database password is in the audit log");
+
+    // The security team's tools.
+    let (code, list, err) = interceptor(&["sessions", "list", "--dir", &audit, "--decision", "deny"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.contains(&session), "{list}");
+    let (code, show, err) = interceptor(&["sessions", "show", &session, "--dir", &audit]);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("select count(*) from customers") && show.contains("builtin.dangerous-function"), "{show}");
+    let (code, replay, err) = interceptor(&["replay", &session, "--speed", "0", "--dir", &audit]);
+    assert_eq!(code, 0, "{err}");
+    assert!(replay.contains("pg_read_file") && replay.contains("deny"), "{replay}");
+
+    // The daemon is killed (its files stay); the log verifies, also against
+    // a key kept elsewhere.
+    s.daemon.kill();
+    let pubkey = tempfile::NamedTempFile::new().unwrap();
+    let (code, pem, err) = interceptor(&["audit", "pubkey", &audit]);
+    assert_eq!(code, 0, "{err}");
+    let pem: String = pem.lines().take_while(|l| !l.starts_with("fingerprint")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(pubkey.path(), pem).unwrap();
+    let (code, verify, err) = interceptor(&["audit", "verify", &audit, "--pubkey", &pubkey.path().display().to_string()]);
+    assert_eq!(code, 0, "{verify}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_concurrent_sessions_of_m_statements_give_exactly_n_times_m_records() {
+    const N: usize = 8;
+    const M: usize = 25;
+    let s = stack();
+    let audit = s.daemon.layout().audit_dir.display().to_string();
+    let addr = s.daemon.listen();
+    let conninfo = format!("host={} port={} dbname={DB} user={USER} application_name=load", addr.ip(), addr.port());
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let conninfo = conninfo.clone();
+        tasks.push(tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            for j in 0..M {
+                let n: i32 = client.query_one(&format!("select {i} * 1000 + {j}"), &[]).await.unwrap().get(0);
+                assert_eq!(n as usize, i * 1000 + j);
+            }
+            drop(client);
+            let _ = conn.await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sessions: Vec<String> = export(&audit)
+        .into_iter()
+        .filter(|r| r["kind"] == "session_start" && r["event"]["application_name"] == "load")
+        .map(|r| r["session"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sessions.len(), N);
+    for id in &sessions {
+        wait_session_end(&audit, id);
+    }
+    let statements = export(&audit)
+        .into_iter()
+        .filter(|r| r["kind"] == "statement" && sessions.iter().any(|s| r["session"] == s.as_str()))
+        .count();
+    assert_eq!(statements, N * M, "every statement is recorded exactly once");
+}
