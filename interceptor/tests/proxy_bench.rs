@@ -12,7 +12,8 @@
 //! `PROXY_BENCH_ROUNDS` (default 3) the interleaved rounds (medians kept),
 //! `PROXY_BENCH_CLIENTS` (default 8) the pgbench clients,
 //! `PROXY_BENCH_IDLE` (default 500) the idle sessions for the memory probe,
-//! `PROXY_BENCH_RUNTIME=current` runs the proxy on a current-thread runtime,
+//! `PROXY_BENCH_RUNTIME=current` runs the proxy on a current-thread runtime
+//! (`=<n>`: a multi-thread runtime with n workers),
 //! `PROXY_BENCH_QUICK=1` skips the `-C` runs, `PROXY_BENCH_SSLMODE`
 //! (default `disable`: the test server has TLS off) is pgbench's sslmode. A plain byte forwarder
 //! (`tokio::io::copy_bidirectional`, no framing) is measured too, as the
@@ -130,6 +131,11 @@ fn bench() {
     let server = std::thread::spawn(move || {
         let rt = match std::env::var("PROXY_BENCH_RUNTIME").as_deref() {
             Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            Ok(n) if n.parse::<usize>().is_ok() => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n.parse().unwrap())
+                .enable_all()
+                .build()
+                .unwrap(),
             _ => tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
         };
         rt.block_on(async move {

@@ -88,10 +88,11 @@ fn provider() -> Arc<CryptoProvider> {
 /// The acceptor for clients that ask for TLS.
 pub fn client_acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
     let (certs, key) = if let (Some(cert), Some(key)) = (&config.proxy.tls_cert, &config.proxy.tls_key) {
-        (read_certs(cert)?, read_key(key)?)
+        (parse_certs(cert, &read(cert)?)?, parse_key(key, &read(key)?)?)
     } else {
-        let pem = ensure_self_signed(&config.state_dir.join("tls"))?;
-        (read_certs(&pem)?, read_key(&pem)?)
+        // Certificate and key from one read of one file: a pair.
+        let (path, pem) = self_signed(&config.state_dir.join("tls"))?;
+        (parse_certs(&path, &pem)?, parse_key(&path, &pem)?)
     };
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -101,12 +102,15 @@ pub fn client_acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Path of the generated certificate and key (one PEM file, mode 0600, so
-/// that replacing it is one atomic rename), generating it on first use.
-fn ensure_self_signed(dir: &Path) -> Result<PathBuf, TlsError> {
+/// The generated certificate and key (one PEM file, mode 0600, so that
+/// replacing it is one atomic rename): its path and contents, generating it
+/// on first use.
+fn self_signed(dir: &Path) -> Result<(PathBuf, Vec<u8>), TlsError> {
     let path = dir.join("server.pem");
-    if path.exists() {
-        return Ok(path);
+    match fs::read(&path) {
+        Ok(pem) => return Ok((path, pem)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(TlsError::Read { path, source }),
     }
     let write_err = |path: &Path| {
         let path = path.to_owned();
@@ -121,13 +125,14 @@ fn ensure_self_signed(dir: &Path) -> Result<PathBuf, TlsError> {
         "::1".to_owned(),
     ])?;
     let pem = format!("{}{}", generated.cert.pem(), generated.signing_key.serialize_pem());
-    // A private temporary name, then rename: concurrent starts each install
-    // a complete pair, and a crash leaves none half-written.
+    // A private temporary name, then rename: concurrent first starts each
+    // install a complete pair (the last one stays), and a crash leaves none
+    // half-written. Each uses the pair it generated.
     let tmp = dir.join(format!("server.pem.{}.{:08x}", std::process::id(), rand::random::<u32>()));
     write_file(&tmp, pem.as_bytes(), 0o600).map_err(write_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(write_err(&path))?;
     tracing::info!(event = "tls_generated", cert = %path.display(), "generated a self-signed TLS certificate for clients");
-    Ok(path)
+    Ok((path, pem.into_bytes()))
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
@@ -136,8 +141,8 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(&read(path)?)
+fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("no private key: {e}") })
 }
 
@@ -146,8 +151,11 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_certs(path, &read(path)?)
+}
+
+fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("bad certificate: {e}") })?;
     if certs.is_empty() {
