@@ -111,6 +111,8 @@ pub struct DaemonConfig {
     /// Policy directory; `None` = [`PASS_THROUGH_POLICY`] in the daemon's
     /// temporary directory.
     pub policy_dir: Option<PathBuf>,
+    /// Audit directory; `None` = `audit/` in the daemon's state directory.
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -128,6 +130,7 @@ impl Default for DaemonConfig {
             name_prefix: "interceptor-test".to_owned(),
             listen_port: None,
             policy_dir: None,
+            audit_dir: None,
         }
     }
 }
@@ -338,7 +341,7 @@ impl Daemon {
             Some(p) => p,
             None => free_dual_port()?,
         };
-        let audit_dir = state_dir.join("audit");
+        let audit_dir = config.audit_dir.clone().unwrap_or_else(|| state_dir.join("audit"));
         let layout = Layout {
             audit_dir,
             config: dir.path().join("interceptor.toml"),

@@ -152,3 +152,70 @@ async fn n_concurrent_sessions_of_m_statements_give_exactly_n_times_m_records() 
         .count();
     assert_eq!(statements, N * M, "every statement is recorded exactly once");
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("interceptor-test-audit-").tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs for the audit directory");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_audit_disk_refuses_statements_until_space_returns() {
+    let fs = Tmpfs::new("2m");
+    let audit_dir = fs.0.path().join("audit");
+    let s = Stack::start_with(|c, _| c.audit_dir = Some(audit_dir.clone())).unwrap();
+    let count = || s.pg.sql(DB, "select count(*) from orders").unwrap().trim().to_owned();
+    let insert = |id: u32| {
+        let mut psql = s.psql(&s.conninfo(), &[&format!("insert into orders values ({id}, 1, 1.00, '2024-05-01')")]);
+        s.run_inside(&mut psql).unwrap()
+    };
+    assert!(insert(201).success());
+    assert_eq!(count(), "5");
+
+    // Fill the filesystem the log is on.
+    let filler = fs.0.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let refused = insert(202);
+    assert!(!refused.success(), "a statement that cannot be recorded must not run: {refused}");
+    assert!(refused.stderr.contains("cannot be recorded in the audit log"), "{refused}");
+    assert_eq!(count(), "5", "the refused statement reached the database");
+
+    // Space returns: recording resumes and statements run again.
+    std::fs::remove_file(&filler).unwrap();
+    let mut ok = false;
+    for _ in 0..40 {
+        let out = insert(203);
+        if out.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(ok, "statements still refused after space returned");
+    assert_eq!(count(), "6");
+    let (code, verify, err) = interceptor(&["audit", "verify", &audit_dir.display().to_string()]);
+    assert_eq!(code, 0, "{verify}{err}");
+    drop(s);
+}
