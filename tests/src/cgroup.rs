@@ -5,8 +5,7 @@
 //! is `/sys/fs/cgroup/unified` (hybrid), on a pure v2 host `/sys/fs/cgroup`.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::{
         fd::AsRawFd as _,
         unix::{fs::MetadataExt as _, process::CommandExt as _},
@@ -30,7 +29,9 @@ pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     for line in info.lines() {
         // "<id> <parent> <maj:min> <root> <mount point> <opts> ... - <fstype> <source> <super opts>"
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if right.split_whitespace().next() != Some("cgroup2") {
             continue;
         }
@@ -47,7 +48,9 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         if let Some(c) = code {
             out.push(char::from(c));
             rest = &rest[i + 4..];
@@ -118,9 +121,13 @@ impl TestCgroup {
     /// Runs `cmd` inside this cgroup with stdin from /dev/null, captures its
     /// output, and kills it after `timeout`.
     pub fn run(&self, cmd: &mut Command, timeout: Duration) -> anyhow::Result<Outcome> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let command = process::describe(cmd);
-        let child = self.spawn(cmd).with_context(|| format!("starting `{command}` in {}", self.name))?;
+        let child = self
+            .spawn(cmd)
+            .with_context(|| format!("starting `{command}` in {}", self.name))?;
         process::wait(child, command, timeout)
     }
 }
@@ -132,7 +139,9 @@ pub fn run_in_cgroup(cg: &TestCgroup, cmd: &mut Command) -> io::Result<Child> {
     // Opened by the (root) parent: since Linux 5.16 the migration permission
     // check uses the opener's credentials, so this works even when `cmd`
     // drops to another uid before exec.
-    let procs = fs::OpenOptions::new().write(true).open(cg.path.join("cgroup.procs"))?;
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(cg.path.join("cgroup.procs"))?;
     let fd = procs.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only calls
     // write(2), which is async-signal-safe, on an fd that stays open until
@@ -170,7 +179,10 @@ impl Drop for TestCgroup {
                     Err(_) => {}
                 }
             } else if Instant::now() >= deadline {
-                eprintln!("warning: cgroup {} still holds {procs:?}", self.path.display());
+                eprintln!(
+                    "warning: cgroup {} still holds {procs:?}",
+                    self.path.display()
+                );
                 return;
             }
             for pid in procs {

@@ -9,7 +9,11 @@ use std::{fs, path::Path};
 use crate::{cgroup::cgroup2_mount, daemon::uninstall};
 
 /// Name prefixes this harness creates.
-pub const PREFIXES: [&str; 3] = ["interceptor-test-", "interceptor-demo-", "interceptor-bench-"];
+pub const PREFIXES: [&str; 3] = [
+    "interceptor-test-",
+    "interceptor-demo-",
+    "interceptor-bench-",
+];
 
 /// The creating pid encoded in one of our names, if the name is ours.
 fn owner_pid(name: &str) -> Option<u32> {

@@ -138,7 +138,13 @@ impl Default for DaemonConfig {
 impl DaemonConfig {
     /// Watches `cgroup`, intercepts `pg` as target `target`, authenticating
     /// upstream as `user`/`password` (the default credential).
-    pub fn for_cluster(cgroup: &Path, pg: &PgCluster, target: &str, user: &str, password: &str) -> Self {
+    pub fn for_cluster(
+        cgroup: &Path,
+        pg: &PgCluster,
+        target: &str,
+        user: &str,
+        password: &str,
+    ) -> Self {
         Self {
             cgroups: vec![cgroup.to_owned()],
             targets: vec![TargetSpec::for_cluster(target, pg)],
@@ -169,7 +175,10 @@ impl DaemonConfig {
         }
         root.insert("proxy".into(), Toml::Table(proxy));
         let mut ebpf = Table::new();
-        ebpf.insert("cgroups".into(), Toml::Array(self.cgroups.iter().map(|c| path_value(c)).collect()));
+        ebpf.insert(
+            "cgroups".into(),
+            Toml::Array(self.cgroups.iter().map(|c| path_value(c)).collect()),
+        );
         ebpf.insert("pin_dir".into(), path_value(&layout.pin_dir));
         if let Some(u) = &self.unix_sockets {
             ebpf.insert("unix_sockets".into(), Toml::String(u.clone()));
@@ -328,9 +337,13 @@ impl Daemon {
             );
         }
         if !nix::unistd::geteuid().is_root() {
-            bail!("the end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root");
+            bail!(
+                "the end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root"
+            );
         }
-        let dir = tempfile::Builder::new().prefix("interceptor-daemon-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("interceptor-daemon-")
+            .tempdir()?;
         // 0755: clients running as other users reach the proxy's unix socket;
         // the files inside are 0600 and the state directory 0700.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
@@ -341,33 +354,52 @@ impl Daemon {
             Some(p) => p,
             None => free_dual_port()?,
         };
-        let audit_dir = config.audit_dir.clone().unwrap_or_else(|| state_dir.join("audit"));
+        let audit_dir = config
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("audit"));
         let layout = Layout {
             audit_dir,
             config: dir.path().join("interceptor.toml"),
             credentials: dir.path().join("credentials.toml"),
             state_dir,
-            pin_dir: config
-                .pin_dir
-                .clone()
-                .unwrap_or_else(|| Path::new("/sys/fs/bpf").join(paths::unique_name(&config.name_prefix))),
+            pin_dir: config.pin_dir.clone().unwrap_or_else(|| {
+                Path::new("/sys/fs/bpf").join(paths::unique_name(&config.name_prefix))
+            }),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            listen6: config.listen6.then(|| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
+            listen6: config
+                .listen6
+                .then(|| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
             // Named after the first target's port: every redirected unix
             // connect lands on this one socket, and the proxy takes the
             // target from its name.
             unix_socket: config.unix_socket.then(|| {
-                dir.path().join(format!(".s.PGSQL.{}", config.targets.first().map_or(5432, |t| t.port)))
+                dir.path().join(format!(
+                    ".s.PGSQL.{}",
+                    config.targets.first().map_or(5432, |t| t.port)
+                ))
             }),
-            policy_dir: config.policy_dir.clone().unwrap_or_else(|| dir.path().join("policies")),
+            policy_dir: config
+                .policy_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("policies")),
         };
         if config.policy_dir.is_none() {
             fs::create_dir(&layout.policy_dir)?;
-            write_private(&layout.policy_dir.join("00-pass-through.toml"), PASS_THROUGH_POLICY)?;
+            write_private(
+                &layout.policy_dir.join("00-pass-through.toml"),
+                PASS_THROUGH_POLICY,
+            )?;
         }
         write_private(&layout.credentials, &config.render_credentials())?;
         write_private(&layout.config, &config.render(&layout))?;
-        Ok(Self { config, layout, _dir: dir, child: None, log: Arc::default() })
+        Ok(Self {
+            config,
+            layout,
+            _dir: dir,
+            child: None,
+            log: Arc::default(),
+        })
     }
 
     fn command(&self) -> Command {
@@ -390,9 +422,13 @@ impl Daemon {
         // bpffs at /sys/fs/bpf if the host has not, and two racing mounts
         // would stack and hide each other's pins.
         static STARTING: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = STARTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = STARTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The `ready` line must be seen.
-        self.log.discard.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.log
+            .discard
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let first_line = self.log.lines.lock().expect("log lock").len();
         let mut child = self
             .command()
@@ -406,24 +442,37 @@ impl Daemon {
             process::check_interrupted()?;
             {
                 let lines = self.log.lines.lock().expect("log lock");
-                if lines[first_line..]
-                    .iter()
-                    .any(|(out, l)| *out && parse_event(l).is_some_and(|e| event_name(&e).as_deref() == Some("ready")))
-                {
+                if lines[first_line..].iter().any(|(out, l)| {
+                    *out && parse_event(l)
+                        .is_some_and(|e| event_name(&e).as_deref() == Some("ready"))
+                }) {
                     return Ok(());
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 // Let the readers drain what is left.
                 thread::sleep(Duration::from_millis(100));
-                bail!("interceptor run exited with {status} before it was ready:\n{}", self.output());
+                bail!(
+                    "interceptor run exited with {status} before it was ready:\n{}",
+                    self.output()
+                );
             }
             if Instant::now() >= deadline {
-                bail!("interceptor run was not ready after {READY_TIMEOUT:?}:\n{}", self.output());
+                bail!(
+                    "interceptor run was not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.output()
+                );
             }
             let lines = self.log.lines.lock().expect("log lock");
-            let _ = self.log.changed.wait_timeout(lines, Duration::from_millis(100));
+            let _ = self
+                .log
+                .changed
+                .wait_timeout(lines, Duration::from_millis(100));
         }
     }
 
@@ -449,7 +498,9 @@ impl Daemon {
 
     /// Whether the daemon is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Files, pins and listeners.
@@ -476,7 +527,10 @@ impl Daemon {
 
     /// Events named `name`.
     pub fn events_named(&self, name: &str) -> Vec<Value> {
-        self.events().into_iter().filter(|e| event_name(e).as_deref() == Some(name)).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| event_name(e).as_deref() == Some(name))
+            .collect()
     }
 
     /// Waits up to `timeout` for an event that `pred` accepts.
@@ -491,7 +545,10 @@ impl Daemon {
                 return None;
             }
             let lines = self.log.lines.lock().expect("log lock");
-            let _ = self.log.changed.wait_timeout(lines, (deadline - now).min(Duration::from_millis(100)));
+            let _ = self
+                .log
+                .changed
+                .wait_timeout(lines, (deadline - now).min(Duration::from_millis(100)));
         }
     }
 
@@ -506,7 +563,9 @@ impl Daemon {
     /// From now on, read the daemon's output without keeping it: a
     /// benchmark logs a line per statement, millions of them.
     pub fn discard_output(&self) {
-        self.log.discard.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.log
+            .discard
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Everything the daemon printed (stdout and stderr), for messages and
@@ -579,10 +638,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         if thread::panicking() {
-            eprintln!("--- interceptor output ({})\n{}", self.layout.config.display(), self.output());
+            eprintln!(
+                "--- interceptor output ({})\n{}",
+                self.layout.config.display(),
+                self.output()
+            );
         }
         if let Err(e) = uninstall(&self.config.binary, &self.layout.pin_dir) {
-            eprintln!("warning: uninstall of {} failed: {e:#}", self.layout.pin_dir.display());
+            eprintln!(
+                "warning: uninstall of {} failed: {e:#}",
+                self.layout.pin_dir.display()
+            );
         }
     }
 }
@@ -595,7 +661,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// A stdout line as a JSON object, if it is one.
 pub fn parse_event(line: &str) -> Option<Value> {
-    serde_json::from_str::<Value>(line).ok().filter(Value::is_object)
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// `e` with every string that holds a JSON object or array (how some
@@ -605,7 +673,9 @@ pub fn expanded(e: &Value) -> Value {
         Value::String(s) if s.starts_with(['{', '[']) => {
             serde_json::from_str::<Value>(s).map_or_else(|_| e.clone(), |v| expanded(&v))
         }
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), expanded(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), expanded(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().map(expanded).collect()),
         other => other.clone(),
     }

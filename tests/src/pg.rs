@@ -42,7 +42,10 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        Self { max_connections: 100, port: None }
+        Self {
+            max_connections: 100,
+            port: None,
+        }
     }
 }
 
@@ -96,7 +99,9 @@ impl PgCluster {
     pub fn start_with(opts: &PgOptions) -> anyhow::Result<Self> {
         let bindir = pg_bindir()?;
         let (uid, gid) = process::user_ids("postgres")?;
-        let dir = tempfile::Builder::new().prefix("interceptor-pg-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("interceptor-pg-")
+            .tempdir()?;
         // 0755 so that clients running as another user (the tests run psql as
         // `nobody`) reach the socket directory; data/ is 0700 by initdb.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
@@ -122,7 +127,9 @@ impl PgCluster {
             .arg(format!("--pwfile={}", pwfile.display()))
             .current_dir(dir.path());
         process::as_user(&mut initdb, "postgres")?;
-        process::run(&mut initdb, Duration::from_mins(2))?.ok().context("initdb")?;
+        process::run(&mut initdb, Duration::from_mins(2))?
+            .ok()
+            .context("initdb")?;
         fs::remove_file(&pwfile)?;
 
         let port = match opts.port {
@@ -150,7 +157,12 @@ impl PgCluster {
             .open(data.join("postgresql.conf"))?
             .write_all(conf.as_bytes())?;
 
-        let cluster = Self { dir, bindir, port, superuser_password };
+        let cluster = Self {
+            dir,
+            bindir,
+            port,
+            superuser_password,
+        };
         let mut start = cluster.pg_ctl();
         start
             .arg("-l")
@@ -159,14 +171,19 @@ impl PgCluster {
         // pg_ctl leaves the postmaster running in its own session.
         let out = process::run(&mut start, Duration::from_secs(90))?;
         if !out.success() {
-            bail!("pg_ctl start failed: {out}\n--- server log\n{}", cluster.log());
+            bail!(
+                "pg_ctl start failed: {out}\n--- server log\n{}",
+                cluster.log()
+            );
         }
         Ok(cluster)
     }
 
     fn pg_ctl(&self) -> Command {
         let mut cmd = Command::new(self.bindir.join("pg_ctl"));
-        cmd.arg("-D").arg(self.data_dir()).current_dir(self.dir.path());
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .current_dir(self.dir.path());
         process::as_user(&mut cmd, "postgres").expect("user postgres exists: checked at start");
         cmd
     }
@@ -218,7 +235,16 @@ impl PgCluster {
         let mut cmd = Command::new(self.bindir.join("psql"));
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", &self.superuser_password)
             .env("PGCONNECT_TIMEOUT", "10");
         let out = process::run(&mut cmd, Duration::from_mins(2))?
@@ -229,8 +255,14 @@ impl PgCluster {
 
     /// Creates login role `user` with `password` and database `db` owned by it.
     pub fn create_user_db(&self, user: &str, password: &str, db: &str) -> anyhow::Result<()> {
-        self.sql("postgres", &format!("create role \"{user}\" login password '{password}'"))?;
-        self.sql("postgres", &format!("create database \"{db}\" owner \"{user}\""))?;
+        self.sql(
+            "postgres",
+            &format!("create role \"{user}\" login password '{password}'"),
+        )?;
+        self.sql(
+            "postgres",
+            &format!("create database \"{db}\" owner \"{user}\""),
+        )?;
         Ok(())
     }
 
@@ -274,4 +306,3 @@ impl Drop for PgCluster {
         }
     }
 }
-

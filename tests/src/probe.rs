@@ -83,5 +83,7 @@ pub fn probe(host: &str, port: u16, mode: &str) -> Command {
 
 /// The value of `key=...` in a probe's output.
 pub fn value<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
-    stdout.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }

@@ -53,7 +53,8 @@ pub fn as_user<'a>(cmd: &'a mut Command, name: &str) -> anyhow::Result<&'a mut C
 
 /// uid and gid of the local user `name`.
 pub fn user_ids(name: &str) -> anyhow::Result<(u32, u32)> {
-    let user = nix::unistd::User::from_name(name)?.with_context(|| format!("no local user `{name}`"))?;
+    let user =
+        nix::unistd::User::from_name(name)?.with_context(|| format!("no local user `{name}`"))?;
     Ok((user.uid.as_raw(), user.gid.as_raw()))
 }
 
@@ -90,7 +91,11 @@ impl Outcome {
 
     /// This outcome as an error unless it succeeded.
     pub fn ok(self) -> anyhow::Result<Self> {
-        if self.success() { Ok(self) } else { bail!("{self}") }
+        if self.success() {
+            Ok(self)
+        } else {
+            bail!("{self}")
+        }
     }
 }
 
@@ -121,9 +126,13 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` (stdin from /dev/null, output captured) and waits at most
 /// `timeout`; on timeout the process is killed and that is an error.
 pub fn run(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Outcome> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let command = describe(cmd);
-    let child = cmd.spawn().with_context(|| format!("starting `{command}`"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{command}`"))?;
     wait(child, command, timeout)
 }
 

@@ -6,7 +6,9 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::{Daemon, DaemonConfig, PgCluster, TestCgroup, daemon::field, pg::random_hex, process::Outcome};
+use crate::{
+    Daemon, DaemonConfig, PgCluster, TestCgroup, daemon::field, pg::random_hex, process::Outcome,
+};
 
 /// Database, role and target names of the sample setup.
 pub const DB: &str = "demo";
@@ -46,12 +48,20 @@ impl Stack {
         let mut config = DaemonConfig::for_cluster(cg.path(), &pg, TARGET, USER, &password);
         adjust(&mut config, &pg);
         let daemon = Daemon::start(config)?;
-        Ok(Self { daemon, pg, cg, password })
+        Ok(Self {
+            daemon,
+            pg,
+            cg,
+            password,
+        })
     }
 
     /// libpq connection string for the database's own address, no password.
     pub fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} dbname={DB} user={USER}", self.pg.port())
+        format!(
+            "host=127.0.0.1 port={} dbname={DB} user={USER}",
+            self.pg.port()
+        )
     }
 
     /// Unchanged `psql` as a user would run it (`/usr/bin/psql`, Debian's
@@ -95,7 +105,10 @@ impl Stack {
             assert!(!t.contains(&self.password), "the password leaked into: {t}");
         }
         let log = self.daemon.output();
-        assert!(!log.contains(&self.password), "the password is in the daemon's output:\n{log}");
+        assert!(
+            !log.contains(&self.password),
+            "the password is in the daemon's output:\n{log}"
+        );
     }
 }
 

@@ -17,26 +17,51 @@ use interceptor_tests::{
 #[test]
 fn after_the_daemon_is_killed_a_watched_connect_is_refused_and_a_restart_recovers() {
     let mut s = Stack::start().unwrap();
-    let out = s.run_inside(&mut s.psql(&s.conninfo(), &["select 'before'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'before'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
 
     s.daemon.kill();
-    assert!(s.daemon.layout().pin_dir.exists(), "the pins went away with the daemon");
-    let out = s.run_inside(&mut s.psql(&s.conninfo(), &["select 'while down'"])).unwrap();
-    assert!(!out.success(), "a watched psql got through with the daemon down: {out}");
-    assert!(out.stderr.contains("Connection refused"), "expected `Connection refused`: {out}");
+    assert!(
+        s.daemon.layout().pin_dir.exists(),
+        "the pins went away with the daemon"
+    );
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'while down'"]))
+        .unwrap();
+    assert!(
+        !out.success(),
+        "a watched psql got through with the daemon down: {out}"
+    );
+    assert!(
+        out.stderr.contains("Connection refused"),
+        "expected `Connection refused`: {out}"
+    );
     // Refused rather than sent to the database, which is up and answers
     // outside the cgroup.
     let mut outside = s.psql(&s.conninfo(), &["select 'db up'"]);
     outside.env("PGPASSWORD", &s.password);
     let direct = process::run(&mut outside, CLIENT_TIMEOUT).unwrap();
     assert!(direct.success(), "{direct}");
-    let raw = s.run_inside(&mut probe("127.0.0.1", s.pg.port(), "startup")).unwrap();
-    assert_eq!(value(&raw.stdout, "connect_error"), Some("Connection refused"), "{raw}");
+    let raw = s
+        .run_inside(&mut probe("127.0.0.1", s.pg.port(), "startup"))
+        .unwrap();
+    assert_eq!(
+        value(&raw.stdout, "connect_error"),
+        Some("Connection refused"),
+        "{raw}"
+    );
 
     s.daemon.restart().unwrap();
-    let out = s.run_inside(&mut s.psql(&s.conninfo(), &["select 'after restart'"])).unwrap();
-    assert!(out.success(), "after a restart on the same pins: {out}\n{}", s.daemon.output());
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'after restart'"]))
+        .unwrap();
+    assert!(
+        out.success(),
+        "after a restart on the same pins: {out}\n{}",
+        s.daemon.output()
+    );
     assert_eq!(out.stdout.trim(), "after restart");
     s.expect_session(out.pid);
 }
@@ -62,9 +87,14 @@ fn an_upstream_that_is_down_gives_an_error_naming_the_target_and_others_keep_wor
     let conninfo = format!("host=127.0.0.1 port={down_port} dbname={DB} user={USER}");
     let out = s.run_inside(&mut s.psql(&conninfo, &["select 1"])).unwrap();
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains("orders-replica"), "the error does not name the target: {out}");
+    assert!(
+        out.stderr.contains("orders-replica"),
+        "the error does not name the target: {out}"
+    );
 
-    let out = s.run_inside(&mut s.psql(&s.conninfo(), &["select 'still serving'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'still serving'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
     assert_eq!(out.stdout.trim(), "still serving");
 }
@@ -73,34 +103,68 @@ fn an_upstream_that_is_down_gives_an_error_naming_the_target_and_others_keep_wor
 fn malformed_and_oversized_startup_packets_get_an_error_and_the_daemon_keeps_serving() {
     let mut s = Stack::start().unwrap();
     for mode in ["bad-version", "oversized"] {
-        let out = s.run_inside(&mut probe("127.0.0.1", s.pg.port(), mode)).unwrap();
-        assert_eq!(value(&out.stdout, "first"), Some("E"), "{mode}: expected an ErrorResponse: {out}");
-        assert!(value(&out.stdout, "error_M").is_some_and(|m| !m.is_empty()), "{mode}: {out}");
+        let out = s
+            .run_inside(&mut probe("127.0.0.1", s.pg.port(), mode))
+            .unwrap();
+        assert_eq!(
+            value(&out.stdout, "first"),
+            Some("E"),
+            "{mode}: expected an ErrorResponse: {out}"
+        );
+        assert!(
+            value(&out.stdout, "error_M").is_some_and(|m| !m.is_empty()),
+            "{mode}: {out}"
+        );
     }
     assert!(s.daemon.is_running());
-    let out = s.run_inside(&mut s.psql(&s.conninfo(), &["select 'fine'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'fine'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
 }
 
 #[test]
 fn a_config_naming_a_missing_cgroup_is_a_clear_error() {
-    let missing = cgroup2_mount().unwrap().join(paths::unique_name("interceptor-test-missing"));
+    let missing = cgroup2_mount()
+        .unwrap()
+        .join(paths::unique_name("interceptor-test-missing"));
     let config = DaemonConfig {
         cgroups: vec![missing.clone()],
-        targets: vec![TargetSpec { name: "db".into(), addrs: vec!["127.0.0.1/32".into()], port: 5432, upstream: None }],
-        credentials: vec![Credential { target: "db".into(), user: "app".into(), password: "x".into(), default: true }],
+        targets: vec![TargetSpec {
+            name: "db".into(),
+            addrs: vec!["127.0.0.1/32".into()],
+            port: 5432,
+            upstream: None,
+        }],
+        credentials: vec![Credential {
+            target: "db".into(),
+            user: "app".into(),
+            password: "x".into(),
+            default: true,
+        }],
         ..DaemonConfig::default()
     };
     let out = Daemon::run_to_exit(config, Duration::from_mins(1)).unwrap();
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains(missing.to_str().unwrap()), "the error does not name {}: {out}", missing.display());
+    assert!(
+        out.stderr.contains(missing.to_str().unwrap()),
+        "the error does not name {}: {out}",
+        missing.display()
+    );
 }
 
 #[test]
 fn a_config_mistake_names_file_and_line() {
-    let out = Daemon::run_config_text_to_exit("[[target]]\nname = \"db\"\nprot = 5432\n", Duration::from_mins(1)).unwrap();
+    let out = Daemon::run_config_text_to_exit(
+        "[[target]]\nname = \"db\"\nprot = 5432\n",
+        Duration::from_mins(1),
+    )
+    .unwrap();
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains("interceptor.toml:3"), "no file:line in: {out}");
+    assert!(
+        out.stderr.contains("interceptor.toml:3"),
+        "no file:line in: {out}"
+    );
     assert!(out.stderr.contains("prot"), "{out}");
 }
 
@@ -111,13 +175,26 @@ fn a_port_in_use_is_a_clear_error() {
     let port = taken.local_addr().unwrap().port();
     let config = DaemonConfig {
         cgroups: vec![cg.path().to_owned()],
-        targets: vec![TargetSpec { name: "db".into(), addrs: vec!["127.0.0.1/32".into()], port: 5432, upstream: None }],
-        credentials: vec![Credential { target: "db".into(), user: "app".into(), password: "x".into(), default: true }],
+        targets: vec![TargetSpec {
+            name: "db".into(),
+            addrs: vec!["127.0.0.1/32".into()],
+            port: 5432,
+            upstream: None,
+        }],
+        credentials: vec![Credential {
+            target: "db".into(),
+            user: "app".into(),
+            password: "x".into(),
+            default: true,
+        }],
         listen_port: Some(port),
         ..DaemonConfig::default()
     };
     let out = Daemon::run_to_exit(config, Duration::from_mins(1)).unwrap();
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains(&format!("127.0.0.1:{port}")), "the error does not name the address: {out}");
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "the error does not name the address: {out}"
+    );
     drop(taken);
 }

@@ -22,10 +22,14 @@ use interceptor_tests::{
 #[test]
 fn psql_inside_reaches_the_database_through_the_proxy_and_is_attested() {
     let s = Stack::start().unwrap();
-    let mut psql = s.psql(&s.conninfo(), &["select current_user, current_database(), count(*) from customers"]);
+    let mut psql = s.psql(
+        &s.conninfo(),
+        &["select current_user, current_database(), count(*) from customers"],
+    );
     process::as_user(&mut psql, "nobody").unwrap();
     assert!(
-        psql.get_envs().all(|(k, v)| k != "PGPASSWORD" && v.is_none_or(|v| !v.to_string_lossy().contains(&s.password))),
+        psql.get_envs().all(|(k, v)| k != "PGPASSWORD"
+            && v.is_none_or(|v| !v.to_string_lossy().contains(&s.password))),
         "the test itself gave psql the password"
     );
     let out = s.run_inside(&mut psql).unwrap();
@@ -34,20 +38,47 @@ fn psql_inside_reaches_the_database_through_the_proxy_and_is_attested() {
 
     let e = s.expect_session(out.pid);
     assert_eq!(str_field(&e, "target").as_deref(), Some(TARGET), "{e}");
-    assert_eq!(str_field(&e, "orig_dst").as_deref(), Some(s.pg.addr().to_string().as_str()), "{e}");
+    assert_eq!(
+        str_field(&e, "orig_dst").as_deref(),
+        Some(s.pg.addr().to_string().as_str()),
+        "{e}"
+    );
     assert_eq!(str_field(&e, "user").as_deref(), Some(USER), "{e}");
     assert_eq!(str_field(&e, "database").as_deref(), Some(DB), "{e}");
     // Debian's /usr/bin/psql is a perl wrapper that execs the real binary in
     // the same process: the kernel, and so the attestation, see the binary.
     let exe = real_psql().unwrap();
-    assert_eq!(str_field(&e, "attestation.exe").as_deref(), exe.to_str(), "{e}");
-    let sha = process::run(Command::new("sha256sum").arg(&exe), CLIENT_TIMEOUT).unwrap().ok().unwrap();
-    assert_eq!(str_field(&e, "attestation.exe_sha256").as_deref(), sha.stdout.split_whitespace().next(), "{e}");
+    assert_eq!(
+        str_field(&e, "attestation.exe").as_deref(),
+        exe.to_str(),
+        "{e}"
+    );
+    let sha = process::run(Command::new("sha256sum").arg(&exe), CLIENT_TIMEOUT)
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert_eq!(
+        str_field(&e, "attestation.exe_sha256").as_deref(),
+        sha.stdout.split_whitespace().next(),
+        "{e}"
+    );
     let (nobody_uid, _) = process::user_ids("nobody").unwrap();
-    assert_eq!(u64_field(&e, "attestation.uid"), Some(u64::from(nobody_uid)), "{e}");
-    assert_eq!(str_field(&e, "attestation.user").as_deref(), Some("nobody"), "{e}");
+    assert_eq!(
+        u64_field(&e, "attestation.uid"),
+        Some(u64::from(nobody_uid)),
+        "{e}"
+    );
+    assert_eq!(
+        str_field(&e, "attestation.user").as_deref(),
+        Some("nobody"),
+        "{e}"
+    );
     let cgroup = str_field(&e, "attestation.cgroup").unwrap_or_default();
-    assert!(cgroup.ends_with(s.cg.name()), "attested cgroup {cgroup:?} is not {}: {e}", s.cg.name());
+    assert!(
+        cgroup.ends_with(s.cg.name()),
+        "attested cgroup {cgroup:?} is not {}: {e}",
+        s.cg.name()
+    );
 
     // The session ends when psql does.
     let session = session_id(&e);
@@ -55,7 +86,11 @@ fn psql_inside_reaches_the_database_through_the_proxy_and_is_attested() {
     let end = s.daemon.wait_event(Duration::from_secs(5), |x| {
         str_field(x, "event").as_deref() == Some("session_end") && session_id(x) == session
     });
-    assert!(end.is_some(), "no session_end for {e}\n{}", s.daemon.output());
+    assert!(
+        end.is_some(),
+        "no session_end for {e}\n{}",
+        s.daemon.output()
+    );
 
     // The database saw the proxy's login as `app` (the log shows the
     // connection), and the workload never had the password.
@@ -70,12 +105,25 @@ fn rust_client_extended_protocol_inside_the_cgroup() {
     client.args(["query", &s.conninfo()]).env_clear();
     let out = s.run_inside(&mut client).unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
-    for line in ["n=42", "user=app", "db=demo", "again=2", "rows=500 chars=125250"] {
-        assert!(out.stdout.lines().any(|l| l == line), "missing {line}: {out}");
+    for line in [
+        "n=42",
+        "user=app",
+        "db=demo",
+        "again=2",
+        "rows=500 chars=125250",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "missing {line}: {out}"
+        );
     }
     let e = s.expect_session(out.pid);
     let exe = std::fs::canonicalize(bin).unwrap();
-    assert_eq!(str_field(&e, "attestation.exe").as_deref(), exe.to_str(), "{e}");
+    assert_eq!(
+        str_field(&e, "attestation.exe").as_deref(),
+        exe.to_str(),
+        "{e}"
+    );
     assert_eq!(u64_field(&e, "attestation.uid"), Some(0), "{e}");
     s.assert_password_not_in(&[&out.stdout, &out.stderr]);
 }
@@ -87,7 +135,11 @@ fn cancel_request_reaches_the_right_backend() {
     client.args(["cancel", &s.conninfo()]).env_clear();
     let out = s.run_inside(&mut client).unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
-    assert_eq!(value(&out.stdout, "sqlstate"), Some("57014"), "not cancelled as query_canceled: {out}");
+    assert_eq!(
+        value(&out.stdout, "sqlstate"),
+        Some("57014"),
+        "not cancelled as query_canceled: {out}"
+    );
     let ms: u64 = value(&out.stdout, "elapsed_ms").unwrap().parse().unwrap();
     assert!(ms < 10_000, "the cancel took {ms} ms: {out}");
     assert_eq!(value(&out.stdout, "after"), Some("7"), "{out}");
@@ -96,30 +148,52 @@ fn cancel_request_reaches_the_right_backend() {
 #[test]
 fn getpeername_shows_the_original_destination() {
     let s = Stack::start().unwrap();
-    let out = s.run_inside(&mut probe("127.0.0.1", s.pg.port(), "startup")).unwrap();
+    let out = s
+        .run_inside(&mut probe("127.0.0.1", s.pg.port(), "startup"))
+        .unwrap();
     assert!(out.success(), "{out}");
-    assert_eq!(value(&out.stdout, "peer"), Some(s.pg.addr().to_string().as_str()), "{out}");
+    assert_eq!(
+        value(&out.stdout, "peer"),
+        Some(s.pg.addr().to_string().as_str()),
+        "{out}"
+    );
     // The real server would ask for SCRAM (10); the proxy accepts the
     // attested client without a password (0).
     assert_eq!(value(&out.stdout, "first"), Some("R"), "{out}");
     assert_eq!(value(&out.stdout, "auth"), Some("0"), "{out}");
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "attestation.exe").as_deref(), std::fs::canonicalize("/usr/bin/python3").unwrap().to_str(), "{e}");
+    assert_eq!(
+        str_field(&e, "attestation.exe").as_deref(),
+        std::fs::canonicalize("/usr/bin/python3").unwrap().to_str(),
+        "{e}"
+    );
 }
 
 #[test]
 fn ipv4_mapped_ipv6_is_caught() {
     let s = Stack::start().unwrap();
     let mapped = "::ffff:127.0.0.1";
-    let out = s.run_inside(&mut probe(mapped, s.pg.port(), "startup")).unwrap();
+    let out = s
+        .run_inside(&mut probe(mapped, s.pg.port(), "startup"))
+        .unwrap();
     assert!(out.success(), "{out}");
-    assert_eq!(value(&out.stdout, "peer"), Some(format!("{mapped}:{}", s.pg.port()).as_str()), "{out}");
-    assert_eq!(value(&out.stdout, "auth"), Some("0"), "the v4-mapped connect went straight to the database: {out}");
+    assert_eq!(
+        value(&out.stdout, "peer"),
+        Some(format!("{mapped}:{}", s.pg.port()).as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        value(&out.stdout, "auth"),
+        Some("0"),
+        "the v4-mapped connect went straight to the database: {out}"
+    );
     s.expect_session(out.pid);
 
     // And psql with the mapped address as host.
     let conninfo = format!("host={mapped} port={} dbname={DB} user={USER}", s.pg.port());
-    let out = s.run_inside(&mut s.psql(&conninfo, &["select 'mapped ok'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&conninfo, &["select 'mapped ok'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
     assert_eq!(out.stdout.trim(), "mapped ok");
     s.expect_session(out.pid);
@@ -136,14 +210,26 @@ fn ipv6_loopback_is_caught() {
     })
     .unwrap();
     let conninfo = format!("host=::1 port={} dbname={DB} user={USER}", s.pg.port());
-    let out = s.run_inside(&mut s.psql(&conninfo, &["select 'v6 ok'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&conninfo, &["select 'v6 ok'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
     assert_eq!(out.stdout.trim(), "v6 ok");
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "orig_dst").as_deref(), Some(format!("[::1]:{}", s.pg.port()).as_str()), "{e}");
+    assert_eq!(
+        str_field(&e, "orig_dst").as_deref(),
+        Some(format!("[::1]:{}", s.pg.port()).as_str()),
+        "{e}"
+    );
 
-    let out = s.run_inside(&mut probe("::1", s.pg.port(), "startup")).unwrap();
-    assert_eq!(value(&out.stdout, "peer"), Some(format!("::1:{}", s.pg.port()).as_str()), "{out}");
+    let out = s
+        .run_inside(&mut probe("::1", s.pg.port(), "startup"))
+        .unwrap();
+    assert_eq!(
+        value(&out.stdout, "peer"),
+        Some(format!("::1:{}", s.pg.port()).as_str()),
+        "{out}"
+    );
     assert_eq!(value(&out.stdout, "auth"), Some("0"), "{out}");
 }
 
@@ -159,12 +245,26 @@ fn unix_socket_connect_goes_through_the_proxy() {
     })
     .unwrap();
     let sock_dir = s.pg.socket_dir();
-    let conninfo = format!("host={} port={} dbname={DB} user={USER}", sock_dir.display(), s.pg.port());
-    let out = s.run_inside(&mut s.psql(&conninfo, &["select 'unix ok', current_user"])).unwrap();
-    assert!(out.success(), "a unix-socket connect from the watched cgroup failed: {out}\n{}", s.daemon.output());
+    let conninfo = format!(
+        "host={} port={} dbname={DB} user={USER}",
+        sock_dir.display(),
+        s.pg.port()
+    );
+    let out = s
+        .run_inside(&mut s.psql(&conninfo, &["select 'unix ok', current_user"]))
+        .unwrap();
+    assert!(
+        out.success(),
+        "a unix-socket connect from the watched cgroup failed: {out}\n{}",
+        s.daemon.output()
+    );
     assert_eq!(out.stdout.trim(), format!("unix ok|{USER}"));
     let e = s.expect_session(out.pid);
-    assert_eq!(str_field(&e, "attestation.exe").as_deref(), real_psql().unwrap().to_str(), "{e}");
+    assert_eq!(
+        str_field(&e, "attestation.exe").as_deref(),
+        real_psql().unwrap().to_str(),
+        "{e}"
+    );
 
     // The same socket from outside the cgroup is the real server, which
     // wants the password.
@@ -178,15 +278,26 @@ fn a_process_outside_the_cgroup_is_untouched() {
     let s = Stack::start().unwrap();
     // Outside, the database's address is the database: SCRAM, wants the password.
     let out = process::run(&mut s.psql(&s.conninfo(), &["select 1"]), CLIENT_TIMEOUT).unwrap();
-    assert!(!out.success(), "an outside psql got in without a password: {out}");
+    assert!(
+        !out.success(),
+        "an outside psql got in without a password: {out}"
+    );
     assert!(out.stderr.contains("password"), "{out}");
     let mut with_password = s.psql(&s.conninfo(), &["select 'direct ok'"]);
     with_password.env("PGPASSWORD", &s.password);
     let out = process::run(&mut with_password, CLIENT_TIMEOUT).unwrap();
     assert!(out.success(), "{out}");
     assert_eq!(out.stdout.trim(), "direct ok");
-    let out = process::run(&mut probe("127.0.0.1", s.pg.port(), "startup"), CLIENT_TIMEOUT).unwrap();
-    assert_eq!(value(&out.stdout, "auth"), Some("10"), "outside, the server itself asks for SCRAM: {out}");
+    let out = process::run(
+        &mut probe("127.0.0.1", s.pg.port(), "startup"),
+        CLIENT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        value(&out.stdout, "auth"),
+        Some("10"),
+        "outside, the server itself asks for SCRAM: {out}"
+    );
     thread::sleep(Duration::from_millis(500));
     assert!(
         s.daemon.events_named("session_start").is_empty(),
@@ -207,17 +318,29 @@ fn other_ports_from_inside_are_untouched() {
     let out = s.run_inside(&mut probe("127.0.0.1", port, "read")).unwrap();
     server.join().unwrap();
     assert!(out.success(), "{out}");
-    assert_eq!(value(&out.stdout, "data"), Some("hello from the real listener"), "{out}");
-    assert!(s.session_of(out.pid).is_none(), "a non-database port was redirected");
+    assert_eq!(
+        value(&out.stdout, "data"),
+        Some("hello from the real listener"),
+        "{out}"
+    );
+    assert!(
+        s.session_of(out.pid).is_none(),
+        "a non-database port was redirected"
+    );
 }
 
 #[test]
 fn sslmode_require_from_inside_works() {
     let s = Stack::start().unwrap();
     let conninfo = format!("{} sslmode=require", s.conninfo());
-    let out = s.run_inside(&mut s.psql(&conninfo, &["\\conninfo", "select 'tls ok'"])).unwrap();
+    let out = s
+        .run_inside(&mut s.psql(&conninfo, &["\\conninfo", "select 'tls ok'"]))
+        .unwrap();
     assert!(out.success(), "{out}\n{}", s.daemon.output());
-    assert!(out.stdout.contains("SSL connection (protocol: TLS"), "psql did not get TLS: {out}");
+    assert!(
+        out.stdout.contains("SSL connection (protocol: TLS"),
+        "psql did not get TLS: {out}"
+    );
     assert!(out.stdout.lines().any(|l| l == "tls ok"), "{out}");
     s.expect_session(out.pid);
 }
@@ -240,7 +363,14 @@ fn copy_both_ways_through_the_proxy() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines,
-        ["1,Ada Lovelace", "2,Grace Hopper", "3,Edsger Dijkstra", "CREATE TABLE", "COPY 1000", "1000|500500"],
+        [
+            "1,Ada Lovelace",
+            "2,Grace Hopper",
+            "3,Edsger Dijkstra",
+            "CREATE TABLE",
+            "COPY 1000",
+            "1000|500500"
+        ],
         "{out}"
     );
 }

@@ -12,12 +12,19 @@ const T: Duration = Duration::from_secs(30);
 fn pg_cluster_serves_scram_over_tcp_and_cleans_up() {
     let pg = PgCluster::start().unwrap();
     pg.create_sample_db("app", "s3cret-app", "demo").unwrap();
-    assert_eq!(pg.sql("demo", "select count(*) from customers").unwrap().trim(), "3");
+    assert_eq!(
+        pg.sql("demo", "select count(*) from customers")
+            .unwrap()
+            .trim(),
+        "3"
+    );
 
     let psql = pg.bindir().join("psql");
     let url = format!("host=127.0.0.1 port={} dbname=demo user=app", pg.port());
     let ok = process::run(
-        Command::new(&psql).args(["-X", "-At", &url, "-c", "select sum(amount) from orders"]).env("PGPASSWORD", "s3cret-app"),
+        Command::new(&psql)
+            .args(["-X", "-At", &url, "-c", "select sum(amount) from orders"])
+            .env("PGPASSWORD", "s3cret-app"),
         T,
     )
     .unwrap();
@@ -25,12 +32,18 @@ fn pg_cluster_serves_scram_over_tcp_and_cleans_up() {
     assert_eq!(ok.stdout.trim(), "552.75");
 
     let bad = process::run(
-        Command::new(&psql).args(["-X", "-At", &url, "-c", "select 1"]).env("PGPASSWORD", "wrong").env_remove("PGPASSFILE"),
+        Command::new(&psql)
+            .args(["-X", "-At", &url, "-c", "select 1"])
+            .env("PGPASSWORD", "wrong")
+            .env_remove("PGPASSFILE"),
         T,
     )
     .unwrap();
     assert!(!bad.success(), "a wrong password was accepted: {bad}");
-    assert!(bad.stderr.contains("password authentication failed"), "{bad}");
+    assert!(
+        bad.stderr.contains("password authentication failed"),
+        "{bad}"
+    );
 
     let data = pg.data_dir();
     drop(pg);
@@ -41,15 +54,29 @@ fn pg_cluster_serves_scram_over_tcp_and_cleans_up() {
 fn run_in_cgroup_places_the_child_before_exec() {
     let cg = TestCgroup::new().unwrap();
     assert!(cg.name().starts_with("interceptor-test-"), "{}", cg.name());
-    let out = cg.run(Command::new("cat").arg("/proc/self/cgroup"), T).unwrap().ok().unwrap();
-    assert!(out.stdout.lines().any(|l| l == format!("0::/{}", cg.name())), "{out}");
+    let out = cg
+        .run(Command::new("cat").arg("/proc/self/cgroup"), T)
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l == format!("0::/{}", cg.name())),
+        "{out}"
+    );
 
     // Dropping to another uid before exec must not undo the move.
     let mut as_nobody = Command::new("cat");
     as_nobody.arg("/proc/self/cgroup");
     process::as_user(&mut as_nobody, "nobody").unwrap();
     let out = cg.run(&mut as_nobody, T).unwrap().ok().unwrap();
-    assert!(out.stdout.lines().any(|l| l == format!("0::/{}", cg.name())), "{out}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l == format!("0::/{}", cg.name())),
+        "{out}"
+    );
 
     let mut sleeper = Command::new("sleep");
     sleeper.arg("600");

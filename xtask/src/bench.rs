@@ -66,7 +66,12 @@ enum Path {
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Direct, Path::Pgbouncer, Path::ProxyPort, Path::Redirect];
+    const ALL: [Path; 4] = [
+        Path::Direct,
+        Path::Pgbouncer,
+        Path::ProxyPort,
+        Path::Redirect,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -109,7 +114,14 @@ impl Rig<'_> {
         let mut cmd = Command::new(self.pg.bindir().join("pgbench"));
         cmd.args(["-n", "-S", "-h", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-U", USER])
-            .args(["-c", &a.clients.to_string(), "-j", &a.threads.to_string(), "-T", &seconds.to_string()])
+            .args([
+                "-c",
+                &a.clients.to_string(),
+                "-j",
+                &a.threads.to_string(),
+                "-T",
+                &seconds.to_string(),
+            ])
             .args(mode)
             .arg("bench")
             .env_clear()
@@ -123,7 +135,9 @@ impl Rig<'_> {
         } else {
             process::run(&mut cmd, timeout)?
         };
-        let out = out.ok().with_context(|| format!("pgbench over {}", path.label()))?;
+        let out = out
+            .ok()
+            .with_context(|| format!("pgbench over {}", path.label()))?;
         out.stdout
             .lines()
             .find_map(|l| l.strip_prefix("tps = "))
@@ -144,7 +158,9 @@ struct Pgbouncer {
 impl Pgbouncer {
     fn start(pg: &PgCluster, user: &str, password: &str, pool: u32) -> anyhow::Result<Self> {
         let (uid, gid) = process::user_ids("postgres")?;
-        let dir = tempfile::Builder::new().prefix("interceptor-pgbouncer-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("interceptor-pgbouncer-")
+            .tempdir()?;
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         let port = paths::free_port()?;
         let ini = dir.path().join("pgbouncer.ini");
@@ -168,7 +184,10 @@ impl Pgbouncer {
             userlist = userlist.display(),
             log = dir.path().join("pgbouncer.log").display(),
         );
-        for (file, content) in [(&ini, text), (&userlist, format!("\"{user}\" \"{password}\"\n"))] {
+        for (file, content) in [
+            (&ini, text),
+            (&userlist, format!("\"{user}\" \"{password}\"\n")),
+        ] {
             fs::write(file, content)?;
             fs::set_permissions(file, fs::Permissions::from_mode(0o600))?;
             std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
@@ -182,12 +201,19 @@ impl Pgbouncer {
         process::as_user(&mut cmd, "postgres")?;
         let child = cmd.spawn().context("starting pgbouncer")?;
         let log = dir.path().join("pgbouncer.log");
-        let mut bouncer = Self { child, port, _dir: dir };
+        let mut bouncer = Self {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
             process::check_interrupted()?;
             if let Some(status) = bouncer.child.try_wait()? {
-                bail!("pgbouncer exited with {status}: {}", fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "pgbouncer exited with {status}: {}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if Instant::now() > deadline {
                 bail!("pgbouncer is not listening on {port}");
@@ -258,7 +284,9 @@ fn idle_memory(
         process::sleep(Duration::from_secs(2))?;
         let backends = pg.backends_of(USER)?;
         if backends < n {
-            bail!("only {backends} backends for {n} sessions: the sessions did not all reach the database");
+            bail!(
+                "only {backends} backends for {n} sessions: the sessions did not all reach the database"
+            );
         }
         daemon.rss_kib()
     })();
@@ -287,7 +315,10 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
         .unwrap_or_default();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{model}, {cores} cores, {mem} RAM, kernel {}", kernel.trim())
+    format!(
+        "{model}, {cores} cores, {mem} RAM, kernel {}",
+        kernel.trim()
+    )
 }
 
 /// The 1-minute load average: other work on the machine skews every figure.
@@ -302,14 +333,27 @@ fn load_average() -> String {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the bench loads eBPF programs and creates a cgroup: run `cargo xtask bench` as root");
+        bail!(
+            "the bench loads eBPF programs and creates a cgroup: run `cargo xtask bench` as root"
+        );
     }
     setup::run()?;
-    sh::run(&mut sh::cargo(&["build", "--release", "-p", "interceptor", "-p", "interceptor-tests", "--bins"]))?;
+    sh::run(&mut sh::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "interceptor",
+        "-p",
+        "interceptor-tests",
+        "--bins",
+    ]))?;
     let release = paths::target_dir().join("release");
 
     let max_connections = u32::try_from(args.sessions)? + 4 * args.clients + 64;
-    let pg = PgCluster::start_with(&PgOptions { max_connections, ..PgOptions::default() })?;
+    let pg = PgCluster::start_with(&PgOptions {
+        max_connections,
+        ..PgOptions::default()
+    })?;
     let password = random_hex(16)?;
     pg.create_user_db(USER, &password, "bench")?;
     println!("bench: pgbench -i -s {} on {}", args.scale, pg.addr());
@@ -344,11 +388,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     // Memory first, on a fresh daemon: nothing retained from earlier runs.
-    println!("bench: opening {} idle sessions through the eBPF redirect", args.sessions);
-    let (rss_before, rss_after) = idle_memory(&daemon, &pg, &cg, &release.join("pgclient"), args.sessions)?;
+    println!(
+        "bench: opening {} idle sessions through the eBPF redirect",
+        args.sessions
+    );
+    let (rss_before, rss_after) =
+        idle_memory(&daemon, &pg, &cg, &release.join("pgclient"), args.sessions)?;
 
     let load_before = load_average();
-    let rig = Rig { args, pg: &pg, password: &password, bouncer: &bouncer, daemon: &daemon, cg: &cg };
+    let rig = Rig {
+        args,
+        pg: &pg,
+        password: &password,
+        bouncer: &bouncer,
+        daemon: &daemon,
+        cg: &cg,
+    };
     println!("bench: warm-up");
     for path in Path::ALL {
         rig.pgbench(path, &["-M", "simple"], 2)?;

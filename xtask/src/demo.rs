@@ -48,7 +48,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // root-only credentials file, never to the workload.
     let password = random_hex(16)?;
     pg.create_sample_db("app", &password, "demo")?;
-    println!("demo: PostgreSQL on {} (database demo, user app, data in {})", pg.addr(), pg.data_dir().display());
+    println!(
+        "demo: PostgreSQL on {} (database demo, user app, data in {})",
+        pg.addr(),
+        pg.data_dir().display()
+    );
 
     let cg = TestCgroup::with_prefix("interceptor-demo")?;
     println!("demo: watched cgroup {}", cg.path().display());
@@ -66,7 +70,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         layout.pin_dir.display(),
         layout.config.display()
     );
-    println!("--- config\n{}---", std::fs::read_to_string(&layout.config)?);
+    println!(
+        "--- config\n{}---",
+        std::fs::read_to_string(&layout.config)?
+    );
 
     let conninfo = format!("host=127.0.0.1 port={} dbname=demo user=app", pg.port());
     let mut psql = Command::new("psql");
@@ -77,16 +84,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .current_dir("/tmp");
     // An ordinary unprivileged workload.
     process::as_user(&mut psql, "nobody")?;
-    println!("demo: inside {}: psql \"{conninfo}\" -c \"{QUERY}\"  (as nobody, no password)", cg.name());
+    println!(
+        "demo: inside {}: psql \"{conninfo}\" -c \"{QUERY}\"  (as nobody, no password)",
+        cg.name()
+    );
     let out = cg.run(&mut psql, Duration::from_mins(1))?;
     print!("{}", out.stdout);
     if !out.success() {
-        bail!("psql inside the watched cgroup failed: {out}\n--- interceptor\n{}", daemon.output());
+        bail!(
+            "psql inside the watched cgroup failed: {out}\n--- interceptor\n{}",
+            daemon.output()
+        );
     }
     let start = daemon
         .session_start_of(out.pid, Duration::from_secs(5))
-        .with_context(|| format!("no session_start for psql (pid {}):\n{}", out.pid, daemon.output()))?;
-    println!("demo: the interceptor's session_start event:\n{}", serde_json::to_string_pretty(&expanded(&start))?);
+        .with_context(|| {
+            format!(
+                "no session_start for psql (pid {}):\n{}",
+                out.pid,
+                daemon.output()
+            )
+        })?;
+    println!(
+        "demo: the interceptor's session_start event:\n{}",
+        serde_json::to_string_pretty(&expanded(&start))?
+    );
     if let Some(id) = daemon.wait_event(Duration::from_secs(1), |e| {
         str_field(e, "event").as_deref() == Some("identity") && session_id(e) == session_id(&start)
     }) {
@@ -103,7 +125,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         str_field(&start, "orig_dst").unwrap_or_default(),
     );
     if let Some(end) = daemon.wait_event(Duration::from_secs(5), |e| {
-        str_field(e, "event").as_deref() == Some("session_end") && session_id(e) == session_id(&start)
+        str_field(e, "event").as_deref() == Some("session_end")
+            && session_id(e) == session_id(&start)
     }) {
         println!("demo: session_end: {end}");
     }

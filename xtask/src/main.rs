@@ -23,7 +23,10 @@ mod test;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "interceptor's build, test, demo and bench tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "interceptor's build, test, demo and bench tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,

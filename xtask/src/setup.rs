@@ -56,7 +56,9 @@ fn apt() -> anyhow::Result<()> {
     println!("setup: installing {}", missing.join(" "));
     sh::run(cmd("apt-get", &["update"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     let mut install = cmd("apt-get", &["install", "-y"]);
-    install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    install
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     sh::run(&mut install)
 }
 
@@ -65,15 +67,24 @@ fn nightly() -> anyhow::Result<()> {
         println!("setup: nightly toolchain present");
     } else {
         println!("setup: installing the nightly toolchain");
-        sh::run(&mut cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh::run(&mut cmd(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        ))?;
     }
-    let components = sh::stdout_of(&mut cmd("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]))
-        .unwrap_or_default();
+    let components = sh::stdout_of(&mut cmd(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    ))
+    .unwrap_or_default();
     if components.lines().any(|l| l.trim().starts_with("rust-src")) {
         println!("setup: nightly rust-src present");
         Ok(())
     } else {
-        sh::run(&mut cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"]))
+        sh::run(&mut cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        ))
     }
 }
 
@@ -85,7 +96,13 @@ fn bpf_linker() -> anyhow::Result<()> {
     println!("setup: building bpf-linker against LLVM 22 (a few minutes)");
     let path = std::env::var("PATH").unwrap_or_default();
     sh::run(
-        sh::cargo(&["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
-            .env("PATH", format!("{LLVM_BIN}:{path}")),
+        sh::cargo(&[
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("PATH", format!("{LLVM_BIN}:{path}")),
     )
 }

@@ -20,7 +20,11 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 /// every wait in the harness checks it, so the task returns an error and the
 /// `Drop` guards stop the daemon and PostgreSQL and remove cgroups and pins.
 pub fn install_ctrl_c_handler() -> anyhow::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe; no other handler is installed for these signals.
@@ -47,7 +51,10 @@ pub fn cmd(program: impl AsRef<OsStr>, args: &[&str]) -> Command {
 
 /// `cargo` (the one running us), in the workspace root.
 pub fn cargo(args: &[&str]) -> Command {
-    let mut c = cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()), args);
+    let mut c = cmd(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        args,
+    );
     c.current_dir(paths::workspace_root());
     c
 }
@@ -57,7 +64,10 @@ pub fn cargo(args: &[&str]) -> Command {
 pub fn run(c: &mut Command) -> anyhow::Result<()> {
     let line = process::describe(c);
     println!("+ {line}");
-    let status = c.stdin(Stdio::null()).status().with_context(|| format!("starting `{line}`"))?;
+    let status = c
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("starting `{line}`"))?;
     process::check_interrupted()?;
     if !status.success() {
         bail!("`{line}` failed with {status}");
@@ -77,5 +87,7 @@ pub fn succeeds(c: &mut Command) -> bool {
 /// `c`'s stdout, if it runs and exits 0.
 pub fn stdout_of(c: &mut Command) -> Option<String> {
     let out = c.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

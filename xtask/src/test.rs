@@ -25,13 +25,22 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     if !nix::unistd::geteuid().is_root() {
-        bail!("the end-to-end tests load eBPF programs and create cgroups: run `cargo xtask test` as root");
+        bail!(
+            "the end-to-end tests load eBPF programs and create cgroups: run `cargo xtask test` as root"
+        );
     }
     setup::run()?;
 
     // The binaries the end-to-end tests start: the daemon and the Rust client.
-    sh::run(&mut sh::cargo(&["build", "-p", "interceptor", "-p", "interceptor-tests", "--bins"]))
-        .context("building interceptor")?;
+    sh::run(&mut sh::cargo(&[
+        "build",
+        "-p",
+        "interceptor",
+        "-p",
+        "interceptor-tests",
+        "--bins",
+    ]))
+    .context("building interceptor")?;
     let bin = paths::interceptor_bin();
     for stale in cleanup::remove_stale(&bin) {
         println!("test: removed leftover {stale}");
@@ -58,7 +67,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let units = Instant::now();
 
     let threads = format!("--test-threads={}", args.test_threads);
-    let mut e2e = sh::cargo(&["test", "--no-fail-fast", "-p", "interceptor-tests", "--", &threads]);
+    let mut e2e = sh::cargo(&[
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "interceptor-tests",
+        "--",
+        &threads,
+    ]);
     e2e.args(&filter).env("INTERCEPTOR_BIN", &bin);
     let e2e_result = sh::run(&mut e2e).context("end-to-end tests");
 

@@ -31,7 +31,9 @@ async fn connect(conninfo: &str) -> anyhow::Result<Client> {
 async fn query(conninfo: &str) -> anyhow::Result<()> {
     let client = connect(conninfo).await?;
     let stmt = client
-        .prepare("select $1::int4 + 1 as n, current_user::text as usr, current_database()::text as db")
+        .prepare(
+            "select $1::int4 + 1 as n, current_user::text as usr, current_database()::text as db",
+        )
         .await?;
     let row = client.query_one(&stmt, &[&41i32]).await?;
     println!("n={}", row.get::<_, i32>("n"));
@@ -40,11 +42,17 @@ async fn query(conninfo: &str) -> anyhow::Result<()> {
     let row = client.query_one(&stmt, &[&1i32]).await?;
     println!("again={}", row.get::<_, i32>("n"));
     let rows = client
-        .query("select g, repeat('x', g) from generate_series(1, $1::int4) g", &[&500i32])
+        .query(
+            "select g, repeat('x', g) from generate_series(1, $1::int4) g",
+            &[&500i32],
+        )
         .await?;
     let total: usize = rows.iter().map(|r| r.get::<_, String>(1).len()).sum();
     println!("rows={} chars={total}", rows.len());
-    let pid: i32 = client.query_one("select pg_backend_pid()", &[]).await?.get(0);
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await?
+        .get(0);
     println!("backend_pid={pid}");
     Ok(())
 }
@@ -109,7 +117,12 @@ async fn futures_join(conninfo: &str, n: usize) -> anyhow::Result<Vec<Client>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["query", conninfo] => query(conninfo).await,
         ["cancel", conninfo] => cancel(conninfo).await,
         ["idle", conninfo, n] => idle(conninfo, n.parse().context("N")?).await,
