@@ -130,8 +130,23 @@ fn psql_refusals_name_the_rule_and_leave_the_database_untouched() {
         assert!(out.stderr.contains("interceptor:"), "{}", out.stderr);
     }
     database_untouched(&s);
-    let refused = s.daemon.events_named("statement").into_iter().filter(|e| e["action"] != "Allow").count();
-    assert!(refused >= cases.len(), "each refusal is logged as a statement event");
+    // Each refusal is in the audit log with its rule.
+    let out = Command::new(interceptor_tests::paths::interceptor_bin())
+        .args(["audit", "export"])
+        .arg(&s.daemon.layout().audit_dir)
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (sql, rule) in cases {
+        assert!(
+            records.iter().any(|r| r["kind"] == "statement"
+                && r["event"]["sql"] == *sql
+                && r["event"]["decision"]["rule"] == *rule
+                && r["event"]["decision"]["action"] != "allow"),
+            "no audit record of the refusal of `{sql}` by {rule}"
+        );
+    }
 }
 
 #[test]

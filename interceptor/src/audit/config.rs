@@ -54,14 +54,15 @@ pub enum Durability {
     /// After the batch is `fdatasync`ed: the record survives a power loss.
     /// Each append waits for one disk flush (shared by everything queued
     /// with it).
-    #[default]
     Sync,
     /// After the batch is written to the file (`pwrite` returned): the
     /// record survives a crash or `kill -9` of the daemon, not a power loss
     /// or kernel crash within `sync_interval_ms`. Appends no longer wait for
     /// the disk; write errors (disk full, directory removed) are still
     /// reported to the append that hit them, a failed `fdatasync` to the next
-    /// one.
+    /// one. The default: a statement then waits for a write, not for the
+    /// disk, and batches are still `fdatasync`ed every `sync_interval_ms`.
+    #[default]
     Written,
 }
 
@@ -75,7 +76,7 @@ impl Default for AuditConfig {
             checkpoint_every_ms: 1000,
             host: String::new(),
             queue_capacity: 65536,
-            durability: Durability::Sync,
+            durability: Durability::Written,
             sync_interval_ms: 50,
         }
     }
