@@ -125,7 +125,10 @@ impl Rig<'_> {
             .args(mode)
             .arg("bench")
             .env_clear()
-            .env("PATH", "/usr/bin:/bin");
+            .env("PATH", "/usr/bin:/bin")
+            // Like for like: the proxy offers TLS, the server and pgbouncer
+            // here do not; libpq's default `prefer` would encrypt one path only.
+            .env("PGSSLMODE", "disable");
         if matches!(path, Path::Direct | Path::Pgbouncer) {
             cmd.env("PGPASSWORD", self.password);
         }
