@@ -23,6 +23,7 @@ mod proxy_support;
 
 use std::{
     io::{Read, Write},
+    sync::Arc,
     process::Command,
     time::Duration,
 };
@@ -30,6 +31,47 @@ use std::{
 use proxy_support::{Captured, Postgres, Proxy, startup_packet, write_credentials};
 
 const BENCH_PW: &str = "bench-pw-Qa8z";
+
+/// Everyone may read and write the pgbench tables (the analysis, the
+/// decision and the recording all run; nothing is refused).
+const BENCH_POLICY: &str = r#"
+[defaults]
+identity = "bench"
+[[identity]]
+name = "bench"
+[[rule]]
+id = "no-destruction"
+identities = ["*"]
+commands = ["DROP", "TRUNCATE"]
+action = "deny"
+[[rule]]
+id = "bench"
+identities = ["*"]
+classes = ["read", "write", "transaction", "session"]
+tables = ["public.*", "pg_catalog.*"]
+action = "allow"
+"#;
+
+/// Statements per second through `sql::analyze` on a realistic mix.
+fn analyser_throughput() {
+    let mix = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4215 WHERE aid = 48213;",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -4215, CURRENT_TIMESTAMP);",
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(orders)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3;",
+        "WITH recent AS (SELECT customer_id, sum(amount) AS total FROM orders WHERE placed_at > now() - interval '30 days' GROUP BY 1) SELECT c.name, r.total FROM customers c JOIN recent r ON r.customer_id = c.id ORDER BY r.total DESC LIMIT 10",
+        "BEGIN",
+        "COMMIT",
+    ];
+    let limits = interceptor::sql::Limits::default();
+    let n = 20_000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let _ = std::hint::black_box(interceptor::sql::analyze(mix[i % mix.len()], &limits));
+    }
+    let per_sec = f64::from(n) / started.elapsed().as_secs_f64();
+    println!("analyser: {per_sec:.0} statements/s on a mix of {} statements (one core)", mix.len());
+}
 
 fn env_or(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -140,13 +182,26 @@ fn bench() {
         };
         rt.block_on(async move {
             let proxy = Proxy::start(&config).await;
-            ready_tx.send((proxy.addr, forwarder(pg_port).await)).unwrap();
+            // The same proxy with policy enforcement and audit recording, as
+            // the daemon runs it.
+            let policy_dir = tempfile::tempdir().unwrap();
+            std::fs::write(policy_dir.path().join("bench.toml"), BENCH_POLICY).unwrap();
+            let store = Arc::new(interceptor::policy::PolicyStore::open(policy_dir.path()).unwrap());
+            let audit_dir = tempfile::tempdir().unwrap();
+            let audit = interceptor::audit::AuditLog::open(&interceptor::audit::AuditConfig::in_dir(audit_dir.path().join("audit"))).unwrap();
+            let hooks = Arc::new(interceptor::policy::session::PolicyFactory::new(store, audit.clone()));
+            let guarded = Proxy::start_with_hooks(&config, hooks).await;
+            ready_tx.send((proxy.addr, forwarder(pg_port).await, guarded.addr)).unwrap();
             let _ = stop_rx.await;
             proxy.stop().await;
+            guarded.stop().await;
+            let _ = audit.close("bench").await;
         });
     });
-    let (proxy_addr, forwarder_port) = ready_rx.recv().unwrap();
+    let (proxy_addr, forwarder_port, guarded_addr) = ready_rx.recv().unwrap();
     let proxy_port = proxy_addr.port();
+    let guarded_port = guarded_addr.port();
+    analyser_throughput();
 
     println!("pgbench -S -c {clients} -T {secs}: tps direct / raw forwarder / interceptor");
     let mut worst: f64 = f64::MAX;
@@ -162,18 +217,21 @@ fn bench() {
         }
         // Interleaved rounds, median of each: other load on the machine
         // then hits all three alike.
-        let (mut d, mut f, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut d, mut f, mut p, mut g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             d.push(pgbench(pg.port, args, secs, clients));
             f.push(pgbench(forwarder_port, args, secs, clients));
             p.push(pgbench(proxy_port, args, secs, clients));
+            g.push(pgbench(guarded_port, args, secs, clients));
         }
-        let (direct, forwarded, proxied) = (median(d), median(f), median(p));
+        let (direct, forwarded, proxied, guarded) = (median(d), median(f), median(p), median(g));
         let ratio = proxied / direct;
         worst = worst.min(ratio);
         println!(
-            "{name:>12}: {direct:>8.0} {forwarded:>8.0} ({:.3}) {proxied:>8.0}  ratio {ratio:.3}",
-            forwarded / direct
+            "{name:>12}: {direct:>8.0} {forwarded:>8.0} ({:.3}) {proxied:>8.0}  ratio {ratio:.3} | policy+audit {guarded:>8.0} ({:.3} of direct, {:.3} of pass-through)",
+            forwarded / direct,
+            guarded / direct,
+            guarded / proxied
         );
     }
 

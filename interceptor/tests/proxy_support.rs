@@ -190,6 +190,27 @@ impl Proxy {
         Self::start_with_unix(config, None).await
     }
 
+    /// Starts `proxy::run_with_hooks` with this configuration and hooks.
+    #[allow(dead_code)] // used by the bench only
+    pub async fn start_with_hooks(config: &str, hooks: Arc<dyn proxy::HooksFactory>) -> Self {
+        let config = Config::parse(Path::new("test.toml"), config).unwrap();
+        let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = v4.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy::run_with_hooks(
+            Arc::new(config),
+            Listeners { v4, v6: None, unix: None },
+            Arc::new(NoRedirect),
+            hooks,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "proxy stopped at start: {:?}", task.await.unwrap());
+        Proxy { addr, stop: Some(stop), task }
+    }
+
     /// Starts `proxy::run`, with a unix socket listener at `unix` too.
     pub async fn start_with_unix(config: &str, unix: Option<&Path>) -> Self {
         let config = Config::parse(Path::new("test.toml"), config).unwrap();

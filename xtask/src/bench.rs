@@ -461,6 +461,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("\n{table}");
     let file: PathBuf = paths::target_dir().join("bench.txt");
     fs::write(&file, &table)?;
+    // Stop this run's daemon, cluster and pgbouncer before the in-process
+    // benches, so they measure on a quiet machine.
+    drop(rig);
+    drop((daemon, bouncer, pg, cg));
+    let more = in_process_benches()?;
+    fs::write(&file, format!("{table}\n{more}"))?;
     println!("bench: written to {}", file.display());
     Ok(())
+}
+
+/// The benches that run the proxy and the audit log inside a test binary:
+/// pass-through proxy vs the same proxy with policy and recording (same
+/// run), the analyser's statements per second, audit records per second
+/// with and without fsync per batch.
+fn in_process_benches() -> anyhow::Result<String> {
+    let mut cmd = sh::cargo(&[
+        "test", "--release", "-p", "interceptor", "--test", "proxy_bench", "--test", "audit_bench", "--", "--ignored",
+        "--nocapture", "--test-threads=1",
+    ]);
+    cmd.env("PROXY_BENCH_ROUNDS", "1").env("PROXY_BENCH_SECS", "8").env("PROXY_BENCH_IDLE", "200");
+    let out = cmd.output().context("running the in-process benches")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    if !out.status.success() {
+        bail!("in-process benches failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with("running ") && !l.starts_with("test ") && !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect())
 }
