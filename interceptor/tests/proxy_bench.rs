@@ -64,10 +64,10 @@ fn analyser_throughput() {
         "COMMIT",
     ];
     let limits = interceptor::sql::Limits::default();
-    let n = 20_000;
+    let n: u32 = 20_000;
     let started = std::time::Instant::now();
     for i in 0..n {
-        let _ = std::hint::black_box(interceptor::sql::analyze(mix[i % mix.len()], &limits));
+        let _ = std::hint::black_box(interceptor::sql::analyze(mix[i as usize % mix.len()], &limits));
     }
     let per_sec = f64::from(n) / started.elapsed().as_secs_f64();
     println!("analyser: {per_sec:.0} statements/s on a mix of {} statements (one core)", mix.len());
