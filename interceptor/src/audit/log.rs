@@ -34,9 +34,6 @@ struct Inner {
     fingerprint: String,
     /// Seq of this run's `daemon_start`: the prefix of session ids.
     start_seq: u64,
-    /// Exclusive lock on `<dir>/lock` for as long as the log is open: two
-    /// daemons appending to one directory would break each other's chain.
-    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Drop for Inner {
@@ -123,11 +120,17 @@ impl AuditLog {
         let start_seq =
             writer.commit(&refs, Some(CheckpointReason::Start))?.pop().unwrap_or(Err(AuditError::Closed))?;
 
+        // The writer thread holds the directory lock for as long as it
+        // writes: two writers appending to one directory would break each
+        // other's chain.
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                let _lock = lock;
+                writer.run();
+            })
             .map_err(|e| AuditError::io(&cfg.dir, e))?;
-        Ok(Self { inner: Arc::new(Inner { shared, dir: cfg.dir.clone(), host, fingerprint, start_seq, _lock: lock }) })
+        Ok(Self { inner: Arc::new(Inner { shared, dir: cfg.dir.clone(), host, fingerprint, start_seq }) })
     }
 
     /// Records `event`; resolves to its seq once it is on disk. Waits while
@@ -249,12 +252,21 @@ fn lock_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, A
         .mode(0o600)
         .open(&path)
         .map_err(|e| AuditError::io(&path, e))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        AuditError::io(
-            &path,
-            std::io::Error::other(format!(
-                "{errno}: another interceptor holds this audit directory; give each daemon its own [audit] dir"
-            )),
-        )
-    })
+    // A writer that was just closed may still be finishing: wait a little
+    // before calling the directory taken.
+    let mut file = file;
+    for _ in 0..40 {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, errno)) => return Err(AuditError::io(&path, std::io::Error::from(errno))),
+        }
+    }
+    Err(AuditError::io(
+        &path,
+        std::io::Error::other("another interceptor holds this audit directory; give each daemon its own [audit] dir"),
+    ))
 }

@@ -248,11 +248,12 @@ impl RowCount {
     /// Counts a row; `false` = drop it.
     fn admit(&mut self, len: usize) -> bool {
         self.rows += 1;
-        if !self.exceeded {
-            self.bytes += len as u64;
-        }
         if self.limit.is_some_and(|l| self.rows > l) {
             self.exceeded = true;
+        }
+        if !self.exceeded {
+            // Bytes that reach the client; dropped rows do not.
+            self.bytes += len as u64;
         }
         !self.exceeded
     }
