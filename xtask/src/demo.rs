@@ -124,6 +124,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         field(&start, "attestation.uid").map_or_else(|| "?".into(), |v| v.to_string()),
         str_field(&start, "orig_dst").unwrap_or_default(),
     );
+    // The same unchanged psql tries what a CI job or an agent must not do.
+    let refused_sql = "DROP TABLE customers";
+    let mut bad = Command::new("psql");
+    bad.args(["-X", "-P", "pager=off", &conninfo, "-c", refused_sql])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .current_dir("/tmp");
+    process::as_user(&mut bad, "nobody")?;
+    println!("demo: inside {}: psql -c \"{refused_sql}\"", cg.name());
+    let out_bad = cg.run(&mut bad, Duration::from_mins(1))?;
+    print!("{}", out_bad.stderr);
+    if out_bad.success() {
+        bail!("the demo policy let `{refused_sql}` through: {out_bad}");
+    }
+    let still = pg.sql("demo", "select count(*) from customers")?;
+    println!("demo: customers still has {} rows; the refusal is in the audit log", still.trim());
     if let Some(end) = daemon.wait_event(Duration::from_secs(5), |e| {
         str_field(e, "event").as_deref() == Some("session_end")
             && session_id(e) == session_id(&start)
