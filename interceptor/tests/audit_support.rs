@@ -33,7 +33,7 @@ pub fn session_start(id: &str, exe: &str, identity: &str) -> AuditEvent {
         host: "test-host".into(),
         peer: "127.0.0.1:40000".into(),
         route: "redirected".into(),
-        orig_dst: Some("10.0.0.5:5432".into()),
+        orig_dst: Some("127.0.0.5:5432".into()),
         target: "main-db".into(),
         upstream: Some("127.0.0.1:5432".into()),
         database: "app".into(),

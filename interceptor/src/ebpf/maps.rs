@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn target_keys_put_the_port_in_the_prefix() {
         let c = config(
-            "[[target]]\nname = \"a\"\naddrs = [\"10.1.2.0/24\", \"::1\"]\n[[target]]\nname = \"b\"\nport = 6432\n",
+            "[[target]]\nname = \"a\"\naddrs = [\"127.1.2.0/24\", \"::1\"]\n[[target]]\nname = \"b\"\nport = 6432\n",
         );
         let keys = target_keys(&c);
         assert_eq!(keys.len(), 3);
@@ -250,7 +250,7 @@ mod tests {
         assert_eq!((k.prefix_len(), *i), (16 + 96 + 24, 0));
         let data = k.data();
         assert_eq!(data.port, 5432u16.to_be_bytes());
-        assert_eq!(&data.addr[10..], &[0xff, 0xff, 10, 1, 2, 0]);
+        assert_eq!(&data.addr[10..], &[0xff, 0xff, 127, 1, 2, 0]);
         assert_eq!(keys[1].0.prefix_len(), 16 + 128);
         assert_eq!((keys[2].0.prefix_len(), keys[2].1), (16, 1));
         assert_eq!(keys[2].0.data().port, 6432u16.to_be_bytes());

@@ -7,12 +7,16 @@
 //! - `engine`: identity matching and rule evaluation.
 //! - `builtin`: guards that hold whatever the rules say.
 //! - `cases`: policy test cases kept beside the policies.
+//! - `session`: enforcement on a live session (the proxy's hooks); `startup`:
+//!   the startup packet's allow-list.
 
 pub mod builtin;
 pub mod cases;
 pub mod engine;
 pub mod model;
+pub mod prepared;
 pub mod session;
+pub mod startup;
 pub mod store;
 
 use std::path::PathBuf;

@@ -20,7 +20,11 @@ use std::{
     time::Instant,
 };
 
-use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, builtin};
+use super::{
+    Action, Context, Decision, PolicySet, PolicyStore, Subject,
+    prepared::{prepare_body, prepared_name},
+    startup::check_startup,
+};
 use crate::{
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
@@ -37,27 +41,6 @@ use crate::{
 pub const REFUSED: &str = "42501";
 /// SQLSTATE of a syntax error, what the sentinel produces.
 const SYNTAX_ERROR: &str = "42601";
-
-/// Startup parameters a client may send; anything else (they are settings)
-/// is refused at connect time.
-const STARTUP_ALLOW: &[&str] = &[
-    "user",
-    "database",
-    "application_name",
-    "fallback_application_name",
-    "client_encoding",
-    "options",
-    "datestyle",
-    "timezone",
-    "extra_float_digits",
-    "intervalstyle",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "geqo",
-    "bytea_output",
-    "standard_conforming_strings",
-];
 
 /// Builds [`PolicyHooks`] for each session from the live policy store,
 /// recording into the audit log.
@@ -132,79 +115,6 @@ impl HooksFactory for PolicyFactory {
             refused: 0,
         }))
     }
-}
-
-/// Startup parameters: an allow-list, and no setting that changes lexing or
-/// meaning (they could also come in `options` as `-c name=value`).
-fn check_startup(info: &SessionInfo) -> Result<(), PgError> {
-    let refuse = |d: Decision| {
-        PgError::fatal(REFUSED, format!("interceptor: connection refused by rule {}: {}", d.rule, d.reason))
-    };
-    for (name, value) in &info.parameters {
-        let lower = name.to_ascii_lowercase();
-        if lower == "replication" {
-            return Err(PgError::fatal(REFUSED, "interceptor: replication connections are refused")
-                .with_detail("streaming and logical replication bypass statement policy"));
-        }
-        if lower.starts_with("_pq_.") {
-            continue; // protocol extensions: answered by NegotiateProtocolVersion
-        }
-        if !STARTUP_ALLOW.contains(&lower.as_str()) {
-            return Err(PgError::fatal(
-                REFUSED,
-                format!("interceptor: startup parameter \"{name}\" is not on the allow-list"),
-            )
-            .with_hint("set it with SET after connecting, where policy can see it"));
-        }
-        if let Some(d) = builtin::check_setting(&lower, value, None) {
-            return Err(refuse(d));
-        }
-        if lower == "options" {
-            for (k, v) in parse_options(value) {
-                if let Some(d) = builtin::check_setting(&k, &v, None) {
-                    return Err(refuse(d));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `-c name=value` / `-cname=value` / `--name=value` pairs of the startup
-/// `options` parameter (backslash escapes a space, as libpq's PGOPTIONS).
-pub fn parse_options(options: &str) -> Vec<(String, String)> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => cur.extend(chars.next()),
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    let mut out = Vec::new();
-    let mut it = words.into_iter();
-    while let Some(w) = it.next() {
-        let kv = if w == "-c" {
-            it.next()
-        } else if let Some(rest) = w.strip_prefix("-c") {
-            Some(rest.to_owned())
-        } else {
-            w.strip_prefix("--").map(str::to_owned)
-        };
-        if let Some((k, v)) = kv.as_deref().and_then(|kv| kv.split_once('=')) {
-            out.push((k.replace('-', "_").to_ascii_lowercase(), v.to_owned()));
-        }
-    }
-    out
 }
 
 /// A result the server owes the client, in order.
@@ -749,62 +659,9 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The name in `PREPARE name ...`, `EXECUTE name ...` or `DEALLOCATE
-/// [PREPARE] name`, folded as PostgreSQL folds identifiers.
-fn prepared_name(text: &str) -> Option<String> {
-    let mut words = text.split(|c: char| c.is_whitespace() || c == '(' || c == ';').filter(|w| !w.is_empty());
-    let _verb = words.next()?;
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("prepare") {
-        name = words.next()?;
-    }
-    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => name.to_ascii_lowercase(),
-    })
-}
-
-/// The statement after `AS` in `PREPARE name [(types)] AS statement`.
-fn prepare_body(text: &str) -> Option<&str> {
-    let lower = text.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(pos) = lower[from..].find("as") {
-        let at = from + pos;
-        let before = lower[..at].chars().last().is_none_or(|c| c.is_whitespace() || c == ')');
-        let after = lower[at + 2..].chars().next().is_none_or(char::is_whitespace);
-        if before && after && at > 0 {
-            return Some(text[at + 2..].trim());
-        }
-        from = at + 2;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_parsing() {
-        assert_eq!(
-            parse_options("-c search_path=x --standard-conforming-strings=off -cgeqo=on -c a=b\\ c"),
-            vec![
-                ("search_path".into(), "x".into()),
-                ("standard_conforming_strings".into(), "off".into()),
-                ("geqo".into(), "on".into()),
-                ("a".into(), "b c".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn prepared_names() {
-        assert_eq!(prepared_name("PREPARE Foo (int) AS SELECT 1").as_deref(), Some("foo"));
-        assert_eq!(prepared_name("EXECUTE \"Foo\"(1)").as_deref(), Some("Foo"));
-        assert_eq!(prepared_name("DEALLOCATE PREPARE foo").as_deref(), Some("foo"));
-        assert_eq!(prepare_body("PREPARE q(int) AS DELETE FROM t WHERE id = $1"), Some("DELETE FROM t WHERE id = $1"));
-        assert_eq!(prepare_body("prepare q as select 1"), Some("select 1"));
-    }
 
     #[test]
     fn row_count() {
