@@ -388,12 +388,7 @@ impl PolicyHooks {
             error_sqlstate,
             error_message,
         });
-        let audit = self.audit.clone();
-        tokio::spawn(async move {
-            if let Err(e) = audit.append(ev).await {
-                tracing::error!(event = "audit_error", error = %e, "a result record could not be written");
-            }
-        });
+        record_later(&self.audit, ev, "result");
     }
 
     fn query(&mut self, frame: Frame) -> Verdict {
@@ -587,12 +582,7 @@ impl SessionHooks for PolicyHooks {
             bytes_in: summary.traffic.frontend_bytes,
             bytes_out: summary.traffic.backend_bytes,
         });
-        let audit = self.audit.clone();
-        tokio::spawn(async move {
-            if let Err(e) = audit.append(ev).await {
-                tracing::error!(event = "audit_error", error = %e, "a session_end record could not be written");
-            }
-        });
+        record_later(&self.audit, ev, "session_end");
     }
 }
 
@@ -617,6 +607,24 @@ impl PolicyHooks {
             }
             None => frame,
         }
+    }
+}
+
+/// Appends a record nobody waits for (results, session ends: what they
+/// describe has already happened). Queued without a task per record; only a
+/// full queue makes a task wait for room, so nothing is dropped.
+fn record_later(audit: &AuditLog, ev: AuditEvent, what: &'static str) {
+    match audit.enqueue(ev.clone()) {
+        Ok(_receipt) => {}
+        Err(crate::audit::AuditError::QueueFull(_)) => {
+            let audit = audit.clone();
+            tokio::spawn(async move {
+                if let Err(e) = audit.append(ev).await {
+                    tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written");
+                }
+            });
+        }
+        Err(e) => tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written"),
     }
 }
 
