@@ -217,11 +217,12 @@ pub struct PolicyHooks {
 impl PolicyHooks {
     fn decide(&mut self, sql_text: &str) -> Decision {
         let set = self.store.current();
-        let analysis = sql::analyze(sql_text, &self.limits);
+        let analysis = sql::analyze_cached(sql_text, &self.limits);
+        let analysis = analysis.as_ref();
         let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
-        let decision = match &analysis {
+        let decision = match analysis {
             Ok(a) => self.decide_with_prepared(&set, &ctx, a),
-            Err(_) => set.decide(&ctx, &analysis),
+            Err(_) => set.decide(&ctx, analysis),
         };
         if decision.action == Action::Allow
             && let Ok(a) = &analysis

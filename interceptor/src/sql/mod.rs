@@ -19,6 +19,7 @@
 #![allow(clippy::doc_markdown, reason = "PostgreSQL and libpg_query are names here, not code")]
 
 mod analyze;
+mod cache;
 mod classify;
 mod names;
 mod pgcheck;
@@ -31,6 +32,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use analyze::analyze;
+pub use cache::analyze_cached;
 pub use names::MAX_IDENTIFIER_BYTES;
 
 /// What kind of thing a statement does. A statement may be several (a CTE
@@ -131,7 +133,7 @@ pub struct Analysis {
 }
 
 /// Bounds on what the analyser accepts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest SQL text analysed, in bytes.
     pub max_sql_bytes: usize,
