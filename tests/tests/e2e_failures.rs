@@ -130,18 +130,8 @@ fn a_config_naming_a_missing_cgroup_is_a_clear_error() {
         .join(paths::unique_name("interceptor-test-missing"));
     let config = DaemonConfig {
         cgroups: vec![missing.clone()],
-        targets: vec![TargetSpec {
-            name: "db".into(),
-            addrs: vec!["127.0.0.1/32".into()],
-            port: 5432,
-            upstream: None,
-        }],
-        credentials: vec![Credential {
-            target: "db".into(),
-            user: "app".into(),
-            password: "x".into(),
-            default: true,
-        }],
+        targets: vec![db_target()],
+        credentials: vec![db_credential()],
         ..DaemonConfig::default()
     };
     let out = Daemon::run_to_exit(config, Duration::from_mins(1)).unwrap();
@@ -175,18 +165,8 @@ fn a_port_in_use_is_a_clear_error() {
     let port = taken.local_addr().unwrap().port();
     let config = DaemonConfig {
         cgroups: vec![cg.path().to_owned()],
-        targets: vec![TargetSpec {
-            name: "db".into(),
-            addrs: vec!["127.0.0.1/32".into()],
-            port: 5432,
-            upstream: None,
-        }],
-        credentials: vec![Credential {
-            target: "db".into(),
-            user: "app".into(),
-            password: "x".into(),
-            default: true,
-        }],
+        targets: vec![db_target()],
+        credentials: vec![db_credential()],
         listen_port: Some(port),
         ..DaemonConfig::default()
     };
@@ -197,4 +177,14 @@ fn a_port_in_use_is_a_clear_error() {
         "the error does not name the address: {out}"
     );
     drop(taken);
+}
+
+/// A target on 127.0.0.1:5432 for the tests that never connect.
+fn db_target() -> TargetSpec {
+    TargetSpec { name: "db".into(), addrs: vec!["127.0.0.1/32".into()], port: 5432, upstream: None }
+}
+
+/// Its credential.
+fn db_credential() -> Credential {
+    Credential { target: "db".into(), user: "app".into(), password: "x".into(), default: true }
 }

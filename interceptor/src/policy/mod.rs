@@ -14,7 +14,6 @@ pub mod builtin;
 pub mod cases;
 pub mod engine;
 pub mod model;
-pub mod prepared;
 pub mod session;
 pub mod startup;
 pub mod store;

@@ -20,11 +20,7 @@ use std::{
     time::Instant,
 };
 
-use super::{
-    Action, Context, Decision, PolicySet, PolicyStore, Subject,
-    prepared::{prepare_body, prepared_name},
-    startup::check_startup,
-};
+use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, startup::check_startup};
 use crate::{
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
@@ -206,8 +202,9 @@ pub struct PolicyHooks {
     statements: HashMap<Vec<u8>, (Decision, u64)>,
     /// Statement of each bound portal.
     portals: HashMap<Vec<u8>, Vec<u8>>,
-    /// SQL-level `PREPARE name AS ...`: the facts of the inner statement.
-    prepared: HashMap<String, sql::Analysis>,
+    /// SQL-level `PREPARE name AS ...`: its facts (those of the inner
+    /// statement, as the analyser reports them).
+    prepared: HashMap<String, sql::StatementFacts>,
     /// After a cut-off, drop results until ReadyForQuery.
     drain: bool,
     /// Statements refused, for the session record.
@@ -221,8 +218,8 @@ impl PolicyHooks {
         let analysis = analysis.as_ref();
         let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
         let decision = match analysis {
-            Ok(a) => self.decide_with_prepared(&set, &ctx, a),
-            Err(_) => set.decide(&ctx, analysis),
+            Ok(a) if a.statements.iter().any(|f| f.command == "EXECUTE") => self.decide_with_prepared(&set, &ctx, a),
+            _ => set.decide(&ctx, analysis),
         };
         if decision.action == Action::Allow
             && let Ok(a) = &analysis
@@ -251,14 +248,17 @@ impl PolicyHooks {
         let mut expanded = a.clone();
         for f in &mut expanded.statements {
             if f.command == "EXECUTE" {
-                let name = prepared_name(&f.text);
+                let name = f.prepared_name();
                 match name.as_ref().and_then(|n| self.prepared.get(n)) {
-                    Some(inner) if inner.statements.len() == 1 => {
-                        let mut inner = inner.statements[0].clone();
+                    Some(inner) => {
+                        // Decided as what PREPARE parsed (its facts are the
+                        // inner statement's), named after the inner command.
+                        let mut inner = inner.clone();
+                        inner.command = inner.nested.iter().next().cloned().unwrap_or_else(|| "EXECUTE".into());
                         inner.text.clone_from(&f.text);
                         *f = inner;
                     }
-                    _ => {
+                    None => {
                         return Decision {
                             action: Action::Deny,
                             rule: "builtin.unknown-prepared".into(),
@@ -279,20 +279,16 @@ impl PolicyHooks {
         for f in &a.statements {
             match f.command.as_str() {
                 "PREPARE" => {
-                    if let (Some(name), Some(body)) = (prepared_name(&f.text), prepare_body(&f.text))
-                        && let Ok(inner) = sql::analyze(body, &self.limits)
-                    {
-                        self.prepared.insert(name, inner);
+                    if let Some(name) = f.prepared_name() {
+                        self.prepared.insert(name, f.clone());
                     }
                 }
-                "DEALLOCATE" => {
-                    match prepared_name(&f.text) {
-                        Some(n) if n != "all" => {
-                            self.prepared.remove(&n);
-                        }
-                        _ => self.prepared.clear(),
+                "DEALLOCATE" => match f.prepared_name() {
+                    Some(n) => {
+                        self.prepared.remove(&n);
                     }
-                }
+                    None => self.prepared.clear(), // DEALLOCATE ALL
+                },
                 _ => {}
             }
         }

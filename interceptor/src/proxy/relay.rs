@@ -556,6 +556,24 @@ mod tests {
         Frame::new(tag, body).as_bytes().to_vec()
     }
 
+    /// A pass-through relay over in-memory pipes: (client end, upstream
+    /// end, the relay's task), with a 4096-byte message limit.
+    fn pass_through_relay() -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<(EndReason, Traffic)>,
+    ) {
+        let (client_app, mut client_proxy) = duplex(1 << 16);
+        let (mut upstream_proxy, upstream_db) = duplex(1 << 16);
+        let relay = tokio::spawn(async move {
+            let mut hooks = PassThrough;
+            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
+                .run(std::future::pending(), "db")
+                .await
+        });
+        (client_app, upstream_db, relay)
+    }
+
     #[tokio::test]
     async fn forwards_both_ways_and_ends_on_terminate() {
         let (mut client_app, mut client_proxy) = duplex(1 << 16);
@@ -589,14 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_client_message_gets_54000_and_is_not_forwarded() {
-        let (mut client_app, mut client_proxy) = duplex(1 << 16);
-        let (mut upstream_proxy, mut upstream_db) = duplex(1 << 16);
-        let relay = tokio::spawn(async move {
-            let mut hooks = PassThrough;
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
-                .run(std::future::pending(), "db")
-                .await
-        });
+        let (mut client_app, mut upstream_db, relay) = pass_through_relay();
         let mut big = vec![b'Q'];
         big.extend_from_slice(&(1_000_000_i32).to_be_bytes());
         big.extend_from_slice(&[b'x'; 2000]);
@@ -614,14 +625,7 @@ mod tests {
 
     #[tokio::test]
     async fn password_after_authentication_is_refused_not_forwarded() {
-        let (mut client_app, mut client_proxy) = duplex(1 << 16);
-        let (mut upstream_proxy, mut upstream_db) = duplex(1 << 16);
-        let relay = tokio::spawn(async move {
-            let mut hooks = PassThrough;
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
-                .run(std::future::pending(), "db")
-                .await
-        });
+        let (mut client_app, mut upstream_db, relay) = pass_through_relay();
         client_app.write_all(&frame(b'p', b"hunter2\0")).await.unwrap();
         let (end, _) = relay.await.unwrap();
         assert!(matches!(end, EndReason::ClientProtocol(_)), "{end}");
