@@ -91,6 +91,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Just-in-time approval (`[approvals]`); unset: `approve` statements
+    /// are refused.
+    #[serde(default)]
+    pub approvals: Option<crate::approval::ApprovalsConfig>,
 }
 
 /// Where the policy set lives.
@@ -503,6 +507,16 @@ impl Config {
         }
         if self.ebpf.max_connections < 16 {
             return Err(err("max_connections", "max_connections is below 16".into(), "use e.g. 65536"));
+        }
+        if let Some(a) = &self.approvals
+            && let Err((needle, message, fix)) = a.validate()
+        {
+            return Err(ConfigError {
+                file: path.to_owned(),
+                line: find_line(text, &needle).or_else(|| find_line(text, "[approvals]")),
+                message,
+                fix: Some(fix),
+            });
         }
         Ok(())
     }

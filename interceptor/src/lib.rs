@@ -5,6 +5,9 @@
 //!
 //! The modules follow the data path of a connection:
 //!
+//! - [`approval`]: just-in-time approval of `approve` statements: requests,
+//!   decisions (CLI, HTTP API), scopes and grants, expiry, webhooks, the
+//!   hold of a statement on its open connection, restarts.
 //! - [`audit`]: the per-host audit log: hash-chained segment files with
 //!   signed checkpoints, group-committed by one writer thread, recovered
 //!   after a crash; verification, session queries, replay and export.
@@ -30,6 +33,7 @@
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod approval;
 pub mod audit;
 pub mod config;
 pub mod ebpf;

@@ -165,4 +165,8 @@ pub struct RuleSpec {
     /// Human explanation, shown in refusals.
     #[serde(default)]
     pub reason: Option<String>,
+    /// How an `approve` rule's statements wait for a person (mode, expiry,
+    /// scopes, approvers); unset = hold, once, one approver.
+    #[serde(default)]
+    pub approval: Option<crate::approval::ApprovalSpec>,
 }

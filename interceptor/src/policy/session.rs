@@ -22,6 +22,11 @@ use std::{
 
 use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, startup::check_startup};
 use crate::{
+    approval::{
+        self, ApprovalRequest, ApprovalSpec, Broker, Mode, State,
+        hold::{WithdrawOnDrop, bind_params, outcome_error, shown_param},
+        request::statement_key,
+    },
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
     sql,
@@ -44,13 +49,23 @@ pub struct PolicyFactory {
     store: Arc<PolicyStore>,
     audit: AuditLog,
     limits: sql::Limits,
+    /// The approval workflow, when `[approvals]` is configured; without it
+    /// `approve` statements are refused.
+    approvals: Option<Arc<Broker>>,
 }
 
 impl PolicyFactory {
     /// Hooks deciding from `store`'s current set at each statement and
     /// recording every session, statement and result in `audit`.
     pub fn new(store: Arc<PolicyStore>, audit: AuditLog) -> Self {
-        Self { store, audit, limits: sql::Limits::default() }
+        Self { store, audit, limits: sql::Limits::default(), approvals: None }
+    }
+
+    /// Holds `approve` statements for a decision through `broker`.
+    #[must_use]
+    pub fn with_approvals(mut self, broker: Arc<Broker>) -> Self {
+        self.approvals = Some(broker);
+        self
     }
 }
 
@@ -64,6 +79,12 @@ fn unrecorded(reason: &str) -> PgError {
 }
 
 impl HooksFactory for PolicyFactory {
+    fn cancel(&self, session: u64) -> bool {
+        self.approvals
+            .as_ref()
+            .is_some_and(|b| b.withdraw_session(session, "the client cancelled the statement (CancelRequest)") > 0)
+    }
+
     fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
         let set = self.store.current();
         let subject = Subject::from(info.attestation.as_ref());
@@ -109,6 +130,10 @@ impl HooksFactory for PolicyFactory {
             prepared: HashMap::new(),
             drain: false,
             refused: 0,
+            approvals: self.approvals.clone(),
+            held: None,
+            approve_sql: HashMap::new(),
+            bound: HashMap::new(),
         }))
     }
 }
@@ -209,6 +234,14 @@ pub struct PolicyHooks {
     drain: bool,
     /// Statements refused, for the session record.
     refused: u64,
+    /// The approval workflow (None: `approve` is refused).
+    approvals: Option<Arc<Broker>>,
+    /// The request of the statement held now, if any.
+    held: Option<String>,
+    /// SQL of prepared statements that need approval to execute, by name.
+    approve_sql: HashMap<Vec<u8>, String>,
+    /// Bind parameters of portals of such statements.
+    bound: HashMap<Vec<u8>, Vec<(i16, Option<Vec<u8>>)>>,
 }
 
 impl PolicyHooks {
@@ -399,6 +432,10 @@ impl PolicyHooks {
         if d.action == Action::Allow {
             return self.record_then(event, frame, fe::QUERY, b"");
         }
+        if d.action == Action::Approve && self.approvals.is_some() {
+            let held = Held { sql: sql_text, params: Vec::new(), protocol: "simple", statement: n };
+            return self.approval(held, &d, Some(event), frame, fe::QUERY);
+        }
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::QUERY, b"", &token), fe::QUERY, b"")
     }
@@ -415,12 +452,231 @@ impl PolicyHooks {
         let (n, event) = self.statement_event(&sql_text, "extended", &d);
         if d.action == Action::Allow {
             self.statements.insert(name.clone(), (d, n));
+            self.approve_sql.remove(&name);
+            return self.record_then(event, frame, fe::PARSE, &name);
+        }
+        if d.action == Action::Approve && self.approvals.is_some() {
+            // Preparing runs nothing: the statement is held when a portal
+            // of it is executed, with its parameters known.
+            self.statements.insert(name.clone(), (d, n));
+            self.approve_sql.insert(name.clone(), sql_text);
             return self.record_then(event, frame, fe::PARSE, &name);
         }
         self.statements.remove(&name);
+        self.approve_sql.remove(&name);
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::PARSE, &name, &token), fe::PARSE, &name)
     }
+}
+
+/// A statement that needs approval, as its request shows it.
+struct Held {
+    sql: String,
+    /// Bind parameters (format code, value) of an Execute.
+    params: Vec<(i16, Option<Vec<u8>>)>,
+    protocol: &'static str,
+    /// Audit statement counter.
+    statement: u64,
+}
+
+impl PolicyHooks {
+    /// The approval settings of `rule` in the policy in force.
+    fn approval_spec(&self, rule: &str) -> ApprovalSpec {
+        self.store
+            .current()
+            .rules
+            .iter()
+            .find(|r| r.spec.id == rule)
+            .and_then(|r| r.spec.approval.clone())
+            .unwrap_or_default()
+    }
+
+    /// An Execute of a portal whose statement needs approval.
+    fn execute_needing_approval(&mut self, frame: &Frame) -> Option<Verdict> {
+        let portal = cstr(frame.body(), 0)?.0;
+        let stmt = self.portals.get(portal)?;
+        let sql = self.approve_sql.get(stmt)?.clone();
+        let (d, n) = self.statements.get(stmt)?.clone();
+        let params = self.bound.get(portal).cloned().unwrap_or_default();
+        self.pending.push_back(Pending::Execute(RowCount::new(&d, n)));
+        let held = Held { sql, params, protocol: "extended", statement: n };
+        Some(self.approval(held, &d, None, frame.clone(), fe::EXECUTE))
+    }
+
+    /// Sends `frame` once `event` (if any) is recorded.
+    fn send_recorded(&mut self, event: Option<StatementEvent>, frame: Frame, kind: u8) -> Verdict {
+        match event {
+            Some(ev) => self.record_then(ev, frame, kind, b""),
+            None => Verdict::Forward(frame),
+        }
+    }
+
+    /// A statement whose rule says `approve`: run it under an earlier
+    /// approval that covers it, or make a request and hold it (`hold`) or
+    /// refuse it with the request id (`retry`). `frame` is the Query or
+    /// Execute; `event` the statement record still to be written (simple
+    /// protocol; an Execute's statement was recorded at Parse).
+    fn approval(&mut self, held: Held, d: &Decision, event: Option<StatementEvent>, frame: Frame, kind: u8) -> Verdict {
+        let broker = Arc::clone(self.approvals.as_ref().expect("checked by the caller"));
+        // A refused Query is replaced by a sentinel Query; a refused Execute
+        // by a Parse of the unnamed statement, whose error ends the batch up
+        // to Sync exactly where the Execute's error would.
+        let skind = if kind == fe::QUERY { fe::QUERY } else { fe::PARSE };
+        let param_refs: Vec<Option<&[u8]>> = held.params.iter().map(|(_, v)| v.as_deref()).collect();
+        let key = statement_key(held.sql.as_bytes(), &param_refs);
+        let detail = format!("identity {} on target {}, database {}", self.identity, self.info.target, self.info.database);
+
+        if let Some((request, scope)) = broker.covered(&self.identity, &self.session, &d.rule, &key) {
+            let event = event.map(|mut ev| {
+                ev.decision.reason = format!("{}; approved by request {request} (scope {scope})", ev.decision.reason);
+                ev
+            });
+            let verdict = self.send_recorded(event, frame, skind);
+            broker.grant_used(&request, scope, &self.session, held.statement);
+            return verdict;
+        }
+
+        let spec = self.approval_spec(&d.rule);
+        let expiry = spec.expiry(broker.default_expiry());
+        let (created_at, expires_at, expires_unix) = Broker::times(expiry);
+        let a = &self.info.attestation;
+        let request = ApprovalRequest {
+            id: approval::request::new_id(),
+            created_at,
+            expires_at,
+            expires_unix,
+            host: self.audit.host().to_owned(),
+            session: self.session.clone(),
+            statement: held.statement,
+            proxy_session: self.info.id,
+            identity: self.identity.clone(),
+            uid: a.uid,
+            user: a.user.clone(),
+            attestation: serde_json::to_value(a.as_ref()).unwrap_or_default(),
+            target: self.info.target.clone(),
+            database: self.info.database.clone(),
+            db_user: self.info.user.clone(),
+            sql: held.sql.clone(),
+            params: held.params.iter().map(|(f, v)| shown_param(*f, v.as_deref(), broker.reveal_params())).collect(),
+            protocol: held.protocol.into(),
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            mode: spec.mode,
+            scopes: spec.scopes.clone(),
+            max_identity_minutes: spec.max_identity_minutes,
+            approvers_required: spec.approvers,
+            groups: spec.groups.clone(),
+            valid_for_secs: spec.validity().as_secs(),
+        };
+
+        if spec.mode == Mode::Retry {
+            let existing = broker.pending_same(&self.identity, &key);
+            let made = match existing {
+                Some(r) => Ok((r, false)),
+                None => broker.request(request, key, expiry).map(|r| (r.request, true)),
+            };
+            let err = match made {
+                Ok((r, fresh)) => {
+                    let what = if fresh { "was created" } else { "is still pending" };
+                    PgError::error(
+                        REFUSED,
+                        format!(
+                            "interceptor: statement needs approval (rule {}): {}; approval request {} {what}: run the same statement again once it is approved (the request expires {})",
+                            d.rule, d.reason, r.id, r.expires_at
+                        ),
+                    )
+                    .with_detail(detail)
+                    .with_hint(format!("an approver runs `interceptor approvals approve {}` or uses the approvals HTTP API", r.id))
+                }
+                Err(e) => unrecorded(&e.to_string()),
+            };
+            let token = self.sentinel(err);
+            return self.send_recorded(event, sentinel_frame(skind, b"", &token), skind);
+        }
+
+        // Hold: the statement record first, then the request.
+        let stmt_receipt = match event {
+            Some(ev) => {
+                let receipt = if self.audit.healthy() {
+                    self.audit.enqueue(AuditEvent::Statement(ev)).map_err(|e| e.to_string())
+                } else {
+                    Err(self.audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()))
+                };
+                match receipt {
+                    Ok(r) => Some(r),
+                    Err(reason) => {
+                        let token = self.sentinel(unrecorded(&reason));
+                        return Verdict::Forward(sentinel_frame(skind, b"", &token));
+                    }
+                }
+            }
+            None => None,
+        };
+        let requested = match broker.request(request, key, expiry) {
+            Ok(r) => r,
+            Err(e) => {
+                let token = self.sentinel(unrecorded(&e.to_string()));
+                return Verdict::Forward(sentinel_frame(skind, b"", &token));
+            }
+        };
+        let req = requested.request;
+        let id = req.id.clone();
+        self.held = Some(id.clone());
+        let notice = notice_frame(&format!(
+            "interceptor: statement held for approval: request {id} (rule {}): {}; it runs once approved, or fails if denied or not decided by {}",
+            d.rule, d.reason, req.expires_at
+        ));
+        let token = self.token();
+        let fallback = sentinel_frame(skind, b"", &token);
+        let refusals = Arc::clone(&self.refusals);
+        let session = self.session.clone();
+        let rule = d.rule.clone();
+        let mut state_rx = requested.state;
+        let receipt = requested.receipt;
+        Verdict::AwaitAfter(
+            vec![notice],
+            Box::pin(async move {
+                let mut guard = WithdrawOnDrop::new(Arc::clone(&broker), id.clone());
+                let recorded = match stmt_receipt {
+                    Some(r) => r.await.map(|_| ()),
+                    None => Ok(()),
+                };
+                let recorded = match recorded {
+                    Ok(()) => receipt.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = recorded {
+                    guard.disarm();
+                    broker.withdraw(&id, "it could not be recorded in the audit log");
+                    lock(&refusals).push_back((token, unrecorded(&e.to_string())));
+                    return Verdict::Forward(fallback);
+                }
+                let state = match state_rx.wait_for(|s| !s.is_pending()).await {
+                    Ok(s) => s.clone(),
+                    Err(_) => State::DeniedByRestart,
+                };
+                guard.disarm();
+                if matches!(state, State::Approved { .. }) {
+                    broker.executed(&req, &session, req.statement, "held statement sent to the database");
+                    return Verdict::Forward(frame);
+                }
+                lock(&refusals).push_back((token, outcome_error(&state, &id, &rule, detail)));
+                Verdict::Forward(fallback)
+            }),
+        )
+    }
+}
+
+/// A `NoticeResponse` for the client (shown by psql as it waits).
+fn notice_frame(message: &str) -> Frame {
+    let mut body = Vec::with_capacity(message.len() + 32);
+    for (code, value) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', "00000"), (b'M', message)] {
+        body.push(code);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    Frame::new(crate::wire::tag::backend::NOTICE_RESPONSE, &body)
 }
 
 impl SessionHooks for PolicyHooks {
@@ -434,10 +690,20 @@ impl SessionHooks for PolicyHooks {
                     && let Some((stmt, _)) = cstr(body, next)
                 {
                     self.portals.insert(portal.to_vec(), stmt.to_vec());
+                    if self.approve_sql.contains_key(stmt) {
+                        self.bound.insert(portal.to_vec(), bind_params(body).unwrap_or_default());
+                    } else if !self.bound.is_empty() {
+                        self.bound.remove(portal);
+                    }
                 }
                 Verdict::Forward(frame)
             }
             fe::EXECUTE => {
+                if !self.approve_sql.is_empty()
+                    && let Some(verdict) = self.execute_needing_approval(&frame)
+                {
+                    return verdict;
+                }
                 let count = cstr(frame.body(), 0)
                     .and_then(|(portal, _)| self.portals.get(portal))
                     .and_then(|stmt| self.statements.get(stmt))
@@ -456,6 +722,7 @@ impl SessionHooks for PolicyHooks {
                     match kind {
                         b'S' => {
                             self.statements.remove(name);
+                            self.approve_sql.remove(name);
                         }
                         b'P' => {
                             self.portals.remove(name);
@@ -568,7 +835,19 @@ impl SessionHooks for PolicyHooks {
         }
     }
 
+    fn client_gone(&mut self) {
+        if let (Some(b), Some(id)) = (&self.approvals, self.held.take()) {
+            b.withdraw(&id, "the client disconnected while the statement was held");
+        }
+    }
+
     fn end(&mut self, summary: &SessionSummary) {
+        if let Some(b) = &self.approvals {
+            if let Some(id) = self.held.take() {
+                b.withdraw(&id, "the client's session ended while the statement was held");
+            }
+            b.session_ended(&self.session);
+        }
         let ev = AuditEvent::SessionEnd(SessionEnd {
             session: self.session.clone(),
             reason: summary.reason.to_owned(),

@@ -169,6 +169,13 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> Result<PolicySet, PolicyEr
                     "move them to the allow rule they should loosen or bound",
                 );
             }
+            if let Some(a) = &spec.approval {
+                if spec.action != Action::Approve {
+                    push(Some(line), format!("rule `{}`: an approval table only goes with action = \"approve\"", spec.id), "remove it or make the rule an approve rule");
+                } else if let Err((what, fix)) = a.validate() {
+                    push(Some(line), format!("rule `{}`: {what}", spec.id), &fix);
+                }
+            }
             if spec.max_rows == Some(0) {
                 push(Some(line), format!("rule `{}`: max_rows = 0 would refuse every row", spec.id), "use deny, or a positive limit");
             }

@@ -34,6 +34,10 @@ pub struct CancelTarget {
     /// Whether the upstream connection uses TLS (the cancel connection then
     /// does too, with the same target settings).
     pub tls: bool,
+    /// The proxy session ([`super::hooks::SessionInfo::id`]): a cancel may
+    /// be for a statement the session's hooks hold (approval), which never
+    /// reached the upstream.
+    pub session: u64,
 }
 
 /// Proxy key -> upstream backend, for the sessions alive now.
@@ -113,7 +117,7 @@ mod tests {
     use super::*;
 
     fn target(pid: i32) -> CancelTarget {
-        CancelTarget { target: "db".into(), addr: "127.0.0.1:5432".parse().unwrap(), pid, secret: pid * 10, tls: false }
+        CancelTarget { target: "db".into(), addr: "127.0.0.1:5432".parse().unwrap(), pid, secret: pid * 10, tls: false, session: 0 }
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub enum Verdict {
     /// flowing. For work a statement must wait for before it may be sent:
     /// its audit record being durable, a person's approval.
     Await(Deferred),
+    /// Like [`Verdict::Await`], after sending these frames to the client
+    /// now (e.g. a `NoticeResponse` saying the statement is held for
+    /// approval, and under which request id).
+    AwaitAfter(Vec<Frame>, Deferred),
 }
 
 /// A verdict still being worked out; see [`Verdict::Await`].
@@ -97,6 +101,7 @@ impl std::fmt::Debug for Verdict {
             Self::Reply(frames) => f.debug_tuple("Reply").field(frames).finish(),
             Self::Close(e) => f.debug_tuple("Close").field(e).finish(),
             Self::Await(_) => f.write_str("Await(..)"),
+            Self::AwaitAfter(frames, _) => f.debug_tuple("AwaitAfter").field(frames).finish_non_exhaustive(),
         }
     }
 }
@@ -114,6 +119,11 @@ pub trait SessionHooks: Send {
         Verdict::Forward(frame)
     }
 
+    /// The client closed its connection while a verdict was pending
+    /// ([`Verdict::Await`]): what it waited for may be abandoned (e.g. an
+    /// approval request withdrawn), which resolves the wait.
+    fn client_gone(&mut self) {}
+
     /// The session ended (after the last message, before `session_end`).
     fn end(&mut self, _summary: &SessionSummary) {}
 }
@@ -124,6 +134,13 @@ pub trait HooksFactory: Send + Sync + 'static {
     /// known, before the upstream connection is made; an error refuses the
     /// session with it.
     fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError>;
+
+    /// A `CancelRequest` arrived for session `session` (its
+    /// [`SessionInfo::id`]): `true` if the hooks dealt with it (e.g.
+    /// withdrew a statement held for approval), so it is not forwarded.
+    fn cancel(&self, _session: u64) -> bool {
+        false
+    }
 }
 
 /// Forwards everything unchanged.

@@ -370,7 +370,7 @@ where
             if self.terminated && up_done {
                 return Poll::Ready(EndReason::ClientTerminate);
             }
-            if self.from_client.eof && up_done {
+            if self.from_client.eof && up_done && self.deferred.is_none() {
                 return Poll::Ready(EndReason::ClientClosed);
             }
             if self.from_upstream.eof && self.to_client.is_empty() && !self.to_client.needs_flush {
@@ -391,7 +391,10 @@ where
                 Dir::Frontend => (&mut self.from_client, self.to_upstream.len),
                 Dir::Backend => (&mut self.from_upstream, self.to_client.len),
             };
-            let waiting = dir == Dir::Frontend && self.deferred.is_some();
+            // While a verdict is pending the client is still read (a little),
+            // so that its going away is noticed: a statement held for a
+            // person's approval may wait for minutes.
+            let waiting = dir == Dir::Frontend && self.deferred.is_some() && inbound.buf.len() >= READ_CHUNK;
             if inbound.eof || inbound.stopped || outbox_len >= HIGH_WATER || waiting {
                 return Poll::Ready(Ok(progress));
             }
@@ -405,6 +408,9 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     inbound.eof = true;
+                    if dir == Dir::Frontend && self.deferred.is_some() {
+                        self.hooks.client_gone();
+                    }
                     return Poll::Ready(Ok(true));
                 }
                 Poll::Ready(Ok(_)) => {
@@ -486,7 +492,11 @@ where
             Verdict::Reply(frames) => frames.into_iter().for_each(|f| back.push(f)),
             Verdict::Close(error) => return Err(EndReason::Hook(error)),
             Verdict::Await(deferred) if dir == Dir::Frontend => self.deferred = Some(deferred),
-            Verdict::Await(_) => {
+            Verdict::AwaitAfter(frames, deferred) if dir == Dir::Frontend => {
+                frames.into_iter().for_each(|f| back.push(f));
+                self.deferred = Some(deferred);
+            }
+            Verdict::Await(_) | Verdict::AwaitAfter(..) => {
                 return Err(EndReason::Hook(PgError::fatal(
                     crate::wire::sqlstate::INTERNAL_ERROR,
                     "interceptor: internal error: a backend message cannot wait",

@@ -499,6 +499,7 @@ async fn establish(
             pid,
             secret,
             tls: upstream.stream.is_tls(),
+            session: info.id,
         })
     });
     let mut greeting = Vec::with_capacity(upstream.greeting.len() + 4);
@@ -573,6 +574,10 @@ async fn cancel(shared: &Shared, ctx: &Context, req: &CancelRequest) {
         tracing::info!(event = "cancel_request", session_id = ctx.id, peer = %ctx.peer, forwarded = false, "cancel request for no live session");
         return;
     };
+    if shared.hooks.cancel(to.session) {
+        tracing::info!(event = "cancel_request", session_id = ctx.id, peer = %ctx.peer, cancelled_session = to.session, forwarded = false, "cancel request withdrew a statement held for approval");
+        return;
+    }
     let timeout = Duration::from_millis(shared.config.proxy.connect_timeout_ms);
     match upstream::send_cancel(&to, shared.upstream_tls.get(&to.target), timeout).await {
         Ok(()) => tracing::info!(
