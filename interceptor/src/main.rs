@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
+    approval,
     audit::{self, AuditLog},
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
@@ -326,6 +327,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("audit log open panicked")?
         .with_context(|| format!("cannot open the audit log in {}", config.audit.dir.display()))?;
     tracing::info!(event = "audit_open", dir = %audit.dir().display(), host = audit.host(), key = audit.key_fingerprint(), "audit log open");
+    // Approvals next: what a previous run left pending is denied on the
+    // record before anything new is intercepted.
+    let mut factory = PolicyFactory::new(Arc::clone(&policy), audit.clone());
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let broker = match &config.approvals {
+        Some(a) => {
+            let broker = open_approvals(&config, a, &audit, &http_stop).await?;
+            factory = factory.with_approvals(Arc::clone(&broker));
+            Some(broker)
+        }
+        None => None,
+    };
     let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
     let config = Arc::new(config);
     tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
@@ -340,8 +353,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let hooks = Arc::new(PolicyFactory::new(policy, audit.clone()));
-    let served = proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal()).await;
+    let hooks = Arc::new(factory);
+    let stopping = {
+        let broker = broker.clone();
+        async move {
+            shutdown_signal().await;
+            if let Some(b) = broker {
+                // Held statements are denied on the record, and their clients
+                // get the error before the sessions are closed.
+                b.shutdown().await;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let served = proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, stopping).await;
+    http_stop.cancel();
     if let Err(e) = audit.close("shutdown").await {
         tracing::error!(event = "audit_error", error = %e, "the audit log could not be closed cleanly");
     }
@@ -350,6 +376,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // connects to database ports are refused rather than let through.
     tracing::info!(event = "stopped", "interceptor stopped; redirect stays pinned (fail closed)");
     Ok(())
+}
+
+/// Opens the approval broker (denying on the record what the previous run
+/// left pending) and starts the approvers' HTTP API.
+async fn open_approvals(
+    config: &Config,
+    a: &approval::ApprovalsConfig,
+    audit: &AuditLog,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Arc<approval::Broker>> {
+    let state_file = a.state_file.clone().unwrap_or_else(|| config.state_dir.join("approvals.json"));
+    let broker = approval::Broker::open(a, state_file, audit.clone()).await.context("cannot start the approval workflow")?;
+    if let Some(addr) = a.http {
+        let listener = bind_tcp(addr).await.context("approvals HTTP API")?;
+        let auth = Arc::new(approval::http::Authenticator::new(&a.approvers));
+        tokio::spawn(approval::http::serve(listener, Arc::clone(&broker), auth, stop.clone()));
+        tracing::info!(event = "approvals_http", listen = %addr, "approvals HTTP API listening");
+    }
+    Ok(broker)
 }
 
 fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {

@@ -113,6 +113,8 @@ pub struct DaemonConfig {
     pub policy_dir: Option<PathBuf>,
     /// Audit directory; `None` = `audit/` in the daemon's state directory.
     pub audit_dir: Option<PathBuf>,
+    /// TOML appended to the generated config (e.g. an `[approvals]` table).
+    pub extra_toml: String,
 }
 
 impl Default for DaemonConfig {
@@ -131,6 +133,7 @@ impl Default for DaemonConfig {
             listen_port: None,
             policy_dir: None,
             audit_dir: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -214,7 +217,13 @@ impl DaemonConfig {
         let mut log = Table::new();
         log.insert("format".into(), Toml::String("json".into()));
         root.insert("log".into(), Toml::Table(log));
-        toml::to_string(&root).expect("a TOML table serializes")
+        let mut text = toml::to_string(&root).expect("a TOML table serializes");
+        if !self.extra_toml.is_empty() {
+            text.push('\n');
+            text.push_str(&self.extra_toml);
+            text.push('\n');
+        }
+        text
     }
 
     /// The credentials file's text.
@@ -480,6 +489,19 @@ impl Daemon {
     /// pinned) and starts it again with the same config and pin directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        self.spawn()
+    }
+
+    /// Stops the daemon with SIGTERM (a clean stop), waits for it, and
+    /// starts it again with the same config and state.
+    pub fn restart_clean(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
         self.spawn()
     }
 

@@ -17,6 +17,7 @@
 //!   [`run_in_cgroup`], which starts a command inside it.
 //! - [`daemon`]: [`Daemon`], `interceptor run` with a generated config and
 //!   credentials file, its JSON events collected.
+//! - [`http`]: a tiny HTTP client for the approvals API and a webhook receiver.
 //! - [`cleanup`]: removes our cgroups and pins left by a run that was killed.
 //! - [`probe`]: a raw-socket Python client for peer addresses and bad bytes.
 //! - [`stack`]: [`Stack`], the usual arrangement of the three for one test,
@@ -35,6 +36,7 @@
 pub mod cgroup;
 pub mod cleanup;
 pub mod daemon;
+pub mod http;
 pub mod paths;
 pub mod pg;
 pub mod probe;

@@ -85,6 +85,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, auth: Arc<Authent
                 async move { Ok::<_, Infallible>(handle(req, &broker, &auth, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {

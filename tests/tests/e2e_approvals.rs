@@ -1,0 +1,467 @@
+//! End-to-end: just-in-time approval. Unchanged psql in a watched cgroup
+//! (running as `nobody`, so the host's root is a different person) runs a
+//! DELETE under an `approve` rule; the statement is held on its open
+//! connection until an approver decides over the HTTP API, and its result
+//! (or the decision's error) comes back to the same psql session. Webhooks
+//! on loopback get every request and decision; the audit log holds the
+//! whole story.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use interceptor_tests::{
+    Stack,
+    http::{WebhookReceiver, call},
+    paths,
+    process::{self, Outcome},
+    stack::{DB, TARGET},
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+/// An approver token whose name is the requester's identity.
+const CI: &str = "ci-token-0123456789";
+
+fn policy(approval: &str) -> String {
+    format!(
+        r#"
+[defaults]
+identity = "tester"
+
+[[identity]]
+name = "ci"
+cgroup = ["/interceptor-test-*"]
+
+[[identity]]
+name = "tester"
+
+[[rule]]
+id = "deletes-need-approval"
+identities = ["*"]
+commands = ["DELETE"]
+action = "approve"
+reason = "deleting rows needs a person's approval"
+approval = {{ {approval} }}
+
+[[rule]]
+id = "read-write"
+identities = ["*"]
+classes = ["read", "write", "transaction", "session"]
+tables = ["public.*", "pg_catalog.*"]
+action = "allow"
+"#
+    )
+}
+
+fn sha(t: &str) -> String {
+    hex::encode(Sha256::digest(t.as_bytes()))
+}
+
+struct Env {
+    s: Stack,
+    http: SocketAddr,
+    hook: WebhookReceiver,
+    slack: WebhookReceiver,
+    _policy: tempfile::TempDir,
+}
+
+fn start(approval: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy(approval)).unwrap();
+    let hook = WebhookReceiver::start().unwrap();
+    let slack = WebhookReceiver::start().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", paths::free_port().unwrap()).parse().unwrap();
+    // A port nothing listens on: a failing webhook must not hold anything up.
+    let dead = paths::free_port().unwrap();
+    let extra = format!(
+        r#"
+[approvals]
+http = "{http}"
+default_expiry = "60s"
+
+[[approvals.approver]]
+name = "alice"
+groups = ["dba"]
+token_sha256 = "{}"
+
+[[approvals.approver]]
+name = "bob"
+groups = ["dba"]
+token_sha256 = "{}"
+
+[[approvals.approver]]
+name = "ci"
+token_sha256 = "{}"
+
+[[approvals.webhook]]
+url = "{}"
+
+[[approvals.webhook]]
+url = "{}"
+format = "slack"
+
+[[approvals.webhook]]
+url = "http://127.0.0.1:{dead}/gone"
+attempts = 2
+"#,
+        sha(ALICE),
+        sha(BOB),
+        sha(CI),
+        hook.url(),
+        slack.url()
+    );
+    let policy_dir = dir.path().to_owned();
+    let s = Stack::start_with(|c, pg| {
+        c.policy_dir = Some(policy_dir);
+        c.extra_toml = extra;
+        c.explicit_target = Some(TARGET.to_owned());
+        c.targets[0].upstream = Some(pg.addr());
+    })
+    .unwrap();
+    Env { s, http, hook, slack, _policy: dir }
+}
+
+impl Env {
+    /// psql as `nobody` inside the watched cgroup, running `sql` in one session.
+    fn psql(&self, sql: &[&str]) -> Child {
+        self.psql_with(sql, true)
+    }
+
+    /// As [`Self::psql`]; `stop_on_error = false` runs every command.
+    fn psql_with(&self, sql: &[&str], stop_on_error: bool) -> Child {
+        let mut cmd = self.s.psql(&self.s.conninfo(), sql);
+        if !stop_on_error {
+            cmd.args(["-v", "ON_ERROR_STOP=0"]);
+        }
+        process::as_user(&mut cmd, "nobody").unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.s.cg.spawn(&mut cmd).unwrap()
+    }
+
+    fn finish(&self, child: Child) -> Outcome {
+        process::wait(child, "psql".into(), Duration::from_secs(60)).unwrap()
+    }
+
+    fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        call(self.http, method, path, Some(token), body.as_ref()).unwrap()
+    }
+
+    /// Waits for the one pending request and returns it.
+    fn pending(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, list) = self.api("GET", "/v1/approvals", ALICE, None);
+            assert_eq!(status, 200, "{list}");
+            if let Some(r) = list.as_array().and_then(|a| a.first()) {
+                return r.clone();
+            }
+            assert!(Instant::now() < deadline, "no approval request appeared:\n{}", self.s.daemon.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn status_of(&self, id: &str) -> Value {
+        self.api("GET", &format!("/v1/approvals/{id}"), ALICE, None).1
+    }
+
+    fn order_exists(&self, id: u32) -> bool {
+        self.s.pg.sql(DB, &format!("select count(*) from orders where id = {id}")).unwrap().trim() == "1"
+    }
+
+    /// Every approval record of the audit log, as `(decision, event)`.
+    fn approval_records(&self) -> Vec<(String, Value)> {
+        let out = Command::new(paths::interceptor_bin())
+            .args(["audit", "export"])
+            .arg(&self.s.daemon.layout().audit_dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "approval")
+            .map(|r| (r["event"]["decision"].as_str().unwrap_or_default().to_owned(), r["event"].clone()))
+            .collect()
+    }
+
+    fn wait_record(&self, id: &str, decision: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some((_, e)) = self.approval_records().into_iter().find(|(d, e)| d == decision && e["request"] == id) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no `{decision}` record for {id}: {:?}", self.approval_records());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+const DELETE: &str = "DELETE FROM orders WHERE id = 104 RETURNING id, amount";
+
+#[test]
+fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
+    let env = start(r#"expires_after = "60s""#);
+    let psql = env.psql(&["select 'before'", DELETE, "select 'after', count(*) from orders"]);
+    let req = env.pending();
+    let id = req["id"].as_str().unwrap().to_owned();
+    assert_eq!(req["sql"], DELETE);
+    assert_eq!(req["identity"], "ci");
+    assert_eq!(req["rule"], "deletes-need-approval");
+    assert_eq!(req["reason"], "deleting rows needs a person's approval");
+    assert_eq!(req["target"], TARGET);
+    assert_eq!(req["user"], "nobody");
+    assert_eq!(req["mode"], "hold");
+    assert!(req["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{req}");
+    assert!(req["attestation"]["exe"].as_str().is_some_and(|e| e.ends_with("psql")), "{req}");
+    assert!(env.order_exists(104), "a held statement must not reach the database");
+
+    // The webhook receivers hear about it (JSON and Slack shapes).
+    let note = env.hook.wait_for(Duration::from_secs(10), |b| b["event"] == "approval.requested").expect("no webhook for the request");
+    assert_eq!(note["request"]["id"], id.as_str());
+    let slack = env.slack.wait_for(Duration::from_secs(10), |b| b["text"].as_str().is_some_and(|t| t.contains(&id))).expect("no slack webhook");
+    assert!(slack["text"].as_str().unwrap().contains("DELETE FROM orders"), "{slack}");
+
+    // A bad token is refused; the requester's own identity cannot approve.
+    let (status, _) = call(env.http, "GET", "/v1/approvals", Some("wrong"), None).unwrap();
+    assert_eq!(status, 401);
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), CI, Some(json!({})));
+    assert_eq!(status, 403, "self-approval must be refused: {body}");
+    assert!(body["error"].as_str().unwrap().contains("never approves its own request"), "{body}");
+    // A scope the rule does not allow is refused.
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(json!({"scope": "session"})));
+    assert_eq!(status, 400);
+    assert!(env.order_exists(104));
+
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(json!({"reason": "cleanup ticket 42"})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"]["state"], "approved");
+    let out = env.finish(psql);
+    assert!(out.success(), "{out}\n{}", env.s.daemon.output());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, ["before", "104|310.25", "DELETE 1", "after|3"], "{out}");
+    assert!(out.stderr.contains(&format!("held for approval: request {id}")), "psql shows the hold notice: {}", out.stderr);
+    assert!(!env.order_exists(104));
+
+    // Deciding again is a conflict.
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({"reason": "late"})));
+    assert_eq!(status, 409);
+
+    // The audit log holds the story, in order.
+    env.wait_record(&id, "executed");
+    let story: Vec<String> = env.approval_records().into_iter().filter(|(_, e)| e["request"] == id.as_str()).map(|(d, _)| d).collect();
+    let pos = |d: &str| story.iter().position(|x| x == d).unwrap_or_else(|| panic!("no `{d}` in {story:?}"));
+    assert!(pos("requested") < pos("approved") && pos("approved") < pos("executed"), "{story:?}");
+    let approved = env.wait_record(&id, "approved");
+    assert_eq!(approved["approver"], "alice");
+    assert_eq!(approved["reason"], "cleanup ticket 42");
+    // Webhook outcomes are recorded: delivered ones and the dead one.
+    let notified = env.wait_record(&id, "notified");
+    assert!(notified["detail"]["status"] == 200, "{notified}");
+    let failed = env.wait_record(&id, "notify_failed");
+    assert!(failed["detail"]["url"].as_str().unwrap().ends_with("/gone"), "{failed}");
+    env.hook.wait_for(Duration::from_secs(10), |b| b["event"] == "approval.approved").expect("no webhook for the decision");
+}
+
+#[test]
+fn denial_and_expiry_leave_the_row_and_give_psql_the_error() {
+    let env = start(r#"expires_after = "3s""#);
+    let psql = env.psql(&[DELETE]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({})));
+    assert_eq!(status, 400, "a denial needs a reason: {body}");
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({"reason": "not during the freeze"})));
+    assert_eq!(status, 200, "{body}");
+    let out = env.finish(psql);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains(&id) && out.stderr.contains("denied by bob") && out.stderr.contains("not during the freeze"), "{}", out.stderr);
+    assert!(env.order_exists(104));
+    let denied = env.wait_record(&id, "denied");
+    assert_eq!(denied["approver"], "bob");
+
+    // Nobody decides: it expires.
+    let psql = env.psql_with(&["select 'first'", DELETE, "select 'still usable'"], false);
+    let out = env.finish(psql);
+    assert!(out.stderr.contains("expired without a decision"), "{}", out.stderr);
+    assert!(out.stdout.contains("still usable"), "the session goes on after the error: {out}");
+    assert!(env.order_exists(104));
+    let expired: Vec<_> = env.approval_records().into_iter().filter(|(d, _)| d == "expired").collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+}
+
+#[test]
+fn a_cancel_or_a_disconnect_withdraws_the_held_statement() {
+    let env = start("");
+    let psql = env.psql(&[DELETE]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    // Ctrl-C: psql sends a CancelRequest on a new (redirected) connection.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(psql.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let out = env.finish(psql);
+    assert!(out.stderr.contains(&format!("approval request {id} withdrawn")), "{}\n{}", out.stderr, env.s.daemon.output());
+    assert_eq!(env.status_of(&id)["status"]["state"], "withdrawn");
+    assert!(env.order_exists(104));
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
+    assert_eq!(status, 409, "a withdrawn request cannot be approved");
+
+    // The client is killed outright: the request is withdrawn too.
+    let mut psql = env.psql(&[DELETE]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id2 = loop {
+        let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
+        if let Some(r) = list.as_array().and_then(|a| a.iter().find(|r| r["id"] != id.as_str())) {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    process::kill(psql.id());
+    let _ = psql.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.status_of(&id2)["status"]["state"] != "withdrawn" {
+        assert!(Instant::now() < deadline, "{}", env.status_of(&id2));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.order_exists(104));
+}
+
+#[test]
+fn retry_mode_refuses_at_once_then_allows_the_same_statement_once() {
+    let env = start(r#"mode = "retry""#);
+    let run = |sql: &str| {
+        let child = env.psql(&[sql]);
+        let mut out = env.finish(child);
+        out.stderr = out.stderr.trim().to_owned();
+        out
+    };
+    let first = run(DELETE);
+    assert!(!first.success());
+    let id = first
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("apr-"))
+        .unwrap_or_else(|| panic!("no request id in: {}", first.stderr))
+        .to_owned();
+    assert!(first.stderr.contains("run the same statement again once it is approved"), "{}", first.stderr);
+    assert!(env.order_exists(104));
+    // A re-run before the decision points at the same request.
+    let again = run(DELETE);
+    assert!(again.stderr.contains(&id) && again.stderr.contains("still pending"), "{}", again.stderr);
+
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
+    assert_eq!(status, 200, "{body}");
+    // Different SQL bytes are a new request, and do not use the approval.
+    let other = run("DELETE FROM orders WHERE id = 104  RETURNING id, amount");
+    assert!(!other.success() && !other.stderr.contains(&id), "{}", other.stderr);
+    assert!(env.order_exists(104));
+    // The exact statement runs, once.
+    let ok = run(DELETE);
+    assert!(ok.success(), "{ok}");
+    assert_eq!(ok.stdout.trim(), "104|310.25\nDELETE 1");
+    assert!(!env.order_exists(104));
+    let once_more = run(DELETE);
+    assert!(!once_more.success() && once_more.stderr.contains("was created"), "{}", once_more.stderr);
+    env.wait_record(&id, "grant_used");
+}
+
+#[test]
+fn two_distinct_approvers_are_needed_when_the_rule_says_so() {
+    let env = start(r#"approvers = 2, groups = ["dba"], scopes = ["once", "session"]"#);
+    let psql = env.psql(&[DELETE, "select count(*) from orders"]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"]["state"], "pending", "one approval of two: {body}");
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
+    assert_eq!(status, 409, "the same approver twice does not count twice");
+    assert!(env.order_exists(104));
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), BOB, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"]["state"], "approved");
+    assert_eq!(body["status"]["by"], json!(["alice", "bob"]));
+    let out = env.finish(psql);
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["104|310.25", "DELETE 1", "3"]);
+}
+
+#[test]
+fn extended_protocol_holds_the_execute_with_its_parameters() {
+    let env = start(r#"scopes = ["once", "session"]"#);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let port = env.s.daemon.listen().port();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} dbname={DB} user=app"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let stmt = client.prepare("DELETE FROM orders WHERE id = $1").await.unwrap();
+        let http = env.http;
+        let approver = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let req = loop {
+                let (_, list) = call(http, "GET", "/v1/approvals", Some(ALICE), None).unwrap();
+                if let Some(r) = list.as_array().and_then(|a| a.first()) {
+                    break r.clone();
+                }
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let id = req["id"].as_str().unwrap().to_owned();
+            let (status, body) = call(http, "POST", &format!("/v1/approvals/{id}/approve"), Some(ALICE), Some(&json!({"scope": "session"}))).unwrap();
+            assert_eq!(status, 200, "{body}");
+            req
+        });
+        let n = client.execute(&stmt, &[&103_i32]).await.unwrap();
+        assert_eq!(n, 1);
+        let req = approver.await.unwrap();
+        assert_eq!(req["protocol"], "extended");
+        assert_eq!(req["sql"], "DELETE FROM orders WHERE id = $1");
+        // Parameters are masked for approvers by default.
+        assert!(req["params"][0].as_str().unwrap().starts_with("<masked: 4 bytes"), "{req}");
+        // Session scope: the same statement with the same parameter runs again
+        // without a new request; another parameter is a new request.
+        assert_eq!(client.execute(&stmt, &[&103_i32]).await.unwrap(), 0);
+        let other = tokio::time::timeout(Duration::from_millis(1500), client.execute(&stmt, &[&101_i32])).await;
+        assert!(other.is_err(), "a different parameter must be held, not run");
+    });
+    assert!(!env.order_exists(103));
+    assert!(env.order_exists(101));
+}
+
+#[test]
+fn a_restart_denies_pending_requests_on_the_record() {
+    let mut env = start("");
+    let psql = env.psql(&[DELETE]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    // A clean stop: the held client is told, then disconnected.
+    env.s.daemon.restart_clean().unwrap();
+    let out = env.finish(psql);
+    assert!(!out.success());
+    assert!(out.stderr.contains(&id) && out.stderr.contains("interceptor stopped"), "{}", out.stderr);
+    assert!(env.order_exists(104));
+    env.wait_record(&id, "denied_by_restart");
+
+    // kill -9 while held: the next start denies it on the record.
+    let psql = env.psql(&[DELETE]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id2 = loop {
+        let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
+        if let Some(r) = list.as_array().and_then(|a| a.first()) {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let the state file catch up with the new request.
+    std::thread::sleep(Duration::from_millis(500));
+    env.s.daemon.restart().unwrap();
+    let out = env.finish(psql);
+    assert!(!out.success(), "{out}");
+    assert!(env.order_exists(104));
+    let rec = env.wait_record(&id2, "denied_by_restart");
+    assert!(rec["reason"].as_str().unwrap().contains("restarted"), "{rec}");
+    let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
+    assert_eq!(list, json!([]), "nothing is pending (or approved) after the restart");
+}
