@@ -30,6 +30,7 @@
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod ebpf;
