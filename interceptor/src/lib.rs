@@ -38,4 +38,5 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod sql;
+pub mod token;
 pub mod wire;
