@@ -33,6 +33,7 @@
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod config;
@@ -41,4 +42,5 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod sql;
+pub mod token;
 pub mod wire;

@@ -5,8 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
+    admin,
     approval,
     audit::{self, AuditLog},
+    token::{HostIssuer, HostIssuerConfig, Validator, admin::TokenAdmin},
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
     policy::{PolicyStore, session::PolicyFactory},
@@ -63,6 +65,33 @@ enum Command {
         #[arg(long, default_value = audit::cli::DEFAULT_DIR)]
         dir: PathBuf,
     },
+    /// Host-issued tokens for pipeline runs (talks to the running daemon
+    /// over its admin socket; root only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The daemon's admin socket (default: the config's [admin] socket).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// The daemon's configuration, to find its admin socket.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Statements held for approval: list, show, approve, deny (talks to
+    /// the running daemon over its admin socket; root only).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        /// The daemon's admin socket (default: the config's [admin] socket).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// The daemon's configuration, to find its admin socket.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Print the daemon's JSON answer instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Detach the programs and remove the pinned state. While pinned, a
     /// watched connect to a database port is refused if the daemon is down;
     /// after this, watched processes reach databases directly again.
@@ -74,6 +103,75 @@ enum Command {
         /// Configuration file to take the pin directory from.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token bound to a policy identity; prints the token on stdout
+    /// and its id on stderr.
+    Issue {
+        /// The policy identity the token is for.
+        #[arg(long)]
+        identity: String,
+        /// How long it is valid (`15m`, `1h`); at most [token] max_ttl.
+        #[arg(long)]
+        ttl: String,
+        /// Extra claim `name=value` (repeatable), usable as a policy selector.
+        #[arg(long = "claim", value_name = "K=V")]
+        claims: Vec<String>,
+        /// Print {token, id, identity, issuer, expires_at} as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id before it expires.
+    Revoke {
+        /// Token id (`tok_...`, printed by `token issue`).
+        id: String,
+        /// Also accept the `jti` of a token this host did not issue.
+        #[arg(long)]
+        any_issuer: bool,
+    },
+    /// Unexpired host-issued tokens (ids, identity, expiry, revoked); never the tokens.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Pending requests (with --all: decided ones of this run too).
+    List {
+        /// Also requests already decided, expired or withdrawn.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One request in full.
+    Show {
+        /// Request id (apr-...).
+        id: String,
+    },
+    /// Approve a request (recorded as made by `root@<host>`, or
+    /// `[approvals] cli_approver`).
+    Approve {
+        /// Request id (apr-...).
+        id: String,
+        /// once (default) | session | identity:MINUTES, within what the rule allows.
+        #[arg(long, default_value = "once")]
+        scope: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request; the held client gets the reason.
+    Deny {
+        /// Request id (apr-...).
+        id: String,
+        /// Why (required; the client is told).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -243,6 +341,8 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             ExitCode::from(audit::cli::replay(&dir, &id, speed, &mut out))
         }
+        Command::Token { command, socket, config } => token_command(command, socket, config),
+        Command::Approvals { command, socket, config, json } => approvals_command(command, socket, config, json),
         Command::Uninstall { pin_dir, config } => {
             let pin_dir = match (pin_dir, config) {
                 (Some(p), _) => p,
@@ -339,6 +439,58 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Tokens: the host's own issuer (key generated on first start) and the
+    // validator trusting it and the configured issuers.
+    let host_issuer = Arc::new(
+        HostIssuer::open(&HostIssuerConfig {
+            issuer: config.token.host_issuer.clone().unwrap_or_else(|| format!("interceptor://{}", audit.host())),
+            audience: config.token.host_audience.clone(),
+            key: config.token_host_key(),
+            store: config.token_store(),
+            max_ttl: config.token.max_ttl,
+        })
+        .context("cannot open the host token issuer ([token] host_key / store)")?,
+    );
+    let validator = Arc::new(
+        Validator::new(config.token.issuers.clone())
+            .map_err(|e| anyhow::anyhow!(e))?
+            .with_host(host_issuer.trust())
+            .with_revocations(host_issuer.revocations())
+            .with_max_token_bytes(config.token.max_token_bytes),
+    );
+    for (issuer, loaded) in validator.prefetch().await {
+        match loaded {
+            Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
+            Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+        }
+    }
+    // The admin socket: one registration line per feature.
+    let admin_handlers = {
+        let store = Arc::clone(&policy);
+        let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(move |name: &str| {
+            let set = store.current();
+            if set.identities.iter().any(|i| i.spec.name == name) || set.defaults.identity.as_deref() == Some(name) {
+                Ok(())
+            } else {
+                Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)"))
+            }
+        });
+        let handlers = admin::Handlers::new().register(
+            "token.",
+            Arc::new(TokenAdmin::new(Arc::clone(&host_issuer), Some(audit.clone()), identity_check)),
+        );
+        match (&broker, &config.approvals) {
+            (Some(b), Some(a)) => Arc::new(handlers.register(
+                "approvals.",
+                Arc::new(approval::admin::ApprovalsAdmin::new(Arc::clone(b), a, audit.host())),
+            )),
+            _ => Arc::new(handlers),
+        }
+    };
+    let admin_listener = admin::bind(&config.admin.socket)
+        .with_context(|| format!("cannot listen on the admin socket {} ([admin] socket)", config.admin.socket.display()))?;
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_handlers, admin_stop.clone().cancelled_owned()));
     let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
     let config = Arc::new(config);
     tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
@@ -366,8 +518,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let served = proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, stopping).await;
+    let served = proxy::run_with_hooks(config.clone(), listeners, Arc::new(KernelLookup(redirector)), hooks, stopping).await;
     http_stop.cancel();
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    let _ = std::fs::remove_file(&config.admin.socket);
     if let Err(e) = audit.close("shutdown").await {
         tracing::error!(event = "audit_error", error = %e, "the audit log could not be closed cleanly");
     }
@@ -571,4 +726,170 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
             if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The admin socket: `--socket`, else the config's (`--config`, else the
+/// default config file when it exists), else the default path.
+fn admin_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(s) = socket {
+        return Ok(s);
+    }
+    let path = config.unwrap_or_else(|| PathBuf::from("/etc/interceptor/interceptor.toml"));
+    match Config::load(&path) {
+        Ok(c) => Ok(c.admin.socket),
+        Err(_) if !path.exists() => Ok(PathBuf::from(admin::DEFAULT_SOCKET)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match admin_socket(socket, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (op, params) = match &command {
+        TokenCommand::Issue { identity, ttl, claims, .. } => {
+            let mut map = serde_json::Map::new();
+            for c in claims {
+                let Some((k, v)) = c.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    eprintln!("interceptor: --claim `{c}` is not name=value");
+                    return ExitCode::from(2);
+                };
+                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+            ("token.issue", serde_json::json!({ "identity": identity, "ttl": ttl, "claims": map }))
+        }
+        TokenCommand::Revoke { id, any_issuer } => ("token.revoke", serde_json::json!({ "id": id, "any_issuer": any_issuer })),
+        TokenCommand::List { .. } => ("token.list", serde_json::json!({})),
+    };
+    let result = match admin::client::call(&socket, op, params) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let when = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map(|s| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string())
+            .unwrap_or_default()
+    };
+    match command {
+        TokenCommand::Issue { json: true, .. } | TokenCommand::List { json: true } => println!("{result}"),
+        TokenCommand::Issue { .. } => {
+            println!("{}", text(&result, "token"));
+            eprintln!(
+                "issued token {} for identity {} (expires {}); revoke with: interceptor token revoke {}",
+                text(&result, "id"),
+                text(&result, "identity"),
+                when(&result, "expires_at"),
+                text(&result, "id")
+            );
+        }
+        TokenCommand::Revoke { id, .. } => {
+            let again = result.get("newly_revoked").and_then(serde_json::Value::as_bool) == Some(false);
+            println!("{}token {id}", if again { "already revoked: " } else { "revoked " });
+        }
+        TokenCommand::List { .. } => {
+            let tokens = result.get("tokens").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            for t in &tokens {
+                println!(
+                    "{}  {}  expires {}{}",
+                    text(t, "id"),
+                    text(t, "identity"),
+                    when(t, "expires_at"),
+                    if t.get("revoked").and_then(serde_json::Value::as_bool) == Some(true) { "  revoked" } else { "" }
+                );
+            }
+            if tokens.is_empty() {
+                println!("no unexpired host-issued tokens");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
+    let socket = match admin_socket(socket, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (op, params) = match &command {
+        ApprovalsCommand::List { all } => ("approvals.list", serde_json::json!({ "all": all })),
+        ApprovalsCommand::Show { id } => ("approvals.show", serde_json::json!({ "id": id })),
+        ApprovalsCommand::Approve { id, scope, reason } => {
+            ("approvals.approve", serde_json::json!({ "id": id, "scope": scope, "reason": reason }))
+        }
+        ApprovalsCommand::Deny { id, reason } => ("approvals.deny", serde_json::json!({ "id": id, "reason": reason })),
+    };
+    let result = match admin::client::call(&socket, op, params) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{result}");
+        return ExitCode::SUCCESS;
+    }
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let state = |v: &serde_json::Value| v.get("status").map(|s| text(s, "state")).unwrap_or_default();
+    let line = |r: &serde_json::Value| {
+        format!(
+            "{}  {:<9}  {}  {}@{}/{}  rule {}  expires {}  {}",
+            text(r, "id"),
+            state(r),
+            text(r, "mode"),
+            text(r, "identity"),
+            text(r, "target"),
+            text(r, "database"),
+            text(r, "rule"),
+            text(r, "expires_at"),
+            one_line(&text(r, "sql"), 80)
+        )
+    };
+    match command {
+        ApprovalsCommand::List { .. } => {
+            let list = result.get("requests").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            for r in &list {
+                println!("{}", line(r));
+            }
+            if list.is_empty() {
+                println!("no pending approval requests");
+            }
+        }
+        ApprovalsCommand::Show { .. } => match serde_json::to_string_pretty(&result) {
+            Ok(t) => println!("{t}"),
+            Err(e) => eprintln!("interceptor: {e}"),
+        },
+        ApprovalsCommand::Approve { id, .. } => {
+            let approvals = result.get("approvals").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+            let needed = result.get("approvers_required").and_then(serde_json::Value::as_u64).unwrap_or(1);
+            if state(&result) == "approved" {
+                println!("approved {id}");
+            } else {
+                println!("approval recorded for {id}: {approvals} of {needed} approvers; still {}", state(&result));
+            }
+        }
+        ApprovalsCommand::Deny { id, .. } => println!("denied {id}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `text` on one line (control characters shown as spaces), cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
 }

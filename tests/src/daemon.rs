@@ -113,7 +113,8 @@ pub struct DaemonConfig {
     pub policy_dir: Option<PathBuf>,
     /// Audit directory; `None` = `audit/` in the daemon's state directory.
     pub audit_dir: Option<PathBuf>,
-    /// TOML appended to the generated config (e.g. an `[approvals]` table).
+    /// Raw TOML appended to the rendered config (whole sections such as
+    /// `[token]` / `[[token.issuer]]` that the fields above do not cover).
     pub extra_toml: String,
 }
 
@@ -217,6 +218,9 @@ impl DaemonConfig {
         let mut log = Table::new();
         log.insert("format".into(), Toml::String("json".into()));
         root.insert("log".into(), Toml::Table(log));
+        let mut admin = Table::new();
+        admin.insert("socket".into(), path_value(&layout.admin_socket));
+        root.insert("admin".into(), Toml::Table(admin));
         let mut text = toml::to_string(&root).expect("a TOML table serializes");
         if !self.extra_toml.is_empty() {
             text.push('\n');
@@ -272,6 +276,8 @@ pub struct Layout {
     /// Audit log directory (inside the state directory, so it survives a
     /// restart of the same daemon).
     pub audit_dir: PathBuf,
+    /// The daemon's admin socket (in the state directory).
+    pub admin_socket: PathBuf,
 }
 
 /// A free port on both 127.0.0.1 and [::1] (the v4 and v6 listeners share it).
@@ -369,6 +375,7 @@ impl Daemon {
             .unwrap_or_else(|| state_dir.join("audit"));
         let layout = Layout {
             audit_dir,
+            admin_socket: state_dir.join("admin.sock"),
             config: dir.path().join("interceptor.toml"),
             credentials: dir.path().join("credentials.toml"),
             state_dir,

@@ -12,9 +12,10 @@
 //! - `broker`: every request of the daemon, decisions, grants, expiry,
 //!   persistence for restarts, audit records.
 //! - `webhook`: notifications of new requests and decisions.
-//! - `http`: the approvers' HTTP API.
+//! - `http`: the approvers' HTTP API; `admin`: the same on the admin socket (CLI).
 //! - `hold`: what a session does with a statement that needs approval.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod hold;
