@@ -129,16 +129,19 @@ attempts = 2
 impl Env {
     /// psql as `nobody` inside the watched cgroup, running `sql` in one session.
     fn psql(&self, sql: &[&str]) -> Child {
-        self.psql_with(sql, true)
+        self.psql_with(sql, true, Some("nobody"))
     }
 
-    /// As [`Self::psql`]; `stop_on_error = false` runs every command.
-    fn psql_with(&self, sql: &[&str], stop_on_error: bool) -> Child {
+    /// As [`Self::psql`]; `stop_on_error = false` runs every command;
+    /// `user = None` runs it as root.
+    fn psql_with(&self, sql: &[&str], stop_on_error: bool, user: Option<&str>) -> Child {
         let mut cmd = self.s.psql(&self.s.conninfo(), sql);
         if !stop_on_error {
             cmd.args(["-v", "ON_ERROR_STOP=0"]);
         }
-        process::as_user(&mut cmd, "nobody").unwrap();
+        if let Some(u) = user {
+            process::as_user(&mut cmd, u).unwrap();
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         self.s.cg.spawn(&mut cmd).unwrap()
     }
@@ -163,6 +166,17 @@ impl Env {
             assert!(Instant::now() < deadline, "no approval request appeared:\n{}", self.s.daemon.output());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `interceptor approvals ARGS` over the daemon's admin socket.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(paths::interceptor_bin())
+            .arg("approvals")
+            .args(args)
+            .arg("--socket")
+            .arg(&self.s.daemon.layout().admin_socket)
+            .output()
+            .unwrap()
     }
 
     fn status_of(&self, id: &str) -> Value {
@@ -283,7 +297,7 @@ fn denial_and_expiry_leave_the_row_and_give_psql_the_error() {
     assert_eq!(denied["approver"], "bob");
 
     // Nobody decides: it expires.
-    let psql = env.psql_with(&["select 'first'", DELETE, "select 'still usable'"], false);
+    let psql = env.psql_with(&["select 'first'", DELETE, "select 'still usable'"], false, Some("nobody"));
     let out = env.finish(psql);
     assert!(out.stderr.contains("expired without a decision"), "{}", out.stderr);
     assert!(out.stdout.contains("still usable"), "the session goes on after the error: {out}");
@@ -464,4 +478,47 @@ fn a_restart_denies_pending_requests_on_the_record() {
     assert!(rec["reason"].as_str().unwrap().contains("restarted"), "{rec}");
     let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
     assert_eq!(list, json!([]), "nothing is pending (or approved) after the restart");
+}
+
+#[test]
+fn the_cli_approves_and_denies_over_the_admin_socket_but_not_for_its_own_uid() {
+    let env = start("");
+    let psql = env.psql(&[DELETE]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    let list = env.cli(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && listed.contains(&id) && listed.contains("pending") && listed.contains("DELETE FROM orders"), "{listed}");
+    let show = env.cli(&["show", &id]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["sql"], DELETE);
+    let out = env.cli(&["approve", &id, "--reason", "ticket 7"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("approved {id}")));
+    let psql_out = env.finish(psql);
+    assert!(psql_out.success(), "{psql_out}");
+    assert!(psql_out.stdout.starts_with("104|310.25"), "{psql_out}");
+    assert!(!env.order_exists(104));
+    let rec = env.wait_record(&id, "approved");
+    assert!(rec["approver"].as_str().unwrap().starts_with("root@"), "{rec}");
+
+    // A statement made by root: root at the CLI is the same person.
+    let psql = env.psql_with(&["DELETE FROM orders WHERE id = 103"], true, None);
+    let id2 = loop {
+        let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
+        if let Some(r) = list.as_array().and_then(|a| a.first()) {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = env.cli(&["approve", &id2]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never approves its own request"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.order_exists(103));
+    let out = env.cli(&["deny", &id2, "--reason", "use the migration pipeline"]);
+    assert!(!out.status.success(), "root cannot deny its own request either");
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id2}/deny"), ALICE, Some(json!({"reason": "use the migration pipeline"})));
+    assert_eq!(status, 200);
+    let psql_out = env.finish(psql);
+    assert!(psql_out.stderr.contains("denied by alice") && psql_out.stderr.contains("use the migration pipeline"), "{psql_out}");
+    assert!(env.order_exists(103));
 }
