@@ -545,7 +545,10 @@ async fn open_approvals(
     let broker = approval::Broker::open(a, state_file, audit.clone()).await.context("cannot start the approval workflow")?;
     if let Some(addr) = a.http {
         let listener = bind_tcp(addr).await.context("approvals HTTP API")?;
-        let auth = Arc::new(approval::http::Authenticator::new(&a.approvers));
+        let auth = Arc::new(
+            approval::http::Authenticator::new(&a.approvers, a.oidc.as_ref())
+                .map_err(|e| anyhow::anyhow!("[approvals.oidc]: {e}"))?,
+        );
         tokio::spawn(approval::http::serve(listener, Arc::clone(&broker), auth, stop.clone()));
         tracing::info!(event = "approvals_http", listen = %addr, "approvals HTTP API listening");
     }

@@ -13,6 +13,14 @@
 //! groups = ["dba"]
 //! token_sha256 = "<sha256 hex of alice's bearer token>"
 //!
+//! [approvals.oidc]                     # approvers may also sign in with an OIDC ID token
+//! claim = "email"                       # the claim naming the approver (default "email")
+//! [[approvals.oidc.issuer]]             # same fields as [[token.issuer]]
+//! name = "corp-sso"
+//! issuer = "https://sso.example.com"
+//! audiences = ["interceptor-approvals"]
+//! jwks_url = "https://sso.example.com/jwks.json"
+//!
 //! [[approvals.webhook]]
 //! url = "https://hooks.slack.com/services/..."
 //! format = "slack"                      # or "json" (default)
@@ -47,6 +55,35 @@ pub struct ApprovalsConfig {
     pub cli_approver: Option<String>,
     /// Groups of the CLI approver (for rules that restrict `groups`).
     pub cli_groups: Vec<String>,
+    /// Approvers signing in with OIDC ID tokens (validated against the
+    /// issuers' JWKS; only configured approvers are let in).
+    pub oidc: Option<ApproverOidc>,
+}
+
+/// `[approvals.oidc]`: which ID tokens name an approver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverOidc {
+    /// The claim whose value is matched against each approver's
+    /// `oidc_subject` (default `"email"`).
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    /// Trusted issuers of approvers' ID tokens (not the workload issuers:
+    /// a pipeline's token never makes it an approver).
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<crate::token::IssuerConfig>,
+}
+
+impl PartialEq for ApproverOidc {
+    fn eq(&self, other: &Self) -> bool {
+        self.claim == other.claim && self.issuers.len() == other.issuers.len()
+    }
+}
+
+impl Eq for ApproverOidc {}
+
+fn default_claim() -> String {
+    "email".into()
 }
 
 impl Default for ApprovalsConfig {
@@ -60,6 +97,7 @@ impl Default for ApprovalsConfig {
             webhooks: Vec::new(),
             cli_approver: None,
             cli_groups: Vec::new(),
+            oidc: None,
         }
     }
 }
@@ -77,6 +115,11 @@ pub struct ApproverConfig {
     /// never stored in the configuration.
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// The value of `[approvals.oidc] claim` in this approver's ID tokens
+    /// (e.g. their e-mail address); unset: OIDC sign-in is not accepted
+    /// for them.
+    #[serde(default)]
+    pub oidc_subject: Option<String>,
 }
 
 /// Body shape of a webhook.
@@ -148,6 +191,14 @@ impl ApprovalsConfig {
                     format!("approver `{}`: token_sha256 must be 64 hex digits", a.name),
                     "use the output of `printf %s \"$TOKEN\" | sha256sum`".into(),
                 ));
+            }
+        }
+        if let Some(o) = &self.oidc {
+            if o.issuers.is_empty() {
+                return Err(("[approvals.oidc]".into(), "[approvals.oidc] lists no issuer".into(), "add an [[approvals.oidc.issuer]] or remove [approvals.oidc]".into()));
+            }
+            for i in &o.issuers {
+                i.validate().map_err(|e| (e.needle, e.message, e.fix))?;
             }
         }
         for w in &self.webhooks {

@@ -9,7 +9,9 @@
 //! | `POST /v1/approvals/{id}/deny` `{"reason": "..."}` | deny (a reason is required) |
 //!
 //! Every call carries `Authorization: Bearer <token>`: an approver token
-//! (its SHA-256 in `[[approvals.approver]]`). The approver's name is
+//! (its SHA-256 in `[[approvals.approver]]`) or an OIDC ID token from an
+//! `[approvals.oidc]` issuer whose claim names a configured approver
+//! (`oidc_subject`). The approver's name is
 //! recorded with the decision. Errors are `{"error": "..."}` with 400, 401,
 //! 403 (self-approval, group), 404, 409 (no longer pending, already
 //! approved by this approver).
@@ -25,7 +27,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApprovalError, Approver, ApproverConfig, Broker, Scope};
+use super::{ApprovalError, Approver, ApproverConfig, Broker, Scope, config::ApproverOidc};
+use crate::token::Validator;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -34,11 +37,14 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Authenticator {
     /// Approvers with a token, by the token's SHA-256.
     by_token: Vec<([u8; 32], ApproverConfig)>,
+    /// OIDC sign-in: the validator of the approvers' issuers, the claim
+    /// naming the approver, and the approvers who may sign in so.
+    oidc: Option<(Validator, String, Vec<ApproverConfig>)>,
 }
 
 impl Authenticator {
-    /// From the configured approvers.
-    pub fn new(approvers: &[ApproverConfig]) -> Self {
+    /// From the configured approvers (and OIDC issuers, if any).
+    pub fn new(approvers: &[ApproverConfig], oidc: Option<&ApproverOidc>) -> Result<Self, String> {
         let by_token = approvers
             .iter()
             .filter_map(|a| {
@@ -46,11 +52,19 @@ impl Authenticator {
                 Some((h.try_into().ok()?, a.clone()))
             })
             .collect();
-        Self { by_token }
+        let oidc = match oidc {
+            Some(o) => {
+                let validator = Validator::new(o.issuers.clone())?;
+                let who = approvers.iter().filter(|a| a.oidc_subject.is_some()).cloned().collect();
+                Some((validator, o.claim.clone(), who))
+            }
+            None => None,
+        };
+        Ok(Self { by_token, oidc })
     }
 
-    /// The approver a bearer token belongs to.
-    pub async fn authenticate(&self, token: &str) -> Option<Approver> {
+    /// The approver a bearer token (approver token or OIDC ID token) belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<Approver, String> {
         let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare every entry without stopping early at a match.
         let mut found = None;
@@ -60,7 +74,22 @@ impl Authenticator {
                 found = Some(a);
             }
         }
-        found.map(|a| Approver { name: a.name.clone(), groups: a.groups.clone(), uid: None, via: "token" })
+        if let Some(a) = found {
+            return Ok(Approver { name: a.name.clone(), groups: a.groups.clone(), uid: None, via: "token" });
+        }
+        let Some((validator, claim, who)) = &self.oidc else {
+            return Err("approver token not recognised".into());
+        };
+        if token.split('.').count() != 3 {
+            return Err("approver token not recognised".into());
+        }
+        let verified = validator.validate(token).await.map_err(|e| format!("ID token refused: {e}"))?;
+        let value = verified.claim_str(claim).ok_or_else(|| format!("the ID token has no `{claim}` claim"))?;
+        let a = who
+            .iter()
+            .find(|a| a.oidc_subject.as_deref() == Some(value.as_str()))
+            .ok_or_else(|| format!("{claim} `{value}` is not a configured approver"))?;
+        Ok(Approver { name: a.name.clone(), groups: a.groups.clone(), uid: None, via: "oidc" })
     }
 }
 
@@ -150,9 +179,12 @@ async fn handle(req: Request<Incoming>, broker: &Broker, auth: &Authenticator, p
     let Some(token) = token else {
         return error(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <approver token>");
     };
-    let Some(approver) = auth.authenticate(&token).await else {
-        tracing::warn!(event = "approvals_http_unauthenticated", peer = %peer, "approver token not recognised");
-        return error(StatusCode::UNAUTHORIZED, "approver token not recognised");
+    let approver = match auth.authenticate(&token).await {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(event = "approvals_http_unauthenticated", peer = %peer, error = %why, "approver not authenticated");
+            return error(StatusCode::UNAUTHORIZED, why);
+        }
     };
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_owned();

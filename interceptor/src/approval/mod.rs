@@ -58,3 +58,6 @@ pub enum ApprovalError {
     #[error("{0}")]
     State(String),
 }
+
+#[cfg(test)]
+mod tests;
