@@ -15,6 +15,9 @@
 //! for the simple and the extended (`-M prepared`) protocol and for a new
 //! connection per transaction (`-C`). Then memory per idle session: the
 //! daemon's RSS before and after `--sessions` idle sessions through it.
+//! Then approvals: pgbench through a daemon with an `approve` rule, without
+//! and with `--holds` statements held for approval (each on its own open
+//! session), measured in the same run.
 //! The table goes to stdout and to `target/bench.txt`.
 
 use std::{
@@ -54,6 +57,12 @@ pub struct Args {
     /// Idle sessions opened through the proxy for the memory figure.
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
+    /// Statements held for approval while pgbench runs (the approvals figure).
+    #[arg(long, default_value_t = 200)]
+    holds: usize,
+    /// Only the approvals figure (pgbench with and without pending holds).
+    #[arg(long)]
+    approvals_only: bool,
 }
 
 /// How pgbench reaches the database.
@@ -352,7 +361,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ]))?;
     let release = paths::target_dir().join("release");
 
-    let max_connections = u32::try_from(args.sessions)? + 4 * args.clients + 64;
+    let max_connections = u32::try_from(args.sessions.max(args.holds))? + 4 * args.clients + 64;
     let pg = PgCluster::start_with(&PgOptions {
         max_connections,
         ..PgOptions::default()
@@ -370,6 +379,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     init.ok().context("pgbench -i")?;
 
     let bouncer = Pgbouncer::start(&pg, USER, &password, args.clients * 2)?;
+    if args.approvals_only {
+        let holds = approval_holds(args, &pg, &password, &bouncer, &release)?;
+        let text = format!(
+            "interceptor bench (approvals only), {}\nload average (1 min) {}\n\n{holds}",
+            machine(),
+            load_average()
+        );
+        println!("\n{text}");
+        fs::write(paths::target_dir().join("bench-approvals.txt"), &text)?;
+        return Ok(());
+    }
     let cg = TestCgroup::with_prefix("interceptor-bench")?;
     let mut config = DaemonConfig {
         binary: release.join("interceptor"),
@@ -422,6 +442,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         results.push((mode, tps));
     }
 
+    let holds = approval_holds(args, &pg, &password, &bouncer, &release)?;
+
     let mut table = String::new();
     writeln!(table, "interceptor bench, {}", machine())?;
     writeln!(
@@ -458,6 +480,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "\nidle sessions redirected through the proxy: {}; daemon RSS {rss_before} KiB before, {rss_after} KiB after: {per_session:.1} KiB per session",
         args.sessions
     )?;
+    writeln!(table, "\n{holds}")?;
     println!("\n{table}");
     let file: PathBuf = paths::target_dir().join("bench.txt");
     fs::write(&file, &table)?;
@@ -469,6 +492,121 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     fs::write(&file, format!("{table}\n{more}"))?;
     println!("bench: written to {}", file.display());
     Ok(())
+}
+
+/// Policy of the approvals figure: DELETE needs approval, the rest passes.
+const HOLD_POLICY: &str = r#"
+[defaults]
+identity = "anyone"
+unparseable = "allow"
+
+[[identity]]
+name = "anyone"
+
+[[rule]]
+id = "deletes-need-approval"
+identities = ["*"]
+commands = ["DELETE"]
+action = "approve"
+approval = { expires_after = "2h" }
+
+[[rule]]
+id = "pass-through"
+identities = ["*"]
+action = "allow"
+"#;
+
+/// pgbench through the proxy port of a daemon with an `approve` rule:
+/// without holds, with `--holds` statements held for approval on their own
+/// open sessions, and without again (same daemon, same run). Unrelated
+/// sessions must not slow down while statements wait for people.
+fn approval_holds(
+    args: &Args,
+    pg: &PgCluster,
+    password: &str,
+    bouncer: &Pgbouncer,
+    release: &std::path::Path,
+) -> anyhow::Result<String> {
+    let policy = tempfile::Builder::new().prefix("interceptor-bench-policy-").tempdir()?;
+    fs::write(policy.path().join("policy.toml"), HOLD_POLICY)?;
+    let cg = TestCgroup::with_prefix("interceptor-bench-holds")?;
+    let mut config = DaemonConfig {
+        binary: release.join("interceptor"),
+        explicit_target: Some("bench".into()),
+        name_prefix: "interceptor-bench-holds".into(),
+        policy_dir: Some(policy.path().to_owned()),
+        extra_toml: "[approvals]\ndefault_expiry = \"2h\"\n".into(),
+        ..DaemonConfig::for_cluster(cg.path(), pg, "bench", USER, password)
+    };
+    config.targets[0].upstream = Some(pg.addr());
+    let daemon = Daemon::start(config)?;
+    daemon.discard_output();
+    let rig = Rig { args, pg, password, bouncer, daemon: &daemon, cg: &cg };
+    let run = |label: &str| -> anyhow::Result<f64> {
+        let t = rig.pgbench(Path::ProxyPort, &["-M", "simple"], args.duration)?;
+        println!("bench: approvals, {label:<26} {t:>10.1} tps");
+        Ok(t)
+    };
+    rig.pgbench(Path::ProxyPort, &["-M", "simple"], 2)?;
+    let without = run("no pending holds")?;
+
+    let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER} sslmode=disable", daemon.listen().port());
+    let mut holder = Command::new(release.join("pgclient"))
+        .args(["hold", &conninfo, &args.holds.to_string(), "DELETE FROM pgbench_history WHERE aid < 0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting pgclient hold")?;
+    let pending = || -> anyhow::Result<usize> {
+        let out = Command::new(release.join("interceptor"))
+            .args(["approvals", "list", "--json", "--socket"])
+            .arg(&daemon.layout().admin_socket)
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        Ok(v["requests"].as_array().map_or(0, Vec::len))
+    };
+    let deadline = Instant::now() + Duration::from_mins(2);
+    let result = (|| {
+        loop {
+            process::check_interrupted()?;
+            let n = pending()?;
+            if n >= args.holds {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {n} of {} statements were held after 120s", args.holds);
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        let with = run(&format!("{} pending holds", args.holds))?;
+        let still = pending()?;
+        if still < args.holds {
+            bail!("holds ended during the run: {still} of {} still pending", args.holds);
+        }
+        Ok(with)
+    })();
+    drop(holder.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(holder.try_wait(), Ok(None)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    if matches!(holder.try_wait(), Ok(None)) {
+        process::kill(holder.id());
+        let _ = holder.wait();
+    }
+    let with = result?;
+    let after = run("holds withdrawn")?;
+    let base = f64::midpoint(without, after);
+    Ok(format!(
+        "approvals: pgbench -S -M simple through the interceptor port of a daemon with an approve rule (same run):\n\
+         | pending holds | tps | ratio to no holds |\n| --- | ---: | ---: |\n\
+         | 0 (before) | {without:.0} | {:.3} |\n| {} | {with:.0} | {:.3} |\n| 0 (after) | {after:.0} | {:.3} |\n",
+        without / base,
+        args.holds,
+        with / base,
+        after / base
+    ))
 }
 
 /// The benches that run the proxy and the audit log inside a test binary:

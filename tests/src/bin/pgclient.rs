@@ -5,6 +5,8 @@
 //! pgclient query  CONNINFO      prepared statements; prints `key=value` lines
 //! pgclient cancel CONNINFO      cancels its own `pg_sleep(30)`; prints the SQLSTATE
 //! pgclient idle   CONNINFO N    opens N sessions, prints `open N`, holds them until stdin closes
+//! pgclient hold   CONNINFO N SQL  opens N sessions, sends SQL on each (held for approval by the
+//!                               interceptor), prints `sent N`, waits until stdin closes
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::doc_markdown)]
@@ -101,6 +103,30 @@ async fn idle(conninfo: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens `n` sessions and sends `sql` on each without waiting for the
+/// answers (statements the interceptor holds for approval); keeps them
+/// until stdin closes.
+async fn hold(conninfo: &str, n: usize, sql: &str) -> anyhow::Result<()> {
+    let mut clients = Vec::with_capacity(n);
+    while clients.len() < n {
+        let batch = (n - clients.len()).min(16);
+        clients.extend(futures_join(conninfo, batch).await?);
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for c in clients {
+        let sql = sql.to_owned();
+        waits.spawn(async move {
+            let r = c.simple_query(&sql).await;
+            (c, r)
+        });
+    }
+    println!("sent {n}");
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    waits.abort_all();
+    Ok(())
+}
+
 async fn futures_join(conninfo: &str, n: usize) -> anyhow::Result<Vec<Client>> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
@@ -126,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         ["query", conninfo] => query(conninfo).await,
         ["cancel", conninfo] => cancel(conninfo).await,
         ["idle", conninfo, n] => idle(conninfo, n.parse().context("N")?).await,
-        _ => bail!("usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N"),
+        ["hold", conninfo, n, sql] => hold(conninfo, n.parse().context("N")?, sql).await,
+        _ => bail!("usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N | pgclient hold CONNINFO N SQL"),
     }
 }
