@@ -278,6 +278,17 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     let failed = env.wait_record(&id, "notify_failed");
     assert!(failed["detail"]["url"].as_str().unwrap().ends_with("/gone"), "{failed}");
     env.hook.wait_for(Duration::from_secs(10), |b| b["event"] == "approval.approved").expect("no webhook for the decision");
+    // `sessions show` tells the story of the session, approvals included.
+    let session = req["session"].as_str().unwrap();
+    let out = Command::new(paths::interceptor_bin())
+        .args(["sessions", "show", session, "--dir"])
+        .arg(&env.s.daemon.layout().audit_dir)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(&format!("approval {id} for #2: requested (hold mode, rule deletes-need-approval")), "{shown}");
+    assert!(shown.contains(&format!("approval {id} for #2: approved by alice (scope once): cleanup ticket 42")), "{shown}");
+    assert!(shown.contains(&format!("approval {id} for #2: executed")), "{shown}");
 }
 
 #[test]

@@ -106,14 +106,38 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
                 Duration::from_micros(n(e, "duration_us")).as_secs_f64() * 1000.0,
             ));
         }
-        "approval" => out.push(format!(
-            "approval {}{}: {} by {}{}",
-            clean(s(e, "request")),
-            e.get("statement").and_then(Value::as_u64).map(|n| format!(" for #{n}")).unwrap_or_default(),
-            clean(s(e, "decision")),
-            opt(e, "approver").unwrap_or_else(|| "-".into()),
-            opt(e, "reason").map(|r| format!(": {r}")).unwrap_or_default(),
-        )),
+        "approval" => {
+            let d = e.get("detail").cloned().unwrap_or_default();
+            let extra = match s(e, "decision") {
+                "requested" => format!(
+                    " ({} mode, rule {}, expires {}): {}",
+                    clean(s(&d, "mode")),
+                    clean(s(&d, "rule")),
+                    clean(s(&d, "expires_at")),
+                    clean(s(&d, "sql"))
+                ),
+                "notified" | "notify_failed" => format!(
+                    " ({} to {}{})",
+                    clean(s(&d, "event")),
+                    clean(s(&d, "url")),
+                    opt(&d, "error").map(|x| format!(": {x}")).unwrap_or_default()
+                ),
+                "approved" | "approval_recorded" | "grant_used" => d
+                    .get("scope")
+                    .map(|sc| format!(" (scope {})", clean(s(sc, "kind"))))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            out.push(format!(
+                "approval {}{}: {}{}{}{}",
+                clean(s(e, "request")),
+                e.get("statement").and_then(Value::as_u64).map(|n| format!(" for #{n}")).unwrap_or_default(),
+                clean(s(e, "decision")),
+                opt(e, "approver").map(|a| format!(" by {a}")).unwrap_or_default(),
+                extra,
+                opt(e, "reason").map(|r| format!(": {r}")).unwrap_or_default(),
+            ));
+        }
         "session_end" => out.push(format!(
             "session ended: {}{} after {} ms, {} statements, {} refused, {} bytes in, {} bytes out",
             clean(s(e, "reason")),
