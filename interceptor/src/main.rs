@@ -513,7 +513,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             if let Some(b) = broker {
                 // Held statements are denied on the record, and their clients
                 // get the error before the sessions are closed.
-                b.shutdown().await;
+                b.shutdown();
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
         }

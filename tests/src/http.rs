@@ -16,10 +16,12 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, bod
     anyhow::ensure!(addr.ip().is_loopback(), "tests only talk to loopback");
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let body = body.map(ToString::to_string).unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        req.push_str("Authorization: Bearer ");
+        req.push_str(t);
+        req.push_str("\r\n");
     }
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");

@@ -147,11 +147,12 @@ impl Env {
     }
 
     fn finish(&self, child: Child) -> Outcome {
-        process::wait(child, "psql".into(), Duration::from_secs(60)).unwrap()
+        let _ = self;
+        process::wait(child, "psql".into(), Duration::from_mins(1)).unwrap()
     }
 
-    fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        call(self.http, method, path, Some(token), body.as_ref()).unwrap()
+    fn api(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+        call(self.http, method, path, Some(token), body).unwrap()
     }
 
     /// Waits for the one pending request and returns it.
@@ -242,15 +243,15 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     // A bad token is refused; the requester's own identity cannot approve.
     let (status, _) = call(env.http, "GET", "/v1/approvals", Some("wrong"), None).unwrap();
     assert_eq!(status, 401);
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), CI, Some(json!({})));
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), CI, Some(&json!({})));
     assert_eq!(status, 403, "self-approval must be refused: {body}");
     assert!(body["error"].as_str().unwrap().contains("never approves its own request"), "{body}");
     // A scope the rule does not allow is refused.
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(json!({"scope": "session"})));
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(&json!({"scope": "session"})));
     assert_eq!(status, 400);
     assert!(env.order_exists(104));
 
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(json!({"reason": "cleanup ticket 42"})));
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(&json!({"reason": "cleanup ticket 42"})));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"]["state"], "approved");
     let out = env.finish(psql);
@@ -261,7 +262,7 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     assert!(!env.order_exists(104));
 
     // Deciding again is a conflict.
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({"reason": "late"})));
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "late"})));
     assert_eq!(status, 409);
 
     // The audit log holds the story, in order.
@@ -296,9 +297,9 @@ fn denial_and_expiry_leave_the_row_and_give_psql_the_error() {
     let env = start(r#"expires_after = "3s""#);
     let psql = env.psql(&[DELETE]);
     let id = env.pending()["id"].as_str().unwrap().to_owned();
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({})));
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({})));
     assert_eq!(status, 400, "a denial needs a reason: {body}");
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(json!({"reason": "not during the freeze"})));
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "not during the freeze"})));
     assert_eq!(status, 200, "{body}");
     let out = env.finish(psql);
     assert!(!out.success(), "{out}");
@@ -527,7 +528,7 @@ fn the_cli_approves_and_denies_over_the_admin_socket_but_not_for_its_own_uid() {
     assert!(env.order_exists(103));
     let out = env.cli(&["deny", &id2, "--reason", "use the migration pipeline"]);
     assert!(!out.status.success(), "root cannot deny its own request either");
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id2}/deny"), ALICE, Some(json!({"reason": "use the migration pipeline"})));
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id2}/deny"), ALICE, Some(&json!({"reason": "use the migration pipeline"})));
     assert_eq!(status, 200);
     let psql_out = env.finish(psql);
     assert!(psql_out.stderr.contains("denied by alice") && psql_out.stderr.contains("use the migration pipeline"), "{psql_out}");

@@ -1,6 +1,6 @@
 //! [`Broker`]: every approval request of the daemon, shared by all sessions,
 //! the HTTP API and the admin socket. Requests move Pending -> Approved /
-//! Denied / Expired / Withdrawn / DeniedByRestart exactly once; each move is
+//! Denied / Expired / Withdrawn / `DeniedByRestart` exactly once; each move is
 //! recorded in the audit log and wakes the held session through a `watch`.
 //! Approvals of wider scope (and retry-mode approvals) become [`Grant`]s that
 //! later statements are checked against.
@@ -140,7 +140,7 @@ impl Broker {
         })?;
         for r in left {
             tracing::warn!(event = "approval_denied_by_restart", request = %r.id, identity = %r.identity, "pending approval request denied: the daemon restarted");
-            let ev = self.event(&r, "denied_by_restart", None, Some("the interceptor restarted while the request was pending; the held client was disconnected".into()), serde_json::json!({"sql": r.sql, "rule": r.rule, "identity": r.identity}));
+            let ev = Self::event(&r, "denied_by_restart", None, Some("the interceptor restarted while the request was pending; the held client was disconnected".into()), serde_json::json!({"sql": r.sql, "rule": r.rule, "identity": r.identity}));
             self.audit.append(ev).await.map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
             self.notifier.send("denied_by_restart", &View { request: r, status: State::DeniedByRestart, approvals: vec![] });
         }
@@ -161,7 +161,7 @@ impl Broker {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn event(&self, r: &ApprovalRequest, decision: &str, approver: Option<String>, reason: Option<String>, detail: serde_json::Value) -> AuditEvent {
+    fn event(r: &ApprovalRequest, decision: &str, approver: Option<String>, reason: Option<String>, detail: serde_json::Value) -> AuditEvent {
         AuditEvent::Approval(ApprovalEvent {
             session: Some(r.session.clone()),
             statement: Some(r.statement),
@@ -225,7 +225,7 @@ impl Broker {
     /// Makes a request: recorded (`requested`), persisted, announced, and
     /// expired by a timer unless decided first.
     pub fn request(&self, request: ApprovalRequest, key: [u8; 32], expiry: Duration) -> Result<Requested, ApprovalError> {
-        let ev = self.event(&request, "requested", None, Some(request.reason.clone()), serde_json::to_value(&request).unwrap_or_default());
+        let ev = Self::event(&request, "requested", None, Some(request.reason.clone()), serde_json::to_value(&request).unwrap_or_default());
         let receipt = self.audit.enqueue(ev).map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
         let (tx, rx) = watch::channel(State::Pending);
         let id = request.id.clone();
@@ -248,6 +248,7 @@ impl Broker {
 
     /// Moves a pending request to a final state: records, wakes, persists,
     /// notifies. `false` if it was no longer pending.
+    #[allow(clippy::needless_pass_by_value)] // a final state is handed over, as it is stored
     fn finish(&self, id: &str, state: State, approver: Option<String>, reason: Option<String>) -> bool {
         let view = {
             let mut inner = self.lock();
@@ -275,7 +276,7 @@ impl Broker {
                             + match kind {
                                 ScopeKind::Identity => Duration::from_secs(scope.minutes.unwrap_or(1) * 60),
                                 // Session grants end with the session, or after a day.
-                                ScopeKind::Session => Duration::from_secs(86_400),
+                                ScopeKind::Session => Duration::from_hours(24),
                                 ScopeKind::Once => Duration::from_secs(r.valid_for_secs.max(1)),
                             },
                     }),
@@ -290,7 +291,7 @@ impl Broker {
         };
         let name = state.name();
         tracing::info!(event = "approval_decided", request = %id, state = name, approver = approver.as_deref(), "approval request decided");
-        self.record(self.event(&view.request, name, approver, reason, detail));
+        self.record(Self::event(&view.request, name, approver, reason, detail));
         self.dirty.notify_one();
         self.notifier.send(name, &view);
         true
@@ -332,7 +333,7 @@ impl Broker {
             Err(view) => {
                 // Not yet enough approvers: record this one and wait for more.
                 let detail = serde_json::json!({"scope": scope, "approvals": view.approvals.len(), "required": view.request.approvers_required, "via": who.via});
-                self.record(self.event(&view.request, "approval_recorded", Some(who.name.clone()), reason, detail));
+                self.record(Self::event(&view.request, "approval_recorded", Some(who.name.clone()), reason, detail));
                 self.notifier.send("approval_recorded", &view);
                 Ok(view)
             }
@@ -357,7 +358,7 @@ impl Broker {
         self.show(id).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
     }
 
-    /// The client withdrew the request (CancelRequest, disconnect).
+    /// The client withdrew the request (`CancelRequest`, disconnect).
     pub fn withdraw(&self, id: &str, reason: &str) -> bool {
         self.finish(id, State::Withdrawn { reason: reason.to_owned() }, None, Some(reason.to_owned()))
     }
@@ -438,7 +439,7 @@ impl Broker {
 
     /// At a clean stop: every pending request is denied on the record (the
     /// held clients are disconnected by the stop).
-    pub async fn shutdown(&self) {
+    pub fn shutdown(&self) {
         let ids: Vec<String> = self.lock().entries.values().filter(|e| e.state.is_pending()).map(|e| e.request.id.clone()).collect();
         for id in &ids {
             self.finish(id, State::DeniedByRestart, None, Some("the interceptor stopped while the request was pending".into()));
@@ -460,13 +461,12 @@ impl Broker {
             let text = self.snapshot();
             let path = self.state_file.clone();
             self.prune();
-            match tokio::task::spawn_blocking(move || write_state(&path, &text)).await {
-                Ok(Err(e)) => tracing::error!(event = "approval_state_error", error = %e, "pending approvals could not be saved"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_state(&path, &text)).await {
+                tracing::error!(event = "approval_state_error", error = %e, "pending approvals could not be saved");
             }
             tokio::select! {
                 () = notified => {}
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = tokio::time::sleep(Duration::from_mins(1)) => {}
             }
         }
     }

@@ -137,7 +137,7 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://` or `https://` URL the notification is POSTed to.
+    /// `http://` or `https://` URL the notification is sent to (`POST`).
     pub url: String,
     /// Body shape.
     #[serde(default)]
@@ -161,7 +161,7 @@ fn default_timeout_ms() -> u64 {
 impl ApprovalsConfig {
     /// Default request lifetime (validated by [`Self::validate`]).
     pub fn default_expiry(&self) -> Duration {
-        humantime::parse_duration(&self.default_expiry).unwrap_or(Duration::from_secs(900))
+        humantime::parse_duration(&self.default_expiry).unwrap_or(Duration::from_mins(15))
     }
 
     /// Checks values; `Err((needle, what, fix))` where `needle` locates the

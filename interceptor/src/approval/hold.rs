@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 use super::{Broker, request::State};
 use crate::wire::PgError;
 
-/// SQLSTATE of a refusal (insufficient_privilege), as for policy refusals.
+/// SQLSTATE of a refusal (`insufficient_privilege`), as for policy refusals.
 const REFUSED: &str = "42501";
-/// SQLSTATE of a withdrawn request: query_canceled, what a cancelled
-/// statement gets from PostgreSQL.
+/// SQLSTATE of a withdrawn request: `query_canceled`, what a cancelled
+/// statement gets from the server.
 const CANCELED: &str = "57014";
 
 /// The parameter values of a `Bind` body (`None` = NULL) with their format

@@ -23,7 +23,7 @@ pub struct ApprovalRequest {
     pub session: String,
     /// Audit statement counter within the session.
     pub statement: u64,
-    /// Proxy session number (routes a client's CancelRequest to it).
+    /// Proxy session number (routes a client's `CancelRequest` to it).
     #[serde(default)]
     pub proxy_session: u64,
     /// Policy identity of the requester.

@@ -121,7 +121,7 @@ impl ApprovalSpec {
         self.valid_for
             .as_deref()
             .and_then(|v| humantime::parse_duration(v).ok())
-            .unwrap_or(Duration::from_secs(3600))
+            .unwrap_or(Duration::from_hours(1))
     }
 }
 
@@ -138,7 +138,7 @@ mod tests {
         assert!(s.validate().is_ok());
         let s: ApprovalSpec = toml::from_str("mode = \"retry\"\nexpires_after = \"2m\"\nscopes = [\"once\", \"identity\"]").unwrap();
         assert_eq!(s.mode, Mode::Retry);
-        assert_eq!(s.expiry(Duration::from_secs(1)), Duration::from_secs(120));
+        assert_eq!(s.expiry(Duration::from_secs(1)), Duration::from_mins(2));
         assert!(toml::from_str::<ApprovalSpec>("mode = \"later\"").is_err());
         assert!(toml::from_str::<ApprovalSpec>("approverz = 2").is_err());
         let bad: ApprovalSpec = toml::from_str("expires_after = \"soon\"").unwrap();

@@ -15,7 +15,7 @@ use super::{
 use crate::audit::{AuditConfig, AuditLog, ExportFormat, cli::audit_export};
 
 fn request(mode: Mode, scopes: &[ScopeKind], approvers: u32, groups: &[&str]) -> ApprovalRequest {
-    let (created_at, expires_at, expires_unix) = Broker::times(Duration::from_secs(60));
+    let (created_at, expires_at, expires_unix) = Broker::times(Duration::from_mins(1));
     ApprovalRequest {
         id: new_id(),
         created_at,
@@ -76,7 +76,7 @@ async fn approval_wakes_the_held_statement_and_is_recorded() {
     let (b, audit) = broker(dir.path()).await;
     let r = request(Mode::Hold, &[ScopeKind::Once], 1, &[]);
     let id = r.id.clone();
-    let mut made = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let mut made = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     made.receipt.await.unwrap();
     assert_eq!(b.pending(), 1);
     let view = b.approve(&id, &approver("alice", &[]), Scope::ONCE, Some("ok".into())).unwrap();
@@ -97,7 +97,7 @@ async fn requesters_never_decide_their_own_requests() {
     let (b, _audit) = broker(dir.path()).await;
     let r = request(Mode::Hold, &[ScopeKind::Once], 1, &[]);
     let id = r.id.clone();
-    let _made = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let _made = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     for who in [approver("ci", &[]), approver("RUNNER", &[]), Approver { name: "root@h".into(), groups: vec![], uid: Some(1001), via: "cli" }] {
         assert!(matches!(b.approve(&id, &who, Scope::ONCE, None), Err(ApprovalError::SelfApproval(_))), "{who:?}");
         assert!(matches!(b.deny(&id, &who, "no".into()), Err(ApprovalError::SelfApproval(_))), "{who:?}");
@@ -111,7 +111,7 @@ async fn n_distinct_approvers_from_the_rules_groups() {
     let (b, _audit) = broker(dir.path()).await;
     let r = request(Mode::Hold, &[ScopeKind::Once], 2, &["dba"]);
     let id = r.id.clone();
-    let made = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let made = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     assert!(matches!(b.approve(&id, &approver("eve", &["dev"]), Scope::ONCE, None), Err(ApprovalError::Forbidden(_))));
     let v = b.approve(&id, &approver("alice", &["dba"]), Scope::ONCE, None).unwrap();
     assert_eq!((v.status.name(), v.approvals.len()), ("pending", 1));
@@ -128,7 +128,7 @@ async fn scopes_are_bounded_by_the_rule_and_grants_cover_what_they_say() {
     // Retry + once: the same statement, once.
     let r = request(Mode::Retry, &[ScopeKind::Once], 1, &[]);
     let id = r.id.clone();
-    let _m = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let _m = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     assert_eq!(b.pending_same("ci", &KEY).unwrap().id, id);
     assert!(matches!(
         b.approve(&id, &approver("alice", &[]), Scope::parse("session", None).unwrap(), None),
@@ -144,7 +144,7 @@ async fn scopes_are_bounded_by_the_rule_and_grants_cover_what_they_say() {
     // Session scope: same statement, same session, any number of times.
     let r = request(Mode::Hold, &[ScopeKind::Once, ScopeKind::Session, ScopeKind::Identity], 1, &[]);
     let id = r.id.clone();
-    let _m = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let _m = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     b.approve(&id, &approver("alice", &[]), Scope::parse("session", None).unwrap(), None).unwrap();
     assert!(b.covered("ci", "1-1", "deletes", &KEY).is_some());
     assert!(b.covered("ci", "1-1", "deletes", &KEY).is_some());
@@ -155,7 +155,7 @@ async fn scopes_are_bounded_by_the_rule_and_grants_cover_what_they_say() {
     // Identity scope: any statement of the rule, for the identity, N minutes (at most the rule's).
     let r = request(Mode::Hold, &[ScopeKind::Identity], 1, &[]);
     let id = r.id.clone();
-    let _m = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let _m = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     assert!(matches!(b.approve(&id, &approver("alice", &[]), Scope::parse("identity:31", None).unwrap(), None), Err(ApprovalError::Scope(_))));
     b.approve(&id, &approver("alice", &[]), Scope::parse("identity:10", None).unwrap(), None).unwrap();
     let (from, scope) = b.covered("ci", "5-5", "deletes", &[1; 32]).unwrap();
@@ -175,7 +175,7 @@ async fn expiry_withdrawal_and_cancel_by_session() {
     assert!(matches!(b.approve(&id, &approver("alice", &[]), Scope::ONCE, None), Err(ApprovalError::NotPending(..))));
 
     let r = request(Mode::Hold, &[ScopeKind::Once], 1, &[]);
-    let mut made = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+    let mut made = b.request(r, KEY, Duration::from_mins(1)).unwrap();
     assert_eq!(b.withdraw_session(8, "cancel"), 0, "another session's cancel");
     assert_eq!(b.withdraw_session(7, "cancel"), 1);
     assert!(matches!(made.state.wait_for(|s| !s.is_pending()).await.unwrap().clone(), State::Withdrawn { .. }));
@@ -188,7 +188,7 @@ async fn pending_requests_are_denied_by_a_restart_never_approved() {
         let (b, audit) = broker(dir.path()).await;
         let r = request(Mode::Hold, &[ScopeKind::Once], 1, &[]);
         let id = r.id.clone();
-        let _m = b.request(r, KEY, Duration::from_secs(60)).unwrap();
+        let _m = b.request(r, KEY, Duration::from_mins(1)).unwrap();
         // The persister writes the pending request.
         for _ in 0..100 {
             if std::fs::read_to_string(dir.path().join("approvals.json")).unwrap_or_default().contains(&id) {

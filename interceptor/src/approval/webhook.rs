@@ -104,7 +104,7 @@ impl Notifier {
 /// One line for people.
 fn slack_text(what: &str, v: &View) -> String {
     let r = &v.request;
-    let head = match &v.status {
+    match &v.status {
         State::Pending if what == "requested" => format!(
             "Approval needed: *{}* — identity `{}` on {} ({}/{}) wants to run:\n```{}```\nrule `{}`: {}; expires {}.",
             r.id, r.identity, r.host, r.target, r.database, r.sql, r.rule, r.reason, r.expires_at
@@ -115,6 +115,5 @@ fn slack_text(what: &str, v: &View) -> String {
         State::Expired => format!("*{}* expired without a decision", r.id),
         State::Withdrawn { reason } => format!("*{}* withdrawn: {reason}", r.id),
         State::DeniedByRestart => format!("*{}* denied: the interceptor restarted while it was pending", r.id),
-    };
-    head
+    }
 }

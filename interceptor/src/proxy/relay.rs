@@ -493,7 +493,9 @@ where
             Verdict::Close(error) => return Err(EndReason::Hook(error)),
             Verdict::Await(deferred) if dir == Dir::Frontend => self.deferred = Some(deferred),
             Verdict::AwaitAfter(frames, deferred) if dir == Dir::Frontend => {
-                frames.into_iter().for_each(|f| back.push(f));
+                for f in frames {
+                    back.push(f);
+                }
                 self.deferred = Some(deferred);
             }
             Verdict::Await(_) | Verdict::AwaitAfter(..) => {
