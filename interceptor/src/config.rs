@@ -586,6 +586,24 @@ mod tests {
     }
 
     #[test]
+    fn approvals_table_is_checked_with_lines() {
+        let base = "[[target]]\nname = \"db\"\n\n[approvals]\nhttp = \"127.0.0.1:8181\"\n";
+        let c = parse(base).unwrap();
+        let a = c.approvals.unwrap();
+        assert_eq!(a.default_expiry(), std::time::Duration::from_mins(15));
+        assert!(parse("[[target]]\nname = \"db\"\n").unwrap().approvals.is_none(), "no [approvals]: no workflow");
+        let e = parse(&format!("{base}default_expiry = \"soon\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = parse(&format!("{base}[[approvals.approver]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let e = parse(&format!("{base}[[approvals.webhook]]\nurl = \"ftp://x\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        let e = parse(&format!("{base}[[approvals.approver]]\nname = \"a\"\ntokn = \"x\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(8), "{e}");
+    }
+
+    #[test]
     fn unknown_field_names_line() {
         let e = parse("[[target]]\nname = \"db\"\nprot = 5432\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");

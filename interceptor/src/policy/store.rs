@@ -282,6 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn approval_tables_are_checked() {
+        let ok = load(&[(
+            "a.toml",
+            "[[rule]]\nid = \"d\"\nidentities = [\"*\"]\ncommands = [\"DELETE\"]\naction = \"approve\"\napproval = { mode = \"retry\", approvers = 2, scopes = [\"once\", \"session\"] }\n",
+        )])
+        .unwrap();
+        let spec = ok.rules[0].spec.approval.clone().unwrap();
+        assert_eq!((spec.mode, spec.approvers), (crate::approval::Mode::Retry, 2));
+        let e = load(&[("b.toml", "\n[[rule]]\nid = \"d\"\nidentities = [\"*\"]\naction = \"deny\"\napproval = {}\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(2), "{e}");
+        assert!(e.0[0].message.contains("only goes with action = \"approve\""), "{e}");
+        let e = load(&[("c.toml", "[[rule]]\nid = \"d\"\nidentities = [\"*\"]\naction = \"approve\"\napproval = { expires_after = \"later\" }\n")]).unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:1: rule `d`: approval.expires_after"), "{e}");
+        let e = load(&[("d.toml", "[[rule]]\nid = \"d\"\nidentities = [\"*\"]\naction = \"approve\"\napproval = { mode = \"wait\" }\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(5), "{e}");
+    }
+
+    #[test]
     fn duplicates_across_files() {
         let e = load(&[
             ("a.toml", "[[identity]]\nname = \"ci\"\n"),

@@ -29,6 +29,17 @@ pub mod stream;
 pub mod tls;
 pub mod upstream;
 
+/// TCP keepalive after a minute of silence: a statement held for a
+/// person's approval leaves both connections idle for minutes, and
+/// middleboxes drop idle flows; a dead peer is then noticed too.
+pub(crate) fn keepalive(stream: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &60);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &15);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &4);
+}
+
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::AtomicU64},

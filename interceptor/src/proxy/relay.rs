@@ -674,4 +674,65 @@ mod tests {
         client_app.read_exact(&mut head).await.unwrap();
         assert_eq!(head[0], b'E');
     }
+
+    #[tokio::test]
+    async fn a_held_statement_lets_the_upstream_flow_and_notices_the_client_leaving() {
+        use std::sync::{Arc, Mutex};
+        /// Holds every Query until the client goes away.
+        struct Hold {
+            release: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+            gone: Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl SessionHooks for Hold {
+            fn frontend(&mut self, frame: Frame) -> Verdict {
+                if frame.tag() != b'Q' {
+                    return Verdict::Forward(frame);
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *self.release.lock().unwrap() = Some(tx);
+                Verdict::AwaitAfter(
+                    vec![Frame::new(b'N', b"Mheld\0\0")],
+                    Box::pin(async move {
+                        let _ = rx.await;
+                        Verdict::Drop
+                    }),
+                )
+            }
+            fn client_gone(&mut self) {
+                self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(tx) = self.release.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let (mut client_app, mut client_proxy) = duplex(1 << 16);
+        let (mut upstream_proxy, mut upstream_db) = duplex(1 << 16);
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let g = Arc::clone(&gone);
+        let relay = tokio::spawn(async move {
+            let mut hooks = Hold { release: Arc::default(), gone: g };
+            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
+                .run(std::future::pending(), "db")
+                .await
+        });
+        client_app.write_all(&frame(b'Q', b"delete from t\0")).await.unwrap();
+        let notice = frame(b'N', b"Mheld\0\0");
+        let mut got = vec![0; notice.len()];
+        client_app.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, notice, "the notice goes out as the hold starts");
+        // The server still talks to the client during the hold.
+        let status = frame(b'S', b"TimeZone\0UTC\0");
+        upstream_db.write_all(&status).await.unwrap();
+        let mut got = vec![0; status.len()];
+        client_app.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, status);
+        // The client leaves while held: the hook hears of it, the wait ends.
+        drop(client_app);
+        let (end, _) = tokio::time::timeout(Duration::from_secs(5), relay).await.expect("relay ended").unwrap();
+        assert!(gone.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(end, EndReason::ClientClosed), "{end}");
+        let mut forwarded = Vec::new();
+        upstream_db.read_to_end(&mut forwarded).await.unwrap();
+        assert_eq!(forwarded, frame(b'X', b""), "the held Query never reached the upstream");
+    }
 }

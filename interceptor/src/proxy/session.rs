@@ -167,6 +167,7 @@ fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<
         Conn::Tcp { stream, peer, local } => {
             // Latency of small messages matters more than packet count.
             let _ = stream.set_nodelay(true);
+            super::keepalive(&stream);
             let (origin, attest) = match shared.lookup.lookup(peer) {
                 Some(record) => {
                     let pid = record.tgid;

@@ -383,6 +383,7 @@ async fn connect(
     let mut tcp = TcpStream::connect(addr).await.map_err(io_err)?;
     // Small request/response messages: do not wait for Nagle.
     tcp.set_nodelay(true).map_err(io_err)?;
+    super::keepalive(&tcp);
     let Some(tls) = tls else {
         return Ok(UpstreamStream::Tcp(tcp));
     };
