@@ -434,7 +434,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let hooks = Arc::new(PolicyFactory::new(policy, audit.clone()));
+    let hooks = Arc::new(PolicyFactory::new(policy, audit.clone()).with_tokens(validator));
     let served = proxy::run_with_hooks(config.clone(), listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal()).await;
     admin_stop.cancel();
     let _ = admin_task.await;
