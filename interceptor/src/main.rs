@@ -98,13 +98,13 @@ enum TokenCommand {
         /// The policy identity the token is for.
         #[arg(long)]
         identity: String,
-        /// How long it is valid (`15m`, `1h`); at most [token] max_ttl.
+        /// How long it is valid (`15m`, `1h`); at most `[token] max_ttl`.
         #[arg(long)]
         ttl: String,
         /// Extra claim `name=value` (repeatable), usable as a policy selector.
         #[arg(long = "claim", value_name = "K=V")]
         claims: Vec<String>,
-        /// Print {token, id, identity, issuer, expires_at} as JSON instead.
+        /// Print `{token, id, identity, issuer, expires_at}` as JSON instead.
         #[arg(long)]
         json: bool,
     },

@@ -101,7 +101,7 @@ impl Handlers {
         assert!(!prefix.is_empty(), "admin handler prefix must not be empty");
         assert!(self.entries.iter().all(|(p, _)| p != prefix), "admin prefix {prefix} registered twice");
         self.entries.push((prefix.to_owned(), handler));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         self
     }
 

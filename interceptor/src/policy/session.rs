@@ -146,7 +146,7 @@ impl HooksFactory for PolicyFactory {
         // Every session is recorded, refused ones too; one that cannot be
         // recorded does not start.
         let mut start = SessionStart::from_info(session.clone(), self.audit.host(), info, identity.map(str::to_owned));
-        let refused = identity.is_none().then(|| refusal(info, set.identities.iter().any(|i| i.uses_token())));
+        let refused = identity.is_none().then(|| refusal(info, set.identities.iter().any(super::engine::CompiledIdentity::uses_token)));
         start.refused = refused.as_ref().map(|(reason, _)| (*reason).to_owned());
         if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
             let mut err = unrecorded(&e.to_string());

@@ -529,7 +529,7 @@ async fn establish(
 
 /// Asks the client for its token (`AuthenticationCleartextPassword`) and
 /// validates what it sends. A client that leaves instead (libpq with no
-/// password: "fe_sendauth: no password supplied") or sends an empty
+/// password: `fe_sendauth: no password supplied`) or sends an empty
 /// password has presented no token.
 async fn ask_token(client: &mut ClientStream, validator: &Validator, max_message_bytes: usize) -> Result<TokenOutcome, SessionError> {
     let frame = auth::authentication_cleartext_password();

@@ -1,5 +1,5 @@
 //! Workload tokens: a CI provider's OIDC ID token (GitHub Actions, GitLab
-//! CI, ...) or a token this host issued, presented as the PostgreSQL
+//! CI, ...) or a token this host issued, presented as the database
 //! password and checked here before its claims select a policy identity.
 //!
 //! # Layout
@@ -13,7 +13,7 @@
 //!   `iss`, `aud`, `exp`/`nbf`/`iat` with leeway, revocation; the result is
 //!   a [`VerifiedToken`], the refusal a [`TokenError`] with a stable
 //!   [`TokenError::reason`] and a message that never echoes the token.
-//! - [`host`]: the host's own EdDSA issuer (`interceptor token issue` /
+//! - [`host`]: the host's own `EdDSA` issuer (`interceptor token issue` /
 //!   `revoke`), its key and its persisted issued/revoked records.
 //! - [`admin`]: the `token.*` operations of the admin socket.
 

@@ -310,8 +310,11 @@ impl Validator {
     }
 }
 
+/// A JSON object: a token's header or claims.
+type JsonObject = Map<String, Value>;
+
 /// Header and claims, decoded but not verified.
-fn peek(token: &str) -> Result<(Map<String, Value>, Map<String, Value>), TokenError> {
+fn peek(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
