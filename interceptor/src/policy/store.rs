@@ -285,6 +285,21 @@ mod tests {
     }
 
     #[test]
+    fn token_selector_mistakes_name_their_line() {
+        let e = load(&[("t.toml", "\n[[identity]]\nname = \"x\"\ntoken = \"optional\"\nclaims = { repository = \"o/r\" }\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(2), "{e}");
+        assert!(e.0[0].message.contains("optional"), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\nclaims = { repository = [] }\n")]).unwrap_err();
+        assert!(e.0[0].message.contains("no values"), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\ntoken = \"sometimes\"\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\nclaims = { ref = 5 }\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+        let ok = load(&[("t.toml", "[[identity]]\nname = \"x\"\nissuer = [\"github\"]\nclaims = { ref = [\"refs/heads/*\"], repository = \"o/r\" }\n")]).unwrap();
+        assert!(ok.identities[0].uses_token());
+    }
+
+    #[test]
     fn duplicates_across_files() {
         let e = load(&[
             ("a.toml", "[[identity]]\nname = \"ci\"\n"),
