@@ -46,7 +46,7 @@ use crate::{
     config::{Config, UpstreamTls},
     ebpf::ConnectRecord,
     identity::{self, Attestation},
-    token::{TokenOutcome, Validator},
+    token::{TokenError, TokenOutcome, Validator},
     wire::{
         PgError, StartupPacket, WireError, auth, read_frame, read_startup_packet, sqlstate,
         startup::TLS_HANDSHAKE_BYTE,
@@ -465,7 +465,7 @@ async fn establish(
     // socket, or on TLS).
     let token = match shared.hooks.token_validator(&attestation) {
         None => TokenOutcome::NotAsked,
-        Some(validator) => ask_token(client, &validator, config.proxy.max_message_bytes).await?,
+        Some(validator) => ask_token(client, &validator).await?,
     };
     ctx.token = token.to_record();
 
@@ -531,17 +531,21 @@ async fn establish(
 /// validates what it sends. A client that leaves instead (libpq with no
 /// password: `fe_sendauth: no password supplied`) or sends an empty
 /// password has presented no token.
-async fn ask_token(client: &mut ClientStream, validator: &Validator, max_message_bytes: usize) -> Result<TokenOutcome, SessionError> {
+async fn ask_token(client: &mut ClientStream, validator: &Validator) -> Result<TokenOutcome, SessionError> {
     let frame = auth::authentication_cleartext_password();
     client.write_all(frame.as_bytes()).await?;
     client.flush().await?;
     let mut buf = bytes::BytesMut::new();
-    let read = tokio::time::timeout(STARTUP_TIMEOUT, read_frame(client, &mut buf, max_message_bytes)).await;
+    // Bounded by the largest token (plus the message's own bytes), not by
+    // the proxy's message limit: nothing bigger is worth reading.
+    let max = validator.max_token_bytes() + 64;
+    let read = tokio::time::timeout(STARTUP_TIMEOUT, read_frame(client, &mut buf, max)).await;
     let frame = match read {
         Err(_) => return Err(SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs())),
         Ok(Ok(Some(frame))) => frame,
         // Gone: still recorded as a session refused for want of a token.
         Ok(Ok(None) | Err(WireError::UnexpectedEof | WireError::Io(_))) => return Ok(TokenOutcome::Missing),
+        Ok(Err(WireError::TooLarge { tag: b'p', .. })) => return Ok(TokenOutcome::Rejected(TokenError::TooLarge)),
         Ok(Err(e)) => return Err(e.into()),
     };
     if frame.tag() != b'p' || !buf.is_empty() {

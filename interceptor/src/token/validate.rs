@@ -163,6 +163,11 @@ impl Validator {
         self
     }
 
+    /// The longest token accepted, bytes.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
     /// The revocation list in use.
     pub fn revocations(&self) -> &Arc<Revocations> {
         &self.revocations
