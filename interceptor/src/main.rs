@@ -259,7 +259,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} target(s), {} watched cgroup(s))", config.display(), c.targets.len(), c.ebpf.cgroups.len());
+                println!(
+                    "{}: ok ({} target(s), {} watched cgroup(s), {} token issuer(s))",
+                    config.display(),
+                    c.targets.len(),
+                    c.ebpf.cgroups.len(),
+                    c.token.issuers.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -394,21 +400,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_revocations(host_issuer.revocations())
             .with_max_token_bytes(config.token.max_token_bytes),
     );
-    for (issuer, loaded) in validator.prefetch().await {
-        match loaded {
-            Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
-            Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+    // Keys are loaded in the background: an issuer that cannot be reached
+    // delays its own tokens, not the daemon's start.
+    let prefetch = Arc::clone(&validator);
+    tokio::spawn(async move {
+        for (issuer, loaded) in prefetch.prefetch().await {
+            match loaded {
+                Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
+                Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+            }
         }
-    }
+    });
     // The admin socket: one registration line per feature.
     let admin_handlers = {
         let store = Arc::clone(&policy);
+        let host_iss = host_issuer.issuer().to_owned();
+        // A host token is only worth issuing for an identity that can be
+        // selected by one.
         let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(move |name: &str| {
             let set = store.current();
-            if set.identities.iter().any(|i| i.spec.name == name) || set.defaults.identity.as_deref() == Some(name) {
-                Ok(())
-            } else {
-                Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)"))
+            match set.identities.iter().find(|i| i.spec.name == name) {
+                Some(i) if i.accepts_issuer(interceptor::token::HOST_ISSUER_NAME, &host_iss) => Ok(()),
+                Some(_) => Err(format!(
+                    "identity `{name}` does not accept host-issued tokens: give it token = \"required\" \
+                     (and issuer = [\"host\"] if it lists issuers) in the policy"
+                )),
+                None => Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)")),
             }
         });
         Arc::new(admin::Handlers::new().register(

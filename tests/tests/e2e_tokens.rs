@@ -360,6 +360,9 @@ fn host_issued_tokens_work_until_their_ttl_and_stop_when_revoked() {
     // An identity the policy does not have: refused.
     let out = cli(&f.s, &["issue", "--identity", "nobody", "--ttl", "5m"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no identity `nobody`"), "{out:?}");
+    // An identity that only takes CI tokens: a host token would be useless.
+    let out = cli(&f.s, &["issue", "--identity", "migrations", "--ttl", "5m"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not accept host-issued tokens"), "{out:?}");
 
     let out = cli(&f.s, &["issue", "--identity", "run-token", "--ttl", "15m", "--claim", "pipeline=build-7", "--json"]);
     assert!(out.status.success(), "{out:?}\n{}", f.s.daemon.output());

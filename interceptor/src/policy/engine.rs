@@ -89,6 +89,13 @@ impl CompiledIdentity {
         self.token.is_some()
     }
 
+    /// Whether a token from issuer `name` (`iss`) can select this identity
+    /// at all (claims aside): it uses tokens and its `issuer` selector, if
+    /// any, admits the issuer.
+    pub fn accepts_issuer(&self, name: &str, iss: &str) -> bool {
+        self.uses_token() && (self.issuer.is_empty() || self.issuer.any(name) || self.issuer.any(iss))
+    }
+
     /// Whether every selector given holds for `s`: the attestation
     /// selectors and the token's. A selector over a fact the subject lacks
     /// (no user name, no container, no token) does not hold. A host-issued
@@ -502,6 +509,11 @@ action = "allow"
         assert_eq!(s.identify(&host_with_claims), None, "bound to run-token, whose exe selector fails");
         let gl = Subject { token: Some(token("gitlab", &[("project_path", "group/x"), ("pipeline_id", "7")], None)), ..other };
         assert_eq!(s.identify(&gl), Some("gitlab"));
+        // Which identities a host token could ever select.
+        let by_name = |n: &str| s.identities.iter().find(|i| i.spec.name == n).unwrap();
+        assert!(by_name("run-token").accepts_issuer("host", "interceptor://h"));
+        assert!(!by_name("migrations").accepts_issuer("host", "interceptor://h"));
+        assert!(by_name("gitlab").accepts_issuer("host", "interceptor://h"), "no issuer selector");
     }
 
     #[test]
