@@ -156,10 +156,14 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(POLICY)
+}
+
+fn fixture_with(policy: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let policy_dir = dir.path().join("policies");
     std::fs::create_dir(&policy_dir).unwrap();
-    std::fs::write(policy_dir.join("tokens.toml"), POLICY).unwrap();
+    std::fs::write(policy_dir.join("tokens.toml"), policy).unwrap();
     let (url_key, file_key) = (es_key("url-2025"), ed_key("file-1"));
     let jwks_body = Arc::new(Mutex::new(jwks(&[&url_key])));
     let url = serve_jwks(Arc::clone(&jwks_body));
@@ -415,6 +419,67 @@ fn host_issued_tokens_work_until_their_ttl_and_stop_when_revoked() {
     // The audit log still verifies.
     let out = Command::new(interceptor_bin()).args(["audit", "verify"]).arg(&f.s.daemon.layout().audit_dir).output().unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+/// A tool that must bring a token, and psql for which a token is optional.
+const OPTIONAL_POLICY: &str = r#"
+[[identity]]
+name = "tool-required"
+cgroup = ["/interceptor-test-*"]
+exe = ["*/pgclient"]
+issuer = ["ci"]
+claims = { repository = "org/app" }
+
+[[identity]]
+name = "psql-optional"
+cgroup = ["/interceptor-test-*"]
+exe = ["/usr/lib/postgresql/*/bin/psql"]
+token = "optional"
+
+[[rule]]
+id = "read"
+identities = ["*"]
+classes = ["read", "transaction", "session"]
+action = "allow"
+"#;
+
+fn pgclient(s: &Stack, password: &str) -> Outcome {
+    let conninfo = format!("{} password='{password}'", s.conninfo());
+    s.run_inside(Command::new(env!("CARGO_BIN_EXE_pgclient")).args(["query", &conninfo])).unwrap()
+}
+
+#[test]
+fn an_empty_password_is_no_token_and_optional_identities_still_check_a_token_given() {
+    let f = fixture_with(OPTIONAL_POLICY);
+    let s = &f.s;
+    // tokio-postgres answers the password request with the empty password it has.
+    let out = pgclient(s, "");
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("interceptor: a token is required for this connection") && out.stderr.contains("reason: token_missing"),
+        "{out}"
+    );
+    assert_eq!(session_record(s, out.pid)["refused"], "token_missing");
+    let good = sign(&f.url_key, &gh_claims(URL_ISS, "org/app", "refs/heads/main"));
+    let out = pgclient(s, &good);
+    assert!(out.success(), "{out}\n{}", s.daemon.output());
+    assert!(out.stdout.contains("n=42"), "{out}");
+    assert_eq!(session_record(s, out.pid)["identity"], "tool-required");
+
+    // Optional: a valid token is taken and recorded ...
+    let out = psql(s, Some(&good), &["select 1"]);
+    assert!(out.success(), "{out}");
+    let rec = session_record(s, out.pid);
+    assert_eq!(rec["identity"], "psql-optional");
+    assert_eq!(rec["token"]["claims"]["repository"], "org/app");
+    // ... a bad one is refused, never read as "no token" ...
+    let mut expired = gh_claims(URL_ISS, "org/app", "refs/heads/main");
+    expired["exp"] = json!(now() - 3600);
+    let out = psql(s, Some(&sign(&f.url_key, &expired)), &["select 1"]);
+    assert!(out.stderr.contains("the token has expired"), "{out}");
+    // ... and libpq without a password cannot answer the request at all.
+    let out = psql(s, None, &["select 1"]);
+    assert!(!out.success() && out.stderr.contains("no password supplied"), "{out}");
 }
 
 #[test]
