@@ -157,7 +157,14 @@ impl HooksFactory for PolicyFactory {
             return Err(refused.map_or_else(|| refusal(info, false).1, |(_, err)| err));
         };
         check_startup(info)?;
-        tracing::info!(event = "identity", session = info.id, audit_session = %session, identity, "session identified");
+        tracing::info!(
+            event = "identity",
+            session = info.id,
+            audit_session = %session,
+            identity,
+            token_issuer = info.token.verified().map(|t| t.issuer_name.as_str()),
+            "session identified"
+        );
         Ok(Box::new(PolicyHooks {
             store: Arc::clone(&self.store),
             info: Arc::clone(info),
