@@ -5,6 +5,8 @@
 //!
 //! The modules follow the data path of a connection:
 //!
+//! - [`admin`]: the root-only admin socket the CLI talks to the daemon
+//!   through (one JSON line each way), handlers registered by op prefix.
 //! - [`approval`]: just-in-time approval of `approve` statements: requests,
 //!   decisions (CLI, HTTP API), scopes and grants, expiry, webhooks, the
 //!   hold of a statement on its open connection, restarts.
@@ -29,6 +31,9 @@
 //! - [`sql`]: statement analysis with sqlparser (Postgres dialect), the facts
 //!   policy decides on (classes, relations, functions, COPY, settings),
 //!   cross-checked with the server's own grammar (`pg_query`).
+//! - [`token`]: workload tokens presented as the password: OIDC JWT
+//!   validation against each trusted issuer's JWKS (cached, rotated), the
+//!   host's own `EdDSA` issuer with persisted revocations.
 //! - [`wire`]: PostgreSQL protocol framing (raw frames kept as `Bytes`, decoded
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]

@@ -114,13 +114,13 @@ enum TokenCommand {
         /// The policy identity the token is for.
         #[arg(long)]
         identity: String,
-        /// How long it is valid (`15m`, `1h`); at most [token] max_ttl.
+        /// How long it is valid (`15m`, `1h`); at most `[token] max_ttl`.
         #[arg(long)]
         ttl: String,
         /// Extra claim `name=value` (repeatable), usable as a policy selector.
         #[arg(long = "claim", value_name = "K=V")]
         claims: Vec<String>,
-        /// Print {token, id, identity, issuer, expires_at} as JSON instead.
+        /// Print `{token, id, identity, issuer, expires_at}` as JSON instead.
         #[arg(long)]
         json: bool,
     },
@@ -310,7 +310,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} target(s), {} watched cgroup(s))", config.display(), c.targets.len(), c.ebpf.cgroups.len());
+                println!(
+                    "{}: ok ({} target(s), {} watched cgroup(s), {} token issuer(s))",
+                    config.display(),
+                    c.targets.len(),
+                    c.ebpf.cgroups.len(),
+                    c.token.issuers.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -458,21 +464,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_revocations(host_issuer.revocations())
             .with_max_token_bytes(config.token.max_token_bytes),
     );
-    for (issuer, loaded) in validator.prefetch().await {
-        match loaded {
-            Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
-            Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+    // Keys are loaded in the background: an issuer that cannot be reached
+    // delays its own tokens, not the daemon's start.
+    let prefetch = Arc::clone(&validator);
+    tokio::spawn(async move {
+        for (issuer, loaded) in prefetch.prefetch().await {
+            match loaded {
+                Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
+                Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+            }
         }
-    }
+    });
     // The admin socket: one registration line per feature.
     let admin_handlers = {
         let store = Arc::clone(&policy);
+        let host_iss = host_issuer.issuer().to_owned();
+        // A host token is only worth issuing for an identity that can be
+        // selected by one.
         let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(move |name: &str| {
             let set = store.current();
-            if set.identities.iter().any(|i| i.spec.name == name) || set.defaults.identity.as_deref() == Some(name) {
-                Ok(())
-            } else {
-                Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)"))
+            match set.identities.iter().find(|i| i.spec.name == name) {
+                Some(i) if i.accepts_issuer(interceptor::token::HOST_ISSUER_NAME, &host_iss) => Ok(()),
+                Some(_) => Err(format!(
+                    "identity `{name}` does not accept host-issued tokens: give it token = \"required\" \
+                     (and issuer = [\"host\"] if it lists issuers) in the policy"
+                )),
+                None => Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)")),
             }
         });
         let handlers = admin::Handlers::new().register(
@@ -505,7 +522,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let hooks = Arc::new(factory);
+    let hooks = Arc::new(factory.with_tokens(validator));
     let stopping = {
         let broker = broker.clone();
         async move {

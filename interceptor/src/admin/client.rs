@@ -11,7 +11,7 @@ use std::{
 use serde_json::Value;
 
 /// Time the CLI waits for the daemon's answer by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,32 @@
 //! The socket file is mode 0600 and every accepted connection's
 //! `SO_PEERCRED` uid must be 0; anything else is answered with an error
 //! and closed.
+//!
+//! Adding operations:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use interceptor::admin::{AdminHandler, HandlerFuture, Handlers, Peer, client};
+//! use serde_json::{Value, json};
+//!
+//! struct Approvals;
+//!
+//! impl AdminHandler for Approvals {
+//!     fn handle<'a>(&'a self, op: &'a str, request: Value, peer: Peer) -> HandlerFuture<'a> {
+//!         Box::pin(async move {
+//!             match op {
+//!                 "approvals.list" => Ok(json!({ "pending": [], "asked_by": peer.to_string() })),
+//!                 _ => Err(format!("unknown operation `{op}`")),
+//!             }
+//!         })
+//!     }
+//! }
+//!
+//! // In the daemon (main.rs), beside the token handler:
+//! let handlers = Handlers::new().register("approvals.", Arc::new(Approvals));
+//! // In a CLI subcommand (blocking):
+//! let result = client::call("/run/interceptor/admin.sock".as_ref(), "approvals.list", json!({}));
+//! ```
 
 pub mod client;
 pub mod server;
@@ -101,7 +127,7 @@ impl Handlers {
         assert!(!prefix.is_empty(), "admin handler prefix must not be empty");
         assert!(self.entries.iter().all(|(p, _)| p != prefix), "admin prefix {prefix} registered twice");
         self.entries.push((prefix.to_owned(), handler));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         self
     }
 

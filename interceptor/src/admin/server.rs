@@ -114,7 +114,7 @@ async fn respond(write: &mut tokio::net::unix::OwnedWriteHalf, response: Result<
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, sync::Arc};
+    use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
     use serde_json::{Value, json};
 
@@ -138,7 +138,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.sock");
         let listener = super::bind(&path).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let handlers = Arc::new(Handlers::new().register("echo.", Arc::new(Echo)));
         let stop = tokio_util::sync::CancellationToken::new();
@@ -182,7 +181,6 @@ mod tests {
         let path = dir.path().join("admin.sock");
         let listener = super::bind(&path).unwrap();
         // Let an unprivileged user reach the socket to show the peer check holds.
-        use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let handlers = Arc::new(Handlers::new().register("echo.", Arc::new(Echo)));

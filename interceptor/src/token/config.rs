@@ -102,7 +102,7 @@ fn default_refetch_min() -> Duration {
 }
 
 fn default_leeway() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_mins(1)
 }
 
 fn default_algorithms() -> Vec<Algorithm> {
@@ -284,7 +284,7 @@ mod tests {
         let c = parse(&format!("{GH}jwks_url = \"https://token.actions.githubusercontent.com/.well-known/jwks\"\n")).unwrap();
         assert_eq!(c.max_ttl, Duration::from_hours(1));
         assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]);
-        assert_eq!(c.issuers[0].leeway, Duration::from_secs(60));
+        assert_eq!(c.issuers[0].leeway, Duration::from_mins(1));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The host's own issuer: `interceptor token issue` mints short-lived
-//! EdDSA tokens bound to one policy identity, `interceptor token revoke`
+//! `EdDSA` tokens bound to one policy identity, `interceptor token revoke`
 //! revokes them. The key (`host.key`, PKCS#8 PEM, 0600) is generated on
 //! first start; issued and revoked token ids are appended to
 //! `issued.jsonl` and `revoked.jsonl` in the store directory (fsync'ed, so

@@ -215,16 +215,12 @@ pub(crate) fn compatible(jwk: &Jwk, alg: Algorithm) -> bool {
 }
 
 fn select(keys: &[Jwk], kid: Option<&str>, alg: Algorithm) -> Lookup {
-    let candidate = match kid {
-        Some(kid) => keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)),
+    let candidate = if let Some(kid) = kid {
+        keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid))
+    } else {
         // No kid: only unambiguous when the set has one key for the algorithm.
-        None => {
-            let mut usable = keys.iter().filter(|k| compatible(k, alg));
-            match (usable.next(), usable.next()) {
-                (Some(k), None) => Some(k),
-                _ => None,
-            }
-        }
+        let mut usable = keys.iter().filter(|k| compatible(k, alg));
+        if let (Some(k), None) = (usable.next(), usable.next()) { Some(k) } else { None }
     };
     let Some(jwk) = candidate else { return Lookup::NotFound };
     if !compatible(jwk, alg) {

@@ -1,4 +1,4 @@
-//! Tokens made in the test (RS256 from a fixture key, ES256 and EdDSA keys
+//! Tokens made in the test (RS256 from a fixture key, ES256 and `EdDSA` keys
 //! generated here), checked against JWKS files and a loopback JWKS server.
 
 use std::{
@@ -194,7 +194,7 @@ async fn times_are_checked_with_the_leeway() {
     // validate_at: the same token is fine now and expired later.
     let token = sign(&key, &claims());
     v.validate_at(&token, SystemTime::now()).await.unwrap();
-    let later = SystemTime::now() + Duration::from_secs(3600);
+    let later = SystemTime::now() + Duration::from_hours(1);
     assert_eq!(v.validate_at(&token, later).await.unwrap_err(), TokenError::Expired);
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");

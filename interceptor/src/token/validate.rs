@@ -163,6 +163,11 @@ impl Validator {
         self
     }
 
+    /// The longest token accepted, bytes.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
     /// The revocation list in use.
     pub fn revocations(&self) -> &Arc<Revocations> {
         &self.revocations
@@ -310,8 +315,11 @@ impl Validator {
     }
 }
 
+/// A JSON object: a token's header or claims.
+type JsonObject = Map<String, Value>;
+
 /// Header and claims, decoded but not verified.
-fn peek(token: &str) -> Result<(Map<String, Value>, Map<String, Value>), TokenError> {
+fn peek(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
