@@ -316,6 +316,26 @@ fn denial_and_expiry_leave_the_row_and_give_psql_the_error() {
     assert!(env.order_exists(104));
     let expired: Vec<_> = env.approval_records().into_iter().filter(|(d, _)| d == "expired").collect();
     assert_eq!(expired.len(), 1, "{expired:?}");
+    // Each session's record counts its statement that was not run as refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ends = loop {
+        let out = Command::new(paths::interceptor_bin())
+            .args(["audit", "export"])
+            .arg(&env.s.daemon.layout().audit_dir)
+            .output()
+            .unwrap();
+        let ends: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "session_end")
+            .collect();
+        if ends.len() >= 2 || Instant::now() > deadline {
+            break ends;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(ends.iter().all(|e| e["event"]["refused"] == 1), "{ends:?}");
 }
 
 #[test]

@@ -551,6 +551,29 @@ fn approval_holds(
     let without = run("no pending holds")?;
 
     let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER} sslmode=disable", daemon.listen().port());
+    // Control: as many sessions open but idle (each is a backend too), to
+    // tell what the holds cost beyond open sessions.
+    let mut idle = Command::new(release.join("pgclient"))
+        .args(["idle", &conninfo, &args.holds.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting pgclient idle")?;
+    let opened = {
+        let mut line = String::new();
+        let stdout = idle.stdout.take().expect("piped");
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    };
+    let idle_result = match opened {
+        Ok(l) if l.trim() == format!("open {}", args.holds) => run(&format!("{} idle sessions", args.holds)),
+        Ok(l) => Err(anyhow::anyhow!("pgclient idle said `{}`", l.trim())),
+        Err(e) => Err(e.into()),
+    };
+    drop(idle.stdin.take());
+    let _ = idle.wait();
+    let with_idle = idle_result?;
+
     let mut holder = Command::new(release.join("pgclient"))
         .args(["hold", &conninfo, &args.holds.to_string(), "DELETE FROM pgbench_history WHERE aid < 0"])
         .stdin(Stdio::piped())
@@ -600,12 +623,15 @@ fn approval_holds(
     let base = f64::midpoint(without, after);
     Ok(format!(
         "approvals: pgbench -S -M simple through the interceptor port of a daemon with an approve rule (same run):\n\
-         | pending holds | tps | ratio to no holds |\n| --- | ---: | ---: |\n\
-         | 0 (before) | {without:.0} | {:.3} |\n| {} | {with:.0} | {:.3} |\n| 0 (after) | {after:.0} | {:.3} |\n",
+         | other sessions | tps | ratio to none |\n| --- | ---: | ---: |\n\
+         | none (before) | {without:.0} | {:.3} |\n| {n} idle | {with_idle:.0} | {:.3} |\n\
+         | {n} with a statement held for approval | {with:.0} | {:.3} (held / idle {:.3}) |\n| none (after) | {after:.0} | {:.3} |\n",
         without / base,
-        args.holds,
+        with_idle / base,
         with / base,
-        after / base
+        with / with_idle,
+        after / base,
+        n = args.holds,
     ))
 }
 

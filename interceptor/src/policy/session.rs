@@ -202,7 +202,7 @@ impl HooksFactory for PolicyFactory {
             portals: HashMap::new(),
             prepared: HashMap::new(),
             drain: false,
-            refused: 0,
+            refused: Arc::default(),
             approvals: self.approvals.clone(),
             held: None,
             approve_sql: HashMap::new(),
@@ -306,7 +306,7 @@ pub struct PolicyHooks {
     /// After a cut-off, drop results until ReadyForQuery.
     drain: bool,
     /// Statements refused, for the session record.
-    refused: u64,
+    refused: Arc<std::sync::atomic::AtomicU64>,
     /// The approval workflow (None: `approve` is refused).
     approvals: Option<Arc<Broker>>,
     /// The request of the statement held now, if any.
@@ -423,7 +423,7 @@ impl PolicyHooks {
 
     /// A fresh sentinel word and the refusal it stands for.
     fn sentinel(&mut self, err: PgError) -> String {
-        self.refused += 1;
+        self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = self.token();
         lock(&self.refusals).push_back((token.clone(), err));
         token
@@ -702,6 +702,7 @@ impl PolicyHooks {
         let token = self.token();
         let fallback = sentinel_frame(skind, b"", &token);
         let refusals = Arc::clone(&self.refusals);
+        let refused = Arc::clone(&self.refused);
         let session = self.session.clone();
         let rule = d.rule.clone();
         let mut state_rx = requested.state;
@@ -719,6 +720,7 @@ impl PolicyHooks {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = recorded {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     guard.disarm();
                     broker.withdraw(&id, "it could not be recorded in the audit log");
                     lock(&refusals).push_back((token, unrecorded(&e.to_string())));
@@ -733,6 +735,7 @@ impl PolicyHooks {
                     broker.executed(&req, &session, req.statement, "held statement sent to the database");
                     return Verdict::Forward(frame);
                 }
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 lock(&refusals).push_back((token, outcome_error(&state, &id, &rule, detail)));
                 Verdict::Forward(fallback)
             }),
@@ -927,7 +930,7 @@ impl SessionHooks for PolicyHooks {
             detail: Some(summary.detail.clone()).filter(|d| !d.is_empty()),
             duration_ms: summary.duration_ms,
             statements: self.statement_seq,
-            refused: self.refused,
+            refused: self.refused.load(std::sync::atomic::Ordering::Relaxed),
             bytes_in: summary.traffic.frontend_bytes,
             bytes_out: summary.traffic.backend_bytes,
         });
