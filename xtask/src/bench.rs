@@ -63,6 +63,9 @@ pub struct Args {
     /// Only the approvals figure (pgbench with and without pending holds).
     #[arg(long)]
     approvals_only: bool,
+    /// Rounds of the approvals figure (none, idle, held in turn).
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
 }
 
 /// How pgbench reaches the database.
@@ -548,39 +551,32 @@ fn approval_holds(
         Ok(t)
     };
     rig.pgbench(Path::ProxyPort, &["-M", "simple"], 2)?;
-    let without = run("no pending holds")?;
-
     let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER} sslmode=disable", daemon.listen().port());
+    let n = args.holds;
     // Control: as many sessions open but idle (each is a backend too), to
     // tell what the holds cost beyond open sessions.
-    let mut idle = Command::new(release.join("pgclient"))
-        .args(["idle", &conninfo, &args.holds.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting pgclient idle")?;
-    let opened = {
-        let mut line = String::new();
-        let stdout = idle.stdout.take().expect("piped");
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    let with_idle = || -> anyhow::Result<f64> {
+        let mut idle = Command::new(release.join("pgclient"))
+            .args(["idle", &conninfo, &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting pgclient idle")?;
+        let opened = {
+            let mut line = String::new();
+            let stdout = idle.stdout.take().expect("piped");
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        };
+        let result = match opened {
+            Ok(l) if l.trim() == format!("open {n}") => run(&format!("{n} idle sessions")),
+            Ok(l) => Err(anyhow::anyhow!("pgclient idle said `{}`", l.trim())),
+            Err(e) => Err(e.into()),
+        };
+        drop(idle.stdin.take());
+        let _ = idle.wait();
+        result
     };
-    let idle_result = match opened {
-        Ok(l) if l.trim() == format!("open {}", args.holds) => run(&format!("{} idle sessions", args.holds)),
-        Ok(l) => Err(anyhow::anyhow!("pgclient idle said `{}`", l.trim())),
-        Err(e) => Err(e.into()),
-    };
-    drop(idle.stdin.take());
-    let _ = idle.wait();
-    let with_idle = idle_result?;
-
-    let mut holder = Command::new(release.join("pgclient"))
-        .args(["hold", &conninfo, &args.holds.to_string(), "DELETE FROM pgbench_history WHERE aid < 0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting pgclient hold")?;
     let pending = || -> anyhow::Result<usize> {
         let out = Command::new(release.join("interceptor"))
             .args(["approvals", "list", "--json", "--socket"])
@@ -589,50 +585,78 @@ fn approval_holds(
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         Ok(v["requests"].as_array().map_or(0, Vec::len))
     };
-    let deadline = Instant::now() + Duration::from_mins(2);
-    let result = (|| {
-        loop {
-            process::check_interrupted()?;
-            let n = pending()?;
-            if n >= args.holds {
-                break;
+    let with_holds = || -> anyhow::Result<f64> {
+        let mut holder = Command::new(release.join("pgclient"))
+            .args(["hold", &conninfo, &n.to_string(), "DELETE FROM pgbench_history WHERE aid < 0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting pgclient hold")?;
+        let deadline = Instant::now() + Duration::from_mins(2);
+        let result = (|| {
+            loop {
+                process::check_interrupted()?;
+                let held = pending()?;
+                if held >= n {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("only {held} of {n} statements were held after 120s");
+                }
+                thread::sleep(Duration::from_millis(200));
             }
-            if Instant::now() > deadline {
-                bail!("only {n} of {} statements were held after 120s", args.holds);
+            let t = run(&format!("{n} held statements"))?;
+            let still = pending()?;
+            if still < n {
+                bail!("holds ended during the run: {still} of {n} still pending");
             }
-            thread::sleep(Duration::from_millis(200));
+            Ok(t)
+        })();
+        // Closing the sessions withdraws the requests.
+        drop(holder.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(holder.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
         }
-        let with = run(&format!("{} pending holds", args.holds))?;
-        let still = pending()?;
-        if still < args.holds {
-            bail!("holds ended during the run: {still} of {} still pending", args.holds);
+        if matches!(holder.try_wait(), Ok(None)) {
+            process::kill(holder.id());
+            let _ = holder.wait();
         }
-        Ok(with)
-    })();
-    drop(holder.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while matches!(holder.try_wait(), Ok(None)) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
+        while pending()? > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+        result
+    };
+    // Rounds of (none, idle, held): drift and other work on the machine
+    // touch all three alike.
+    let mut rows = Vec::new();
+    for round in 1..=args.rounds {
+        let none = run(&format!("round {round}: no other sessions"))?;
+        let idle = with_idle()?;
+        let held = with_holds()?;
+        rows.push((none, idle, held));
     }
-    if matches!(holder.try_wait(), Ok(None)) {
-        process::kill(holder.id());
-        let _ = holder.wait();
+    let mut table = format!(
+        "approvals: pgbench -S -M simple (-c {} -T {}) through the interceptor port of a daemon with an approve rule,\n\
+         beside {n} other sessions that are idle or each hold a statement waiting for approval (same run, rounds in turn):\n\
+         | round | no other sessions tps | {n} idle tps | {n} held tps | held / none | held / idle |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+        args.clients, args.duration
+    );
+    for (i, (none, idle, held)) in rows.iter().enumerate() {
+        writeln!(table, "| {} | {none:.0} | {idle:.0} | {held:.0} | {:.3} | {:.3} |", i + 1, held / none, held / idle)?;
     }
-    let with = result?;
-    let after = run("holds withdrawn")?;
-    let base = f64::midpoint(without, after);
-    Ok(format!(
-        "approvals: pgbench -S -M simple through the interceptor port of a daemon with an approve rule (same run):\n\
-         | other sessions | tps | ratio to none |\n| --- | ---: | ---: |\n\
-         | none (before) | {without:.0} | {:.3} |\n| {n} idle | {with_idle:.0} | {:.3} |\n\
-         | {n} with a statement held for approval | {with:.0} | {:.3} (held / idle {:.3}) |\n| none (after) | {after:.0} | {:.3} |\n",
-        without / base,
-        with_idle / base,
-        with / base,
-        with / with_idle,
-        after / base,
-        n = args.holds,
-    ))
+    let sum = |f: &dyn Fn(&(f64, f64, f64)) -> f64| rows.iter().map(f).sum::<f64>();
+    writeln!(
+        table,
+        "| all | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+        sum(&|r| r.0) / rows.len() as f64,
+        sum(&|r| r.1) / rows.len() as f64,
+        sum(&|r| r.2) / rows.len() as f64,
+        sum(&|r| r.2) / sum(&|r| r.0),
+        sum(&|r| r.2) / sum(&|r| r.1)
+    )?;
+    Ok(table)
 }
 
 /// The benches that run the proxy and the audit log inside a test binary:
