@@ -70,8 +70,37 @@ struct Env {
     _policy: tempfile::TempDir,
 }
 
+/// The RSA key of the token tests, as an OIDC provider's signing key.
+fn sso_key_pem() -> String {
+    std::fs::read_to_string(paths::workspace_root().join("interceptor/src/token/testdata_rsa.pem")).unwrap()
+}
+
+/// The provider's JWKS (modulus read with openssl).
+fn sso_jwks() -> String {
+    use base64::Engine as _;
+    let out = Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(paths::workspace_root().join("interceptor/src/token/testdata_rsa.pem"))
+        .output()
+        .unwrap();
+    let modulus = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("Modulus=").to_owned();
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(modulus).unwrap());
+    json!({"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "sso-1", "n": n, "e": "AQAB"}]}).to_string()
+}
+
+/// An ID token from the test provider with `email`.
+fn id_token(email: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("sso-1".into());
+    let claims = json!({"iss": "https://sso.example.test", "aud": "interceptor-approvals", "sub": email, "email": email, "iat": now, "exp": now + 300});
+    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_rsa_pem(sso_key_pem().as_bytes()).unwrap()).unwrap()
+}
+
 fn start(approval: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("sso-jwks.json");
+    std::fs::write(&jwks, sso_jwks()).unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy(approval)).unwrap();
     let hook = WebhookReceiver::start().unwrap();
     let slack = WebhookReceiver::start().unwrap();
@@ -98,6 +127,19 @@ token_sha256 = "{}"
 name = "ci"
 token_sha256 = "{}"
 
+[[approvals.approver]]
+name = "carol"
+groups = ["dba"]
+oidc_subject = "carol@example.test"
+
+[approvals.oidc]
+claim = "email"
+[[approvals.oidc.issuer]]
+name = "sso"
+issuer = "https://sso.example.test"
+audiences = ["interceptor-approvals"]
+jwks_file = "{}"
+
 [[approvals.webhook]]
 url = "{}"
 
@@ -112,6 +154,7 @@ attempts = 2
         sha(ALICE),
         sha(BOB),
         sha(CI),
+        jwks.display(),
         hook.url(),
         slack.url()
     );
@@ -553,4 +596,37 @@ fn the_cli_approves_and_denies_over_the_admin_socket_but_not_for_its_own_uid() {
     let psql_out = env.finish(psql);
     assert!(psql_out.stderr.contains("denied by alice") && psql_out.stderr.contains("use the migration pipeline"), "{psql_out}");
     assert!(env.order_exists(103));
+}
+
+#[test]
+fn an_approver_signs_in_with_an_oidc_id_token() {
+    let env = start("");
+    let psql = env.psql(&[DELETE]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    // A valid ID token for someone who is not a configured approver.
+    let (status, body) = call(env.http, "GET", "/v1/approvals", Some(&id_token("mallory@example.test")), None).unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = call(env.http, "POST", &format!("/v1/approvals/{id}/approve"), Some(&id_token("carol@example.test")), Some(&json!({"reason": "checked"}))).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let out = env.finish(psql);
+    assert!(out.success(), "{out}");
+    assert!(!env.order_exists(104));
+    let rec = env.wait_record(&id, "approved");
+    assert_eq!(rec["approver"], "carol");
+}
+
+#[test]
+fn a_denial_inside_a_transaction_block_fails_the_block_as_postgresql_would() {
+    let env = start("");
+    let psql = env.psql_with(&["BEGIN", "UPDATE orders SET amount = 1 WHERE id = 101", DELETE, "select 'in block'", "COMMIT"], false, Some("nobody"));
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "no"})));
+    assert_eq!(status, 200);
+    let out = env.finish(psql);
+    assert!(out.stderr.contains("denied by bob"), "{out}");
+    assert!(out.stderr.contains("current transaction is aborted"), "{out}");
+    assert_eq!(out.stdout.lines().last(), Some("ROLLBACK"), "{out}");
+    assert!(env.order_exists(104));
+    let amount = env.s.pg.sql(DB, "select amount from orders where id = 101").unwrap();
+    assert_eq!(amount.trim(), "120.50", "the block's earlier update was rolled back");
 }
