@@ -501,7 +501,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 "approvals.",
                 Arc::new(approval::admin::ApprovalsAdmin::new(Arc::clone(b), a, audit.host())),
             )),
-            _ => Arc::new(handlers),
+            _ => Arc::new(handlers.register("approvals.", Arc::new(approval::admin::NotEnabled))),
         }
     };
     let admin_listener = admin::bind(&config.admin.socket)
@@ -864,8 +864,10 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
     let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
     let state = |v: &serde_json::Value| v.get("status").map(|s| text(s, "state")).unwrap_or_default();
     let line = |r: &serde_json::Value| {
+        let have = r.get("approvals").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+        let need = r.get("approvers_required").and_then(serde_json::Value::as_u64).unwrap_or(1);
         format!(
-            "{}  {:<9}  {}  {}@{}/{}  rule {}  expires {}  {}",
+            "{}  {:<9}  {have}/{need}  {}  {}@{}/{}  rule {}  expires {}  {}",
             text(r, "id"),
             state(r),
             text(r, "mode"),

@@ -630,3 +630,23 @@ fn a_denial_inside_a_transaction_block_fails_the_block_as_postgresql_would() {
     let amount = env.s.pg.sql(DB, "select amount from orders where id = 101").unwrap();
     assert_eq!(amount.trim(), "120.50", "the block's earlier update was rolled back");
 }
+
+#[test]
+fn without_an_approvals_table_approve_is_refused_and_the_cli_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy("")).unwrap();
+    let policy_dir = dir.path().to_owned();
+    let s = Stack::start_with(|c, _| c.policy_dir = Some(policy_dir)).unwrap();
+    let mut cmd = s.psql(&s.conninfo(), &[DELETE]);
+    process::as_user(&mut cmd, "nobody").unwrap();
+    let out = s.run_inside(&mut cmd).unwrap();
+    assert!(!out.success());
+    assert!(out.stderr.contains("no approval workflow is enabled on this host"), "{out}");
+    let cli = Command::new(paths::interceptor_bin())
+        .args(["approvals", "list", "--socket"])
+        .arg(&s.daemon.layout().admin_socket)
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("approvals are not enabled on this daemon"), "{}", String::from_utf8_lossy(&cli.stderr));
+}

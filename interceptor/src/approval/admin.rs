@@ -70,3 +70,14 @@ impl AdminHandler for ApprovalsAdmin {
         })
     }
 }
+
+/// Answers `approvals.*` on a daemon without an `[approvals]` table.
+pub struct NotEnabled;
+
+impl AdminHandler for NotEnabled {
+    fn handle<'a>(&'a self, _op: &'a str, _request: Value, _peer: Peer) -> HandlerFuture<'a> {
+        Box::pin(async {
+            Err("approvals are not enabled on this daemon: `approve` statements are refused; add an [approvals] table to its configuration (see the Approvals section of the README)".to_owned())
+        })
+    }
+}
