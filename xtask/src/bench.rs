@@ -647,12 +647,13 @@ fn approval_holds(
         writeln!(table, "| {} | {none:.0} | {idle:.0} | {held:.0} | {:.3} | {:.3} |", i + 1, held / none, held / idle)?;
     }
     let sum = |f: &dyn Fn(&(f64, f64, f64)) -> f64| rows.iter().map(f).sum::<f64>();
+    let count = f64::from(args.rounds.max(1));
     writeln!(
         table,
         "| all | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
-        sum(&|r| r.0) / rows.len() as f64,
-        sum(&|r| r.1) / rows.len() as f64,
-        sum(&|r| r.2) / rows.len() as f64,
+        sum(&|r| r.0) / count,
+        sum(&|r| r.1) / count,
+        sum(&|r| r.2) / count,
         sum(&|r| r.2) / sum(&|r| r.0),
         sum(&|r| r.2) / sum(&|r| r.1)
     )?;
