@@ -568,6 +568,13 @@ async fn open_approvals(
         );
         tokio::spawn(approval::http::serve(listener, Arc::clone(&broker), auth, stop.clone()));
         tracing::info!(event = "approvals_http", listen = %addr, "approvals HTTP API listening");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                event = "approvals_http_exposed",
+                listen = %addr,
+                "the approvals HTTP API is plain HTTP on a non-loopback address: bearer tokens cross the network in clear; put it behind a TLS-terminating proxy"
+            );
+        }
     }
     Ok(broker)
 }
