@@ -145,6 +145,13 @@ pub struct Traced {
     pub declares: Option<String>,
     /// FETCH/MOVE: the cursor's name (its outputs come from the DECLARE).
     pub fetches: Option<String>,
+    /// PREPARE: the statement's name (its outputs are in `outputs`).
+    pub prepares: Option<String>,
+    /// EXECUTE: the prepared statement's name.
+    pub executes: Option<String>,
+    /// What leaves through side channels (`pg_notify` payloads,
+    /// `set_config` values reported back, logical messages).
+    pub side: Lin,
 }
 
 /// Functions that run SQL given as text, out of the tracer's sight.
@@ -171,6 +178,10 @@ const SQL_FROM_TEXT: &[&str] = &[
     "dblink_send_query",
     "dblink_get_result",
 ];
+
+/// Functions whose arguments reach the client (or others) outside the
+/// result rows.
+const SIDE_CHANNELS: &[&str] = &["pg_notify", "set_config", "pg_logical_emit_message"];
 
 /// Catalog relations that hold column values (most common values,
 /// histograms).
@@ -228,6 +239,7 @@ pub struct Tracer<'a> {
     refusals: RefCell<Vec<String>>,
     stack: RefCell<Vec<Frame>>,
     written: RefCell<Lin>,
+    side: RefCell<Lin>,
 }
 
 impl<'a> Tracer<'a> {
@@ -244,6 +256,7 @@ impl<'a> Tracer<'a> {
             refusals: RefCell::default(),
             stack: RefCell::default(),
             written: RefCell::default(),
+            side: RefCell::default(),
         }
     }
 
@@ -386,6 +399,19 @@ impl<'a> Tracer<'a> {
                 }
             }
             Statement::Fetch { name, .. } => t.fetches = Some(names::fold_ident(name)),
+            Statement::Prepare { name, statement, .. } => {
+                let inner = self.trace(statement);
+                t.outputs = inner.outputs;
+                t.returns_unknown = inner.returns_unknown;
+                t.copy = inner.copy;
+                t.prepares = Some(names::fold_ident(name));
+            }
+            Statement::Execute { name: Some(name), .. } => {
+                t.executes = names::folded_parts(name).and_then(|mut p| p.pop());
+                if t.executes.is_none() {
+                    t.returns_unknown = true;
+                }
+            }
             Statement::Explain { .. }
             | Statement::ExplainTable { .. }
             | Statement::ShowVariable { .. }
@@ -414,6 +440,7 @@ impl<'a> Tracer<'a> {
         t.written = self.written.borrow().clone();
         t.reach = self.reach.borrow().clone();
         t.refusals = self.refusals.borrow().clone();
+        t.side = self.side.borrow().clone();
         t
     }
 
@@ -1093,6 +1120,10 @@ impl Visitor for RefWalker<'_, '_> {
             Expr::Function(f) => {
                 let name = names::function(&f.name);
                 self.t.check_function(&name, &mut self.out);
+                if SIDE_CHANNELS.contains(&name.strip_prefix("pg_catalog.").unwrap_or(&name)) {
+                    let l = self.t.all_refs(&f.args);
+                    self.t.side.borrow_mut().add(&l);
+                }
                 if let FunctionArguments::List(list) = &f.args {
                     for a in &list.args {
                         let arg = match a {

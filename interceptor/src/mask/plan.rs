@@ -100,6 +100,12 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
             m.why
         ));
     }
+    if let Some(m) = strictest(&t.side, profile) {
+        return Err(format!(
+            "it passes masked data ({}) to a function that sends it outside the result (a notification or a setting)",
+            m.why
+        ));
+    }
     if t.written.opaque {
         return Err("it writes data whose origin cannot be traced while masked data is in reach".into());
     }

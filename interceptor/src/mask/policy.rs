@@ -259,6 +259,12 @@ impl MaskPolicy {
         self.tags.iter().find(|t| t.glob.is_match(&full)).map(|t| t.category.as_str())
     }
 
+    /// Whether `profile` sees some tagged category masked (then statements
+    /// are traced).
+    pub fn masks_tags_for(&self, profile: &Profile) -> bool {
+        self.tags.iter().any(|t| profile.strategy(&t.category) != Strategy::Raw)
+    }
+
     /// Whether any column is tagged.
     pub fn has_tags(&self) -> bool {
         !self.tags.is_empty()

@@ -152,3 +152,13 @@ fn filters_writes_and_paths() {
     assert_eq!(t.declares.as_deref(), Some("c"));
     assert_eq!(trace("fetch 5 from c").fetches.as_deref(), Some("c"));
 }
+
+#[test]
+fn prepared_and_side_channels() {
+    let t = trace("prepare p as select ssn from customers");
+    assert_eq!(t.prepares.as_deref(), Some("p"));
+    assert_eq!(t.outputs.unwrap().len(), 1);
+    assert_eq!(trace("execute p").executes.as_deref(), Some("p"));
+    assert!(!trace("select pg_notify('c', ssn) from customers").side.is_clean());
+    assert!(trace("select pg_notify('c', name) from customers").side.is_clean());
+}
