@@ -79,6 +79,12 @@ pub struct Masker {
     key: Arc<[u8; 32]>,
 }
 
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker").field("profile", &self.profile).field("detectors", &self.detectors.is_some()).finish_non_exhaustive()
+    }
+}
+
 impl Masker {
     /// A masker for `profile` with `detectors` (ignored when the profile
     /// switches them off) and the token key.

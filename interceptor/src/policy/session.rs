@@ -16,13 +16,25 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
-use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, startup::check_startup};
+use super::{
+    Action, Context, Decision, PolicySet, PolicyStore, Subject,
+    masking::{PlanInput, SessionMask, Slot, bind_formats, plan_message, row_description},
+    startup::check_startup,
+};
 use crate::{
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
+    mask::{
+        catalog::CatalogPool,
+        lineage::CopyFormat,
+        rows::{CopyOut, Masker, Shape, Stats},
+    },
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
     sql,
     wire::{
@@ -44,13 +56,23 @@ pub struct PolicyFactory {
     store: Arc<PolicyStore>,
     audit: AuditLog,
     limits: sql::Limits,
+    catalogs: Option<Arc<CatalogPool>>,
+    mask_key: Arc<[u8; 32]>,
 }
 
 impl PolicyFactory {
     /// Hooks deciding from `store`'s current set at each statement and
     /// recording every session, statement and result in `audit`.
     pub fn new(store: Arc<PolicyStore>, audit: AuditLog) -> Self {
-        Self { store, audit, limits: sql::Limits::default() }
+        Self { store, audit, limits: sql::Limits::default(), catalogs: None, mask_key: Arc::new(rand::random()) }
+    }
+
+    /// Masking reads the catalog through `catalogs` and makes tokens with
+    /// `key` (the same key gives the same tokens across restarts).
+    pub fn with_masking(mut self, catalogs: Arc<CatalogPool>, key: [u8; 32]) -> Self {
+        self.catalogs = Some(catalogs);
+        self.mask_key = Arc::new(key);
+        self
     }
 }
 
@@ -108,7 +130,8 @@ impl HooksFactory for PolicyFactory {
             portals: HashMap::new(),
             prepared: HashMap::new(),
             drain: false,
-            refused: 0,
+            refused: Arc::default(),
+            mask: SessionMask::new(self.catalogs.as_ref().map(|c| c.for_session(info)), Arc::clone(&self.mask_key)),
         }))
     }
 }
@@ -138,11 +161,34 @@ struct RowCount {
     /// Execute of a statement prepared before a failure).
     statement: u64,
     started: Instant,
+    /// Masks of the message's statements (None: nothing to mask).
+    masks: Option<Slot>,
+    /// Extended protocol: the portal executed.
+    portal: Option<Vec<u8>>,
+    /// The result being sent: its shape and masker.
+    shape: Option<Shape>,
+    copy: Option<CopyOut>,
+    masker: Option<Masker>,
+    stats: Stats,
 }
 
 impl Default for RowCount {
     fn default() -> Self {
-        Self { limit: None, rule: String::new(), rows: 0, bytes: 0, exceeded: false, statement: 0, started: Instant::now() }
+        Self {
+            limit: None,
+            rule: String::new(),
+            rows: 0,
+            bytes: 0,
+            exceeded: false,
+            statement: 0,
+            started: Instant::now(),
+            masks: None,
+            portal: None,
+            shape: None,
+            copy: None,
+            masker: None,
+            stats: Stats::default(),
+        }
     }
 }
 
@@ -208,14 +254,16 @@ pub struct PolicyHooks {
     /// After a cut-off, drop results until ReadyForQuery.
     drain: bool,
     /// Statements refused, for the session record.
-    refused: u64,
+    refused: Arc<AtomicU64>,
+    /// Masking state.
+    mask: SessionMask,
 }
 
 impl PolicyHooks {
-    fn decide(&mut self, sql_text: &str) -> Decision {
+    fn decide(&mut self, sql_text: &str) -> (Decision, Arc<Result<sql::Analysis, sql::SqlError>>) {
         let set = self.store.current();
-        let analysis = sql::analyze_cached(sql_text, &self.limits);
-        let analysis = analysis.as_ref();
+        let analysis_entry = sql::analyze_cached(sql_text, &self.limits);
+        let analysis = analysis_entry.as_ref();
         let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
         let decision = match analysis {
             Ok(a) if a.statements.iter().any(|f| f.command == "EXECUTE") => self.decide_with_prepared(&set, &ctx, a),
@@ -238,7 +286,7 @@ impl PolicyHooks {
             reason = %decision.reason,
             sql = %truncate(sql_text, 4096),
         );
-        decision
+        (decision, analysis_entry)
     }
 
     /// `EXECUTE name` runs what `PREPARE name` parsed earlier in this
@@ -303,10 +351,7 @@ impl PolicyHooks {
             ),
             _ => format!("interceptor: statement refused by rule {}: {}", d.rule, d.reason),
         };
-        PgError::error(REFUSED, message).with_detail(format!(
-            "identity {} on target {}, database {}",
-            self.identity, self.info.target, self.info.database
-        ))
+        PgError::error(REFUSED, message).with_detail(self.refusal_detail())
     }
 
     /// A fresh sentinel word (not yet standing for anything).
@@ -317,7 +362,7 @@ impl PolicyHooks {
 
     /// A fresh sentinel word and the refusal it stands for.
     fn sentinel(&mut self, err: PgError) -> String {
-        self.refused += 1;
+        self.refused.fetch_add(1, Ordering::Relaxed);
         let token = self.token();
         lock(&self.refusals).push_back((token.clone(), err));
         token
@@ -370,22 +415,108 @@ impl PolicyHooks {
     /// are recorded after they reach the client (their statement was
     /// recorded before it was sent).
     fn record_result(&self, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+        record_result(&self.audit, &self.session, c, command_tag, error);
+    }
+}
+
+/// Appends a result record without holding the session up: results are
+/// recorded after they reach the client (their statement was recorded
+/// before it was sent).
+fn record_result(audit: &AuditLog, session: &str, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+    {
         if c.statement == 0 {
             return;
         }
         let (error_sqlstate, error_message) = error.map_or((None, None), |(s, m)| (Some(s), Some(m)));
         let ev = AuditEvent::StatementResult(ResultSummary {
-            session: self.session.clone(),
+            session: session.to_owned(),
             statement: c.statement,
             command_tag,
             rows: c.rows.min(c.limit.unwrap_or(u64::MAX)),
             bytes: c.bytes,
-            masked_columns: Vec::new(),
+            masked_columns: c.stats.describe(),
             duration_us: c.started.elapsed().as_micros() as u64,
             error_sqlstate,
             error_message,
         });
-        record_later(&self.audit, ev, "result");
+        record_later(audit, ev, "result");
+    }
+}
+
+impl PolicyHooks {
+    /// An allowed statement: planned for masking (which may still refuse
+    /// it), recorded, and only then sent. Identities that see everything
+    /// raw go straight to [`Self::record_then`].
+    fn record_masked(
+        &mut self,
+        mut event: StatementEvent,
+        frame: Frame,
+        kind: u8,
+        name: &[u8],
+        analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
+        slot: &Slot,
+    ) -> Verdict {
+        let set = self.store.current();
+        let profile = set.masking.profile(&self.identity);
+        let Some(masker) = self.mask.masker(&set.masking, &profile) else {
+            return self.record_then(event, frame, kind, name);
+        };
+        if let Ok(a) = analysis.as_ref()
+            && a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl))
+        {
+            // Views and tables may change: ask the catalog afresh, now and
+            // once the DDL has run.
+            self.mask.ddl = true;
+            if let Some(c) = &self.mask.catalog {
+                c.invalidate();
+            }
+        }
+        let input = PlanInput {
+            catalog: self.mask.catalog.clone(),
+            policy: Arc::clone(&set.masking),
+            profile,
+            masker,
+            analysis,
+            named: Arc::clone(&self.mask.named),
+        };
+        let token = self.token();
+        let refusal_frame = sentinel_frame(kind, name, &token);
+        let fallback_token = self.token();
+        let fallback = sentinel_frame(kind, name, &fallback_token);
+        let refusals = Arc::clone(&self.refusals);
+        let refused = Arc::clone(&self.refused);
+        let audit = self.audit.clone();
+        let detail = self.refusal_detail();
+        let slot = Arc::clone(slot);
+        Verdict::Await(Box::pin(async move {
+            let send = match plan_message(input).await {
+                Ok(masks) => {
+                    *lock(&slot) = masks.into();
+                    frame
+                }
+                Err(reason) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    let err = PgError::error(REFUSED, format!("interceptor: statement refused by rule {MASKING_RULE}: {reason}"))
+                        .with_detail(detail)
+                        .with_hint("ask for an identity that may see these values, or leave the masked columns out");
+                    event.decision =
+                        DecisionRecord { action: "deny".into(), rule: MASKING_RULE.into(), reason, max_rows: None };
+                    lock(&refusals).push_back((token, err));
+                    refusal_frame
+                }
+            };
+            match durable(&audit, event).await {
+                Ok(()) => Verdict::Forward(send),
+                Err(e) => {
+                    lock(&refusals).push_back((fallback_token, unrecorded(&e)));
+                    Verdict::Forward(fallback)
+                }
+            }
+        }))
+    }
+
+    fn refusal_detail(&self) -> String {
+        format!("identity {} on target {}, database {}", self.identity, self.info.target, self.info.database)
     }
 
     fn query(&mut self, frame: Frame) -> Verdict {
@@ -393,11 +524,12 @@ impl PolicyHooks {
             return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Query message"));
         };
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
-        let d = self.decide(&sql_text);
+        let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "simple", &d);
-        self.pending.push_back(Pending::Query(RowCount::new(&d, n)));
+        let slot = Slot::default();
+        self.pending.push_back(Pending::Query(RowCount { masks: Some(Arc::clone(&slot)), ..RowCount::new(&d, n) }));
         if d.action == Action::Allow {
-            return self.record_then(event, frame, fe::QUERY, b"");
+            return self.record_masked(event, frame, fe::QUERY, b"", analysis, &slot);
         }
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::QUERY, b"", &token), fe::QUERY, b"")
@@ -411,13 +543,17 @@ impl PolicyHooks {
         };
         let name = name.to_vec();
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
-        let d = self.decide(&sql_text);
+        let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "extended", &d);
+        self.mask.statement_desc.remove(&name);
         if d.action == Action::Allow {
             self.statements.insert(name.clone(), (d, n));
-            return self.record_then(event, frame, fe::PARSE, &name);
+            let slot = Slot::default();
+            self.mask.statements.insert(name.clone(), Arc::clone(&slot));
+            return self.record_masked(event, frame, fe::PARSE, &name, analysis, &slot);
         }
         self.statements.remove(&name);
+        self.mask.statements.remove(&name);
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::PARSE, &name, &token), fe::PARSE, &name)
     }
@@ -435,14 +571,18 @@ impl SessionHooks for PolicyHooks {
                 {
                     self.portals.insert(portal.to_vec(), stmt.to_vec());
                 }
+                if let Some((portal, stmt, formats)) = bind_formats(body) {
+                    self.mask.portal_desc.remove(&portal);
+                    self.mask.portals.insert(portal, (stmt, formats));
+                }
                 Verdict::Forward(frame)
             }
             fe::EXECUTE => {
-                let count = cstr(frame.body(), 0)
-                    .and_then(|(portal, _)| self.portals.get(portal))
-                    .and_then(|stmt| self.statements.get(stmt))
-                    .map(|(d, n)| RowCount::new(d, *n))
-                    .unwrap_or_default();
+                let portal = cstr(frame.body(), 0).map(|(p, _)| p.to_vec());
+                let stmt = portal.as_ref().and_then(|p| self.portals.get(p));
+                let mut count = stmt.and_then(|s| self.statements.get(s)).map(|(d, n)| RowCount::new(d, *n)).unwrap_or_default();
+                count.masks = stmt.and_then(|s| self.mask.statements.get(s)).cloned();
+                count.portal = portal;
                 self.pending.push_back(Pending::Execute(count));
                 Verdict::Forward(frame)
             }
@@ -456,9 +596,13 @@ impl SessionHooks for PolicyHooks {
                     match kind {
                         b'S' => {
                             self.statements.remove(name);
+                            self.mask.statements.remove(name);
+                            self.mask.statement_desc.remove(name);
                         }
                         b'P' => {
                             self.portals.remove(name);
+                            self.mask.portals.remove(name);
+                            self.mask.portal_desc.remove(name);
                         }
                         _ => {}
                     }
@@ -475,7 +619,14 @@ impl SessionHooks for PolicyHooks {
                 self.pending.push_back(Pending::Query(RowCount::default()));
                 Verdict::Forward(sentinel_frame(fe::QUERY, b"", &token))
             }
-            fe::DESCRIBE | fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
+            fe::DESCRIBE => {
+                let body = frame.body();
+                if let (Some(kind), Some((name, _))) = (body.first(), cstr(body, 1)) {
+                    self.mask.describes.push_back((*kind, name.to_vec()));
+                }
+                Verdict::Forward(frame)
+            }
+            fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
                 Verdict::Forward(frame)
             }
             other => Verdict::Close(PgError::fatal(
@@ -491,11 +642,54 @@ impl SessionHooks for PolicyHooks {
                 if self.drain {
                     return Verdict::Drop;
                 }
-                let admitted = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
-                    Some(Pending::Query(c) | Pending::Execute(c)) => c.admit(frame.len()),
-                    _ => true,
+                let mask = &self.mask;
+                let (frame, admitted) = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
+                    Some(Pending::Query(c) | Pending::Execute(c)) => {
+                        let frame = mask_result(mask, c, frame);
+                        let admitted = c.admit(frame.len());
+                        (frame, admitted)
+                    }
+                    // Rows nobody asked for: masked as the session's latest.
+                    _ => (frame, true),
                 };
                 if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
+            }
+            be::ROW_DESCRIPTION => {
+                let describe = !self.mask.describes.is_empty() && !matches!(self.pending.front(), Some(Pending::Query(_)));
+                if describe {
+                    if let Some((kind, name)) = self.mask.describes.pop_front()
+                        && let Some(d) = row_description(frame.body())
+                    {
+                        match kind {
+                            b'S' => self.mask.statement_desc.insert(name, d),
+                            _ => self.mask.portal_desc.insert(name, d),
+                        };
+                    }
+                } else if let Some(Pending::Query(c)) = self.pending.front_mut()
+                    && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
+                    && let Some(d) = row_description(frame.body())
+                {
+                    c.shape = Some(Shape { plan: m.plan, formats: d.formats, types: d.types, names: d.names });
+                    c.masker = Some(m.masker);
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+            }
+            be::NO_DATA => {
+                if !matches!(self.pending.front(), Some(Pending::Query(_))) {
+                    self.mask.describes.pop_front();
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+            }
+            be::COPY_OUT_RESPONSE => {
+                if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync))
+                    && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
+                {
+                    let binary = frame.body().first() == Some(&1);
+                    let format = m.copy.unwrap_or(if binary { CopyFormat::Binary } else { CopyFormat::Text });
+                    c.copy = Some(CopyOut::new(format, m.plan));
+                    c.masker = Some(m.masker);
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
             }
             be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE | be::COPY_DONE => {
                 if self.drain {
@@ -526,9 +720,22 @@ impl SessionHooks for PolicyHooks {
                 }
                 // One result per statement (a multi-statement Query has
                 // several): record it and start counting afresh.
-                let done = std::mem::replace(c, RowCount { statement: c.statement, limit: c.limit, rule: c.rule.clone(), ..RowCount::default() });
+                let done = std::mem::replace(
+                    c,
+                    RowCount {
+                        statement: c.statement,
+                        limit: c.limit,
+                        rule: c.rule.clone(),
+                        masks: c.masks.clone(),
+                        portal: c.portal.clone(),
+                        ..RowCount::default()
+                    },
+                );
                 if is_execute {
                     self.pending.pop_front();
+                } else if let Some(slot) = &done.masks {
+                    // The next statement of the Query has the next mask.
+                    lock(slot).pop_front();
                 }
                 self.record_result(&done, tag, None);
                 Verdict::Forward(frame)
@@ -538,6 +745,7 @@ impl SessionHooks for PolicyHooks {
                 if self.drain {
                     return Verdict::Drop;
                 }
+                let frame = self.mask_message(frame);
                 if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.front_mut() {
                     let failed = std::mem::take(c);
                     let fields = parse_error_fields(&frame).ok();
@@ -554,6 +762,13 @@ impl SessionHooks for PolicyHooks {
             }
             be::READY_FOR_QUERY => {
                 self.drain = false;
+                self.mask.describes.clear();
+                if self.mask.ddl {
+                    self.mask.ddl = false;
+                    if let Some(c) = &self.mask.catalog {
+                        c.invalidate();
+                    }
+                }
                 while let Some(p) = self.pending.pop_front() {
                     if matches!(p, Pending::Query(_) | Pending::Sync) {
                         break;
@@ -561,8 +776,16 @@ impl SessionHooks for PolicyHooks {
                 }
                 Verdict::Forward(frame)
             }
-            // Asynchronous messages pass even while draining.
-            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS => Verdict::Forward(frame),
+            // Asynchronous messages pass even while draining (masked).
+            be::NOTICE_RESPONSE => Verdict::Forward(self.mask_message(frame)),
+            be::NOTIFICATION_RESPONSE => match &self.mask.masker {
+                Some(m) => Verdict::Forward(m.notification(frame)),
+                None => Verdict::Forward(frame),
+            },
+            be::PARAMETER_STATUS => match &self.mask.masker {
+                Some(m) => Verdict::Forward(m.parameter_status(frame)),
+                None => Verdict::Forward(frame),
+            },
             _ if self.drain => Verdict::Drop,
             _ => Verdict::Forward(frame),
         }
@@ -575,7 +798,7 @@ impl SessionHooks for PolicyHooks {
             detail: Some(summary.detail.clone()).filter(|d| !d.is_empty()),
             duration_ms: summary.duration_ms,
             statements: self.statement_seq,
-            refused: self.refused,
+            refused: self.refused.load(Ordering::Relaxed),
             bytes_in: summary.traffic.frontend_bytes,
             bytes_out: summary.traffic.backend_bytes,
         });
@@ -584,6 +807,21 @@ impl SessionHooks for PolicyHooks {
 }
 
 impl PolicyHooks {
+    /// An error or notice with echoed values masked: redacted outright when
+    /// the current statement had sensitive data in reach.
+    fn mask_message(&self, frame: Frame) -> Frame {
+        let current = self.pending.iter().find_map(|p| match p {
+            Pending::Query(c) | Pending::Execute(c) => Some(c),
+            Pending::Sync => None,
+        });
+        let m = current.and_then(|c| c.masks.as_ref().and_then(|s| lock(s).front().cloned()));
+        let sensitive = m.as_ref().is_some_and(|m| m.sensitive);
+        match m.map(|m| m.masker).or_else(|| self.mask.masker.clone()) {
+            Some(masker) => masker.error_fields(frame, sensitive),
+            None => frame,
+        }
+    }
+
     /// Replaces the server's syntax error for a sentinel with the refusal.
     fn rewrite_sentinel(&mut self, frame: Frame) -> Frame {
         let mut refusals = lock(&self.refusals);
@@ -623,6 +861,40 @@ fn record_later(audit: &AuditLog, ev: AuditEvent, what: &'static str) {
         }
         Err(e) => tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written"),
     }
+}
+
+/// Rule id of masking refusals.
+pub const MASKING_RULE: &str = "builtin.masking";
+
+/// A DataRow or COPY data of result `c`, masked.
+fn mask_result(mask: &SessionMask, c: &mut RowCount, frame: Frame) -> Frame {
+    let Some(slot) = &c.masks else { return frame };
+    if frame.tag() == be::COPY_DATA {
+        return match (&mut c.copy, &c.masker) {
+            (Some(copy), Some(m)) => m.copy_data(copy, frame, &mut c.stats),
+            _ => frame,
+        };
+    }
+    if c.shape.is_none() {
+        // An Execute: its statement's mask, the portal's formats.
+        let Some(m) = lock(slot).front().cloned() else { return frame };
+        let portal = c.portal.clone().unwrap_or_default();
+        c.shape = Some(mask.execute_shape(&portal, &m));
+        c.masker = Some(m.masker);
+    }
+    match (&c.shape, &c.masker) {
+        (Some(shape), Some(m)) => m.data_row(shape, frame, &mut c.stats),
+        _ => frame,
+    }
+}
+
+/// Appends a statement record and waits until it is durable.
+async fn durable(audit: &AuditLog, event: StatementEvent) -> Result<(), String> {
+    if !audit.healthy() {
+        return Err(audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()));
+    }
+    let receipt = audit.enqueue(AuditEvent::Statement(event)).map_err(|e| e.to_string())?;
+    receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

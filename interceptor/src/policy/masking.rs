@@ -1,0 +1,260 @@
+//! Masking on a live session: planning each statement before it is sent
+//! (lineage through the catalog), and the per-session bookkeeping the
+//! result paths need (statement and portal descriptions, result formats
+//! from Bind, cursors and SQL-level prepared statements).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    mask::{
+        MaskPolicy, Profile,
+        catalog::DbCatalog,
+        lineage::{CopyFormat, Tracer},
+        plan::{ColMask, StmtPlan, plan},
+        policy::UnknownLineage,
+        rows::{Masker, Shape},
+        strategy::Strategy,
+    },
+    sql::{self, StatementClass},
+};
+
+/// How one statement's results are masked.
+#[derive(Clone, Debug)]
+pub struct StmtMask {
+    /// Column masks.
+    pub plan: StmtPlan,
+    /// COPY TO STDOUT format.
+    pub copy: Option<CopyFormat>,
+    /// Sensitive data was in reach: values echoed in errors are redacted.
+    pub sensitive: bool,
+    /// The identity's masker when the statement was planned.
+    pub masker: Masker,
+}
+
+/// Masks of the statements of one message, in order (a simple Query may
+/// hold several; a Parse holds one, used by every Execute of it).
+pub type Slot = Arc<Mutex<VecDeque<StmtMask>>>;
+
+/// Cursors and SQL-level prepared statements: their plans by name.
+#[derive(Default)]
+pub struct Named {
+    cursors: HashMap<String, StmtMask>,
+    prepared: HashMap<String, StmtMask>,
+}
+
+impl Named {
+    fn bound<V>(map: &mut HashMap<String, V>, k: String, v: V) {
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(k, v);
+    }
+}
+
+/// A row description: types, names and formats per column.
+#[derive(Debug, Clone, Default)]
+pub struct Desc {
+    pub types: Vec<u32>,
+    pub names: Vec<String>,
+    pub formats: Vec<i16>,
+}
+
+/// Parses a RowDescription body.
+pub fn row_description(body: &[u8]) -> Option<Desc> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut at = 2;
+    let mut d = Desc::default();
+    for _ in 0..n {
+        let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
+        d.names.push(String::from_utf8_lossy(&body[at..at + nul]).into_owned());
+        at += nul + 1;
+        let f = body.get(at..at + 18)?;
+        d.types.push(u32::from_be_bytes(f[6..10].try_into().ok()?));
+        d.formats.push(i16::from_be_bytes(f[16..18].try_into().ok()?));
+        at += 18;
+    }
+    Some(d)
+}
+
+/// (portal, statement, result format codes) of a Bind body.
+pub fn bind_formats(body: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<i16>)> {
+    let cstr = |at: usize| -> Option<(&[u8], usize)> {
+        let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
+        Some((&body[at..at + nul], at + nul + 1))
+    };
+    let (portal, at) = cstr(0)?;
+    let (stmt, mut at) = cstr(at)?;
+    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let nfmt = i16_at(at)?.max(0) as usize;
+    at += 2 + 2 * nfmt;
+    let nparams = i16_at(at)?.max(0) as usize;
+    at += 2;
+    for _ in 0..nparams {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + len.max(0) as usize;
+    }
+    let nres = i16_at(at)?.max(0) as usize;
+    at += 2;
+    let formats = (0..nres).map(|i| i16_at(at + 2 * i)).collect::<Option<Vec<_>>>()?;
+    Some((portal.to_vec(), stmt.to_vec(), formats))
+}
+
+/// Per-session masking state.
+pub struct SessionMask {
+    pub catalog: Option<Arc<DbCatalog>>,
+    pub key: Arc<[u8; 32]>,
+    pub named: Arc<Mutex<Named>>,
+    /// Extended protocol: masks by statement name.
+    pub statements: HashMap<Vec<u8>, Slot>,
+    /// Portal -> (statement, result formats).
+    pub portals: HashMap<Vec<u8>, (Vec<u8>, Vec<i16>)>,
+    pub statement_desc: HashMap<Vec<u8>, Desc>,
+    pub portal_desc: HashMap<Vec<u8>, Desc>,
+    /// Describes sent, answered in order: (b'S' | b'P', name).
+    pub describes: VecDeque<(u8, Vec<u8>)>,
+    /// The masker of the latest statement (for asynchronous messages).
+    pub masker: Option<Masker>,
+    /// DDL ran: the catalog's answers are stale.
+    pub ddl: bool,
+}
+
+impl SessionMask {
+    pub fn new(catalog: Option<Arc<DbCatalog>>, key: Arc<[u8; 32]>) -> Self {
+        Self {
+            catalog,
+            key,
+            named: Arc::default(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            statement_desc: HashMap::new(),
+            portal_desc: HashMap::new(),
+            describes: VecDeque::new(),
+            masker: None,
+            ddl: false,
+        }
+    }
+
+    /// The masker for `profile`, or `None` when it sees everything raw.
+    pub fn masker(&mut self, policy: &MaskPolicy, profile: &Arc<Profile>) -> Option<Masker> {
+        if profile.sees_all_raw() {
+            self.masker = None;
+            return None;
+        }
+        let m = Masker::new(Arc::clone(profile), Arc::clone(policy.detectors()), Arc::clone(&self.key));
+        self.masker = Some(m.clone());
+        Some(m)
+    }
+
+    /// The shape of an Execute's rows: its statement's mask, the portal's
+    /// formats and the types from the latest description.
+    pub fn execute_shape(&self, portal: &[u8], mask: &StmtMask) -> Shape {
+        let (stmt, formats) = self.portals.get(portal).cloned().unwrap_or_default();
+        let desc = self.portal_desc.get(portal).or_else(|| self.statement_desc.get(&stmt)).cloned().unwrap_or_default();
+        Shape { plan: mask.plan.clone(), formats, types: desc.types, names: desc.names }
+    }
+}
+
+/// Everything [`plan_message`] needs, owned (it runs in a deferred verdict).
+pub struct PlanInput {
+    pub catalog: Option<Arc<DbCatalog>>,
+    pub policy: Arc<MaskPolicy>,
+    pub profile: Arc<Profile>,
+    pub masker: Masker,
+    pub analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
+    pub named: Arc<Mutex<Named>>,
+}
+
+/// The masks of every statement of one message, or why it is refused.
+pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
+    let PlanInput { catalog, policy, profile, masker, analysis, named } = input;
+    let trace = policy.masks_tags_for(&profile);
+    let unknown_all = |why: &str| -> Result<StmtMask, String> {
+        match profile.unknown {
+            UnknownLineage::Refuse => Err(format!("{why}, and masked data may be in reach")),
+            UnknownLineage::Mask => Ok(StmtMask {
+                plan: StmtPlan::All(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() }),
+                copy: None,
+                sensitive: true,
+                masker: masker.clone(),
+            }),
+        }
+    };
+    let a = match analysis.as_ref() {
+        Ok(a) => a,
+        Err(_) if trace => return Ok(vec![unknown_all("the SQL cannot be analysed")?]),
+        Err(_) => return Ok(vec![clean(&masker, None)]),
+    };
+    let snapshot = if trace {
+        let rels: Vec<_> = a.statements.iter().flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned()).collect();
+        let funcs: Vec<_> = a.statements.iter().flat_map(|f| f.functions.iter().cloned()).collect();
+        match &catalog {
+            Some(c) => Some(c.snapshot(&rels, &funcs).await.map_err(|e| format!("masking needs the catalog and it could not be read ({e})"))?),
+            None => return Err("masking needs the catalog and no catalog connection is configured".into()),
+        }
+    } else {
+        None
+    };
+    let limits = sql::Limits::default();
+    let mut out = Vec::with_capacity(a.statements.len());
+    for f in &a.statements {
+        let stmt = if trace || f.command == "COPY" { sql::parse_one(&f.text, &limits).ok() } else { None };
+        let Some(snap) = &snapshot else {
+            // Detectors only; COPY needs its format.
+            let copy = stmt.as_ref().and_then(|s| {
+                let t = Tracer::new(&crate::mask::lineage::Snapshot::default(), &policy).trace(s);
+                t.copy
+            });
+            out.push(clean(&masker, copy));
+            continue;
+        };
+        let Some(stmt) = stmt else {
+            if f.classes.contains(&StatementClass::Code) {
+                out.push(unknown_all(&format!("{} runs code the masking cannot trace", f.command))?);
+            } else {
+                out.push(clean(&masker, None));
+            }
+            continue;
+        };
+        let t = Tracer::new(snap, &policy).trace(&stmt);
+        let lookup = |name: &Option<String>, what: &str, cursor: bool| -> Option<Result<StmtMask, String>> {
+            let name = name.as_ref()?;
+            let n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = if cursor { &n.cursors } else { &n.prepared };
+            Some(match map.get(name) {
+                Some(m) => Ok(StmtMask { masker: masker.clone(), ..m.clone() }),
+                None => unknown_all(&format!("{what} `{name}` was not declared through the interceptor")),
+            })
+        };
+        if let Some(m) = lookup(&t.fetches, "cursor", true) {
+            out.push(m?);
+            continue;
+        }
+        if let Some(m) = lookup(&t.executes, "prepared statement", false) {
+            out.push(m?);
+            continue;
+        }
+        let p = plan(&t, &profile)?;
+        let sensitive = !p.is_clean() || !t.reach.is_clean();
+        let m = StmtMask { plan: p, copy: t.copy, sensitive, masker: masker.clone() };
+        let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &t.declares {
+            Named::bound(&mut n.cursors, c.clone(), m.clone());
+            out.push(clean(&masker, None));
+            continue;
+        }
+        if let Some(p) = &t.prepares {
+            Named::bound(&mut n.prepared, p.clone(), m.clone());
+            out.push(clean(&masker, None));
+            continue;
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
+    StmtMask { plan: StmtPlan::Clean, copy, sensitive: false, masker: masker.clone() }
+}
