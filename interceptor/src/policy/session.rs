@@ -294,10 +294,17 @@ impl PolicyHooks {
     /// unknown name is refused.
     fn decide_with_prepared(&self, set: &PolicySet, ctx: &Context<'_>, a: &sql::Analysis) -> Decision {
         let mut expanded = a.clone();
+        // PREPAREs earlier in the same message count too.
+        let mut earlier: HashMap<String, sql::StatementFacts> = HashMap::new();
         for f in &mut expanded.statements {
+            if f.command == "PREPARE"
+                && let Some(n) = f.prepared_name()
+            {
+                earlier.insert(n, f.clone());
+            }
             if f.command == "EXECUTE" {
                 let name = f.prepared_name();
-                match name.as_ref().and_then(|n| self.prepared.get(n)) {
+                match name.as_ref().and_then(|n| earlier.get(n).or_else(|| self.prepared.get(n))) {
                     Some(inner) => {
                         // Decided as what PREPARE parsed (its facts are the
                         // inner statement's), named after the inner command.
