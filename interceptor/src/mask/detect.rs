@@ -65,12 +65,19 @@ pub struct Hit<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Detectors {
     list: Vec<Detector>,
+    /// All patterns in one automaton: most values match none, and are
+    /// cleared in one pass instead of one per detector.
+    any: Option<regex::RegexSet>,
 }
 
 impl Detectors {
     /// These detectors.
     pub fn new(list: Vec<Detector>) -> Self {
-        Self { list }
+        let any = regex::RegexSetBuilder::new(list.iter().map(|d| d.regex.as_str()))
+            .size_limit(8 << 20)
+            .build()
+            .ok();
+        Self { list, any }
     }
 
     /// Whether there are none.
@@ -87,7 +94,7 @@ impl Detectors {
     /// overlap).
     pub fn scan<'a>(&'a self, value: &str) -> Vec<Hit<'a>> {
         let mut hits: Vec<Hit<'a>> = Vec::new();
-        if !worth_scanning(value.as_bytes()) {
+        if !worth_scanning(value.as_bytes()) || self.any.as_ref().is_some_and(|set| !set.is_match(value)) {
             return hits;
         }
         for d in &self.list {
