@@ -168,7 +168,7 @@ impl DbCatalog {
             .collect();
         let query = format!(
             "SELECT q.i, c.oid, n.nspname, c.relname, c.relkind, \
-             (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+             (SELECT json_agg(json_build_array(a.attname, a.attnum) ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
              CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
              FROM (VALUES {}) AS q(i, name) \
@@ -183,14 +183,19 @@ impl DbCatalog {
             let Some(i) = row.first().and_then(|v| v.as_deref()).and_then(|v| v.parse::<usize>().ok()) else { continue };
             let Some(rel) = missing.get(i) else { continue };
             let info = match (&row[1], &row[2], &row[3], &row[4]) {
-                (Some(oid), Some(schema), Some(name), Some(kind)) => Some(RelInfo {
-                    oid: oid.parse().unwrap_or(0),
-                    schema: schema.clone(),
-                    name: name.clone(),
-                    kind: kind.chars().next().unwrap_or('r'),
-                    columns: row[5].as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default(),
-                    view_def: row[6].clone(),
-                }),
+                (Some(oid), Some(schema), Some(name), Some(kind)) => {
+                    let cols: Vec<(String, i16)> =
+                        row[5].as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+                    Some(RelInfo {
+                        oid: oid.parse().unwrap_or(0),
+                        schema: schema.clone(),
+                        name: name.clone(),
+                        kind: kind.chars().next().unwrap_or('r'),
+                        attnums: cols.iter().map(|(_, n)| *n).collect(),
+                        columns: cols.into_iter().map(|(c, _)| c).collect(),
+                        view_def: row[6].clone(),
+                    })
+                }
                 _ => None,
             };
             c.relations.insert(rel.clone(), (info.clone(), now));

@@ -87,6 +87,8 @@ pub struct RelInfo {
     pub kind: char,
     /// Column names in attnum order (dropped ones left out).
     pub columns: Vec<String>,
+    /// Their attribute numbers (what RowDescription reports).
+    pub attnums: Vec<i16>,
     /// `pg_get_viewdef` of a view or materialized view.
     pub view_def: Option<String>,
 }

@@ -12,7 +12,7 @@ use crate::{
     mask::{
         MaskPolicy, Profile,
         catalog::DbCatalog,
-        lineage::{CopyFormat, Tracer},
+        lineage::{CopyFormat, Snapshot, Tracer},
         plan::{ColMask, StmtPlan, plan},
         policy::UnknownLineage,
         rows::{Masker, Shape},
@@ -32,6 +32,30 @@ pub struct StmtMask {
     pub sensitive: bool,
     /// The identity's masker when the statement was planned.
     pub masker: Masker,
+    /// Tagged base columns of the relations in reach, by (table oid,
+    /// attnum): a result column RowDescription traces to one is masked
+    /// whatever the lineage said (defence in depth).
+    pub origins: Arc<HashMap<(u32, i16), ColMask>>,
+}
+
+impl StmtMask {
+    /// The shape of a result described by `d`, sent in `formats`.
+    pub fn shape(&self, d: Desc, formats: Vec<i16>) -> Shape {
+        let mut plan = self.plan.clone();
+        let n = d.types.len();
+        let hits: Vec<(usize, &ColMask)> =
+            d.origins.iter().enumerate().filter_map(|(i, o)| self.origins.get(o).map(|m| (i, m))).collect();
+        if !hits.is_empty() {
+            let mut cols: Vec<Option<ColMask>> = (0..n).map(|i| plan.column(i, n).cloned()).collect();
+            for (i, m) in hits {
+                if cols[i].as_ref().is_none_or(|c| c.strategy < m.strategy) {
+                    cols[i] = Some(m.clone());
+                }
+            }
+            plan = StmtPlan::Columns(Arc::new(cols));
+        }
+        Shape { plan, formats, types: d.types, names: d.names }
+    }
 }
 
 /// Masks of the statements of one message, in order (a simple Query may
@@ -60,6 +84,8 @@ pub struct Desc {
     pub types: Vec<u32>,
     pub names: Vec<String>,
     pub formats: Vec<i16>,
+    /// (table oid, attnum) per column; (0, 0) for expressions.
+    pub origins: Vec<(u32, i16)>,
 }
 
 /// Parses a RowDescription body.
@@ -72,6 +98,7 @@ pub fn row_description(body: &[u8]) -> Option<Desc> {
         d.names.push(String::from_utf8_lossy(&body[at..at + nul]).into_owned());
         at += nul + 1;
         let f = body.get(at..at + 18)?;
+        d.origins.push((u32::from_be_bytes(f[0..4].try_into().ok()?), i16::from_be_bytes(f[4..6].try_into().ok()?)));
         d.types.push(u32::from_be_bytes(f[6..10].try_into().ok()?));
         d.formats.push(i16::from_be_bytes(f[16..18].try_into().ok()?));
         at += 18;
@@ -153,7 +180,7 @@ impl SessionMask {
     pub fn execute_shape(&self, portal: &[u8], mask: &StmtMask) -> Shape {
         let (stmt, formats) = self.portals.get(portal).cloned().unwrap_or_default();
         let desc = self.portal_desc.get(portal).or_else(|| self.statement_desc.get(&stmt)).cloned().unwrap_or_default();
-        Shape { plan: mask.plan.clone(), formats, types: desc.types, names: desc.names }
+        mask.shape(desc, formats)
     }
 }
 
@@ -179,6 +206,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
                 copy: None,
                 sensitive: true,
                 masker: masker.clone(),
+                origins: Arc::default(),
             }),
         }
     };
@@ -197,6 +225,8 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
     } else {
         None
     };
+    let origins = Arc::new(snapshot.as_ref().map(|s| origins(s, &policy, &profile)).unwrap_or_default());
+    let clean = |masker: &Masker, copy| StmtMask { origins: Arc::clone(&origins), ..clean(masker, copy) };
     let limits = sql::Limits::default();
     let mut out = Vec::with_capacity(a.statements.len());
     for f in &a.statements {
@@ -238,7 +268,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         }
         let p = plan(&t, &profile)?;
         let sensitive = !p.is_clean() || !t.reach.is_clean();
-        let m = StmtMask { plan: p, copy: t.copy, sensitive, masker: masker.clone() };
+        let m = StmtMask { plan: p, copy: t.copy, sensitive, masker: masker.clone(), origins: Arc::clone(&origins) };
         let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = &t.declares {
             Named::bound(&mut n.cursors, c.clone(), m.clone());
@@ -256,5 +286,76 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
 }
 
 fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
-    StmtMask { plan: StmtPlan::Clean, copy, sensitive: false, masker: masker.clone() }
+    StmtMask { plan: StmtPlan::Clean, copy, sensitive: false, masker: masker.clone(), origins: Arc::default() }
+}
+
+/// Tagged columns of the relations in `snap` that `profile` sees masked.
+fn origins(snap: &Snapshot, policy: &MaskPolicy, profile: &Profile) -> HashMap<(u32, i16), ColMask> {
+    let mut out = HashMap::new();
+    for info in snap.relations.values().flatten() {
+        for (c, n) in info.columns.iter().zip(info.attnums.iter()) {
+            if let Some(cat) = policy.category(&info.schema, &info.name, c) {
+                let strategy = profile.strategy(cat);
+                if strategy != Strategy::Raw {
+                    let why = format!("{}.{}.{c}", info.schema, info.name);
+                    out.insert((info.oid, *n), ColMask { strategy, category: cat.to_owned(), why });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{detect::builtin, detect::Detectors};
+
+    #[test]
+    fn origins_from_row_description_override_a_clean_plan() {
+        let masker = Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([0; 32]));
+        let ssn = ColMask { strategy: Strategy::Partial(4), category: "ssn".into(), why: "public.customers.ssn".into() };
+        let m = StmtMask {
+            plan: StmtPlan::Clean,
+            copy: None,
+            sensitive: false,
+            masker,
+            origins: Arc::new(HashMap::from([((16384, 4), ssn.clone())])),
+        };
+        let d = Desc {
+            types: vec![25, 25],
+            names: vec!["name".into(), "x".into()],
+            formats: vec![0, 0],
+            origins: vec![(16384, 2), (16384, 4)],
+        };
+        let shape = m.shape(d, vec![0, 0]);
+        assert_eq!(shape.plan.column(0, 2), None);
+        assert_eq!(shape.plan.column(1, 2), Some(&ssn));
+    }
+
+    #[test]
+    fn bind_and_row_description_parsing() {
+        // Bind: portal "p", statement "s", 1 param format (text), 1 param
+        // "42", 2 result formats (text, binary).
+        let mut b = b"p\0s\0".to_vec();
+        b.extend(1i16.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(1i16.to_be_bytes());
+        b.extend(2i32.to_be_bytes());
+        b.extend(b"42");
+        b.extend(2i16.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(1i16.to_be_bytes());
+        assert_eq!(bind_formats(&b), Some((b"p".to_vec(), b"s".to_vec(), vec![0, 1])));
+        let mut t = 1i16.to_be_bytes().to_vec();
+        t.extend(b"ssn\0");
+        t.extend(16384u32.to_be_bytes());
+        t.extend(4i16.to_be_bytes());
+        t.extend(25u32.to_be_bytes());
+        t.extend((-1i16).to_be_bytes());
+        t.extend((-1i32).to_be_bytes());
+        t.extend(1i16.to_be_bytes());
+        let d = row_description(&t).unwrap();
+        assert_eq!((d.names, d.types, d.formats, d.origins), (vec!["ssn".to_owned()], vec![25], vec![1], vec![(16384, 4)]));
+    }
 }

@@ -676,7 +676,8 @@ impl SessionHooks for PolicyHooks {
                     && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
                     && let Some(d) = row_description(frame.body())
                 {
-                    c.shape = Some(Shape { plan: m.plan, formats: d.formats, types: d.types, names: d.names });
+                    let formats = d.formats.clone();
+                    c.shape = Some(m.shape(d, formats));
                     c.masker = Some(m.masker);
                 }
                 if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }

@@ -14,6 +14,7 @@ fn snapshot() -> Snapshot {
         kind: if def.is_some() { 'v' } else { 'r' },
         columns: cols.iter().map(|c| (*c).to_owned()).collect(),
         view_def: def.map(str::to_owned),
+        attnums: (1..=cols.len() as i16).collect(),
     };
     let customers = table(1, "customers", &["id", "name", "email", "ssn", "card"], None);
     let orders = table(2, "orders", &["id", "customer_id", "amount"], None);
