@@ -32,7 +32,7 @@ name = "dba"
 [[rule]]
 id = "work"
 identities = ["*"]
-classes = ["read", "write", "transaction", "session", "ddl"]
+classes = ["read", "write", "transaction", "session", "ddl", "admin"]
 action = "allow"
 
 [[sensitive]]
@@ -145,6 +145,9 @@ const MASKED: &[&str] = &[
     "select * from notes",
     "select concat_ws('/', name, secret) from customers",
     "select ssn from customers where id = 1 union select secret from customers where id = 2",
+    // NotificationResponse and ParameterStatus go through the detectors.
+    "listen ch; notify ch, 'call 321-54-9876'",
+    "set application_name = 'card 4012888888881881'; show application_name",
 ];
 
 /// Evasions refused outright, with the reason's words.
