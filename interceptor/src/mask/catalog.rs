@@ -2,7 +2,7 @@
 //!
 //! One connection per (target, upstream address, login, database), opened
 //! on first need with the same credential as the sessions it serves (so it
-//! sees the same relations and the same search_path), kept open, reopened
+//! sees the same relations and the same `search_path`), kept open, reopened
 //! after an error. Answers are cached for [`TTL`] and dropped whenever a
 //! session of that database runs DDL.
 //!
@@ -304,7 +304,7 @@ async fn run(conn: &mut Conn, sql_text: &str) -> Result<Vec<Vec<Option<String>>>
     }
 }
 
-/// The text values of a DataRow.
+/// The text values of a `DataRow`.
 pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
     let mut at = 2;
@@ -323,7 +323,7 @@ pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     Some(out)
 }
 
-/// A string literal (standard_conforming_strings on).
+/// A string literal (`standard_conforming_strings` on).
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\0', "").replace('\'', "''"))
 }

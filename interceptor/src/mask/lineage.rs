@@ -76,7 +76,7 @@ impl Lin {
 /// A relation as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelInfo {
-    /// pg_class oid.
+    /// `pg_class` oid.
     pub oid: u32,
     /// Schema.
     pub schema: String,
@@ -87,7 +87,7 @@ pub struct RelInfo {
     pub kind: char,
     /// Column names in attnum order (dropped ones left out).
     pub columns: Vec<String>,
-    /// Their attribute numbers (what RowDescription reports).
+    /// Their attribute numbers (what `RowDescription` reports).
     pub attnums: Vec<i16>,
     /// `pg_get_viewdef` of a view or materialized view.
     pub view_def: Option<String>,
@@ -106,7 +106,7 @@ pub trait Catalog {
 /// An output column.
 #[derive(Debug, Clone)]
 pub struct OutCol {
-    /// Its name as PostgreSQL would most likely report it.
+    /// Its name as `PostgreSQL` would most likely report it.
     pub name: String,
     /// Lineage.
     pub lin: Lin,
@@ -654,7 +654,7 @@ impl<'a> Tracer<'a> {
             match item {
                 SelectItem::UnnamedExpr(e) => outs.push(OutCol { name: figure_name(e), lin: self.expr_lin(e) }),
                 SelectItem::ExprWithAlias { expr, alias } => {
-                    outs.push(OutCol { name: names::fold_ident(alias), lin: self.expr_lin(expr) })
+                    outs.push(OutCol { name: names::fold_ident(alias), lin: self.expr_lin(expr) });
                 }
                 SelectItem::ExprWithAliases { expr, aliases } => {
                     let l = self.expr_lin(expr);
@@ -662,12 +662,9 @@ impl<'a> Tracer<'a> {
                 }
                 SelectItem::Wildcard(_) => {
                     let stack = self.stack.borrow();
-                    match stack.last().and_then(|f| f.star.clone()) {
-                        Some(cols) => outs.extend(cols),
-                        None => {
-                            let all = stack.last().map(|f| Lin::union(f.sources.iter().map(|s| &s.all))).unwrap_or_default();
-                            outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..all } });
-                        }
+                    if let Some(cols) = stack.last().and_then(|f| f.star.clone()) { outs.extend(cols) } else {
+                        let all = stack.last().map(|f| Lin::union(f.sources.iter().map(|s| &s.all))).unwrap_or_default();
+                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..all } });
                     }
                 }
                 SelectItem::QualifiedWildcard(kind, _) => match kind {
@@ -679,7 +676,7 @@ impl<'a> Tracer<'a> {
                         None => outs.push(OutCol { name: "*".into(), lin: Lin::opaque() }),
                     },
                     SelectItemQualifiedWildcardKind::Expr(e) => {
-                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..self.expr_lin(e) } })
+                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..self.expr_lin(e) } });
                     }
                 },
             }
@@ -804,27 +801,24 @@ impl<'a> Tracer<'a> {
                 let mut inner = Frame::default();
                 self.add_from(&mut inner, std::slice::from_ref(table_with_joins));
                 let star = self.star_of(&inner);
-                match alias {
-                    Some(a) => {
-                        let mut cols = star;
-                        if let Some(c) = cols.as_mut() {
-                            rename(c, a);
-                        }
-                        let all = Lin::union(inner.sources.iter().map(|s| &s.all));
-                        f.sources.push(Source { alias: names::fold_ident(&a.name), schema: None, cols, all });
+                if let Some(a) = alias {
+                    let mut cols = star;
+                    if let Some(c) = cols.as_mut() {
+                        rename(c, a);
                     }
-                    None => {
-                        // Star expansion of the nested join is its own.
-                        let n = inner.sources.len();
-                        f.sources.extend(inner.sources);
-                        if n > 0 {
-                            let last = f.sources.len() - 1;
-                            f.sources[last].cols = f.sources[last].cols.take().filter(|_| n == 1);
-                            if n > 1 {
-                                // Keep name resolution per source; stars of
-                                // a multi-source nested join are unknown.
-                                f.star = None;
-                            }
+                    let all = Lin::union(inner.sources.iter().map(|s| &s.all));
+                    f.sources.push(Source { alias: names::fold_ident(&a.name), schema: None, cols, all });
+                } else {
+                    // Star expansion of the nested join is its own.
+                    let n = inner.sources.len();
+                    f.sources.extend(inner.sources);
+                    if n > 0 {
+                        let last = f.sources.len() - 1;
+                        f.sources[last].cols = f.sources[last].cols.take().filter(|_| n == 1);
+                        if n > 1 {
+                            // Keep name resolution per source; stars of
+                            // a multi-source nested join are unknown.
+                            f.star = None;
                         }
                     }
                 }
@@ -851,7 +845,7 @@ impl<'a> Tracer<'a> {
     /// function is built in).
     fn table_function(&self, f: &mut Frame, name: &str, alias: Option<&TableAlias>, mut l: Lin) {
         self.check_function(name, &mut l);
-        let alias_name = alias.map(|a| names::fold_ident(&a.name)).unwrap_or_else(|| name.rsplit('.').next().unwrap_or(name).to_owned());
+        let alias_name = alias.map_or_else(|| name.rsplit('.').next().unwrap_or(name).to_owned(), |a| names::fold_ident(&a.name));
         let cols = alias.filter(|a| !a.columns.is_empty()).map(|a| {
             a.columns.iter().map(|c| OutCol { name: names::fold_ident(&c.name), lin: l.clone() }).collect::<Vec<_>>()
         });
@@ -894,15 +888,12 @@ impl<'a> Tracer<'a> {
                 .push(format!("{} holds column values (most common values, histograms)", rel.name));
         }
         let alias = alias.unwrap_or(&rel.name).to_owned();
-        let info = match self.cat.relation(rel) {
-            Some(Some(info)) => info,
-            _ => {
-                // Not in the catalog as this session's peers see it (a
-                // temporary relation) or not looked up: nothing known.
-                self.reach.borrow_mut().opaque = true;
-                f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::opaque() });
-                return;
-            }
+        let info = if let Some(Some(info)) = self.cat.relation(rel) { info } else {
+            // Not in the catalog as this session's peers see it (a
+            // temporary relation) or not looked up: nothing known.
+            self.reach.borrow_mut().opaque = true;
+            f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::opaque() });
+            return;
         };
         let derived = if info.view_def.is_some() { self.view_columns(info) } else { None };
         let mut cols: Vec<OutCol> = info
@@ -981,17 +972,14 @@ impl<'a> Tracer<'a> {
             let mut found = false;
             let mut l = Lin::default();
             for s in &f.sources {
-                match &s.cols {
-                    Some(cols) => {
-                        for c in cols.iter().filter(|c| c.name == name) {
-                            l.add(&c.lin);
-                            found = true;
-                        }
-                    }
-                    None => {
-                        l.add(&s.all);
+                if let Some(cols) = &s.cols {
+                    for c in cols.iter().filter(|c| c.name == name) {
+                        l.add(&c.lin);
                         found = true;
                     }
+                } else {
+                    l.add(&s.all);
+                    found = true;
                 }
             }
             if found {
@@ -1165,7 +1153,7 @@ fn select_into(q: &Query) -> bool {
     matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some())
 }
 
-/// PostgreSQL's FigureColname, roughly: a column reference or a function
+/// `PostgreSQL`'s `FigureColname`, roughly: a column reference or a function
 /// names the column; anything else is `?column?`.
 fn figure_name(e: &Expr) -> String {
     match e {
@@ -1202,7 +1190,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> CopyForma
 pub struct Snapshot {
     /// Relations by the name the statement used.
     pub relations: HashMap<Relation, Option<RelInfo>>,
-    /// Functions defined outside pg_catalog, as policy spells them.
+    /// Functions defined outside `pg_catalog`, as policy spells them.
     pub user_functions: HashSet<String>,
 }
 

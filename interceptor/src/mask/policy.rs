@@ -37,7 +37,7 @@ use super::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensitiveSpec {
-    /// `schema.table.column` globs (case-sensitive, as PostgreSQL stores
+    /// `schema.table.column` globs (case-sensitive, as `PostgreSQL` stores
     /// names: unquoted names are lower case).
     pub columns: Vec<String>,
     /// Category, e.g. `ssn`, `card`, `email`, `phone`, `secret`, or any name.

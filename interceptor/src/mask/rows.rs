@@ -57,7 +57,7 @@ pub struct Shape {
     pub formats: Vec<i16>,
     /// Type OID per column (0: unknown).
     pub types: Vec<u32>,
-    /// Column names (from RowDescription; may be empty).
+    /// Column names (from `RowDescription`; may be empty).
     pub names: Vec<String>,
 }
 
@@ -152,7 +152,7 @@ impl Masker {
         Some(out)
     }
 
-    /// Detectors over free text (ParameterStatus values, notification
+    /// Detectors over free text (`ParameterStatus` values, notification
     /// payloads, error fields).
     pub fn text<'a>(&self, value: &'a str) -> Cow<'a, str> {
         match self.detect(value, &mut Stats::default()) {
@@ -363,7 +363,7 @@ impl Masker {
         changed.then_some(out)
     }
 
-    /// An ErrorResponse or NoticeResponse with echoed values masked. With
+    /// An `ErrorResponse` or `NoticeResponse` with echoed values masked. With
     /// `sensitive`, values the server quotes back (a unique violation's
     /// key, a failing row, invalid input) are redacted whatever they are.
     pub fn error_fields(&self, frame: Frame, sensitive: bool) -> Frame {
@@ -472,7 +472,7 @@ fn redact_echoes(code: u8, v: &str) -> String {
     }
 }
 
-/// The values of a DataRow body, borrowed.
+/// The values of a `DataRow` body, borrowed.
 fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
     let mut at = 2;

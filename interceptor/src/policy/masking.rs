@@ -33,7 +33,7 @@ pub struct StmtMask {
     /// The identity's masker when the statement was planned.
     pub masker: Masker,
     /// Tagged base columns of the relations in reach, by (table oid,
-    /// attnum): a result column RowDescription traces to one is masked
+    /// attnum): a result column `RowDescription` traces to one is masked
     /// whatever the lineage said (defence in depth).
     pub origins: Arc<HashMap<(u32, i16), ColMask>>,
 }
@@ -88,7 +88,7 @@ pub struct Desc {
     pub origins: Vec<(u32, i16)>,
 }
 
-/// Parses a RowDescription body.
+/// Parses a `RowDescription` body.
 pub fn row_description(body: &[u8]) -> Option<Desc> {
     let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
     let mut at = 2;
