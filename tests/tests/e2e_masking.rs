@@ -164,6 +164,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("select query_to_xml('select secret from customers', true, false, '')", "query_to_xml"),
     ("select table_to_xml('customers', true, false, '')", "table_to_xml"),
     ("select * from pg_stats where tablename = 'customers'", "holds column values"),
+    ("copy customers to stdout with (format csv, delimiter ';')", "custom DELIMITER"),
 ];
 
 fn stack() -> (Stack, tempfile::TempDir) {
@@ -242,6 +243,9 @@ fn agent_sees_no_raw_value_through_any_evasion_and_dba_sees_them_all() {
     let (ok, out) = agent_psql(&s, "select ssn, card, email, secret, name from customers order by id");
     assert!(ok, "{out}");
     let first = out.lines().next().unwrap();
+    // A CSV header keeps the column names.
+    let (ok, csv) = agent_psql(&s, "copy customers (id, ssn) to stdout with (format csv, header)");
+    assert!(ok && csv.starts_with("id,ssn\n") && csv.contains("\"***-**-6789\""), "{csv}");
     assert!(first.starts_with("***-**-6789|************1111|tok_email_"), "{out}");
     assert!(first.ends_with("|[REDACTED:secret]|Ada Lovelace"), "{out}");
     let (_, again) = agent_psql(&s, "select email from customers where id = 1");

@@ -143,6 +143,8 @@ pub struct Traced {
     pub refusals: Vec<String>,
     /// COPY ... TO STDOUT format.
     pub copy: Option<CopyFormat>,
+    /// COPY ... TO STDOUT sends a header line first (CSV `HEADER`).
+    pub copy_header: bool,
     /// DECLARE: the cursor's name (its outputs are in `outputs`).
     pub declares: Option<String>,
     /// FETCH/MOVE: the cursor's name (its outputs come from the DECLARE).
@@ -382,6 +384,22 @@ impl<'a> Tracer<'a> {
                     };
                     if matches!(target, CopyTarget::Stdout) {
                         t.copy = Some(copy_format(options, legacy_options));
+                        t.copy_header = options.iter().any(|o| matches!(o, CopyOption::Header(true)))
+                            || legacy_options.iter().any(|o| {
+                                matches!(o, CopyLegacyOption::Header)
+                                    || matches!(o, CopyLegacyOption::Csv(c) if c.iter().any(|x| matches!(x, sqlparser::ast::CopyLegacyCsvOption::Header)))
+                            });
+                        let custom = options.iter().any(|o| {
+                            matches!(o, CopyOption::Delimiter(_) | CopyOption::Quote(_) | CopyOption::Escape(_))
+                        }) || legacy_options.iter().any(|o| {
+                            matches!(o, CopyLegacyOption::Delimiter(_))
+                                || matches!(o, CopyLegacyOption::Csv(c) if c.iter().any(|x| !matches!(x, sqlparser::ast::CopyLegacyCsvOption::Header)))
+                        });
+                        if custom {
+                            self.refusals.borrow_mut().push(
+                                "COPY TO STDOUT with a custom DELIMITER, QUOTE or ESCAPE cannot be masked field by field (use the defaults)".into(),
+                            );
+                        }
                         if !t.returns_unknown {
                             t.outputs = Some(outs);
                         }
@@ -406,6 +424,7 @@ impl<'a> Tracer<'a> {
                 t.outputs = inner.outputs;
                 t.returns_unknown = inner.returns_unknown;
                 t.copy = inner.copy;
+                t.copy_header = inner.copy_header;
                 t.prepares = Some(names::fold_ident(name));
             }
             Statement::Execute { name: Some(name), .. } => {

@@ -221,6 +221,11 @@ impl Masker {
         if copy.plan.is_clean() && self.detectors.is_none() {
             return frame;
         }
+        if copy.header && copy.format != CopyFormat::Binary {
+            // Column names, not values.
+            copy.header = false;
+            return frame;
+        }
         let body = frame.body();
         let out = match copy.format {
             CopyFormat::Text => self.copy_text(copy, body, stats),
@@ -445,12 +450,14 @@ pub struct CopyOut {
     /// Column masks.
     pub plan: StmtPlan,
     header_seen: bool,
+    /// A header line comes first (CSV `HEADER`).
+    pub header: bool,
 }
 
 impl CopyOut {
     /// A COPY OUT of `format` masked by `plan`.
     pub fn new(format: CopyFormat, plan: StmtPlan) -> Self {
-        Self { format, plan, header_seen: false }
+        Self { format, plan, header_seen: false, header: false }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct StmtMask {
     pub plan: StmtPlan,
     /// COPY TO STDOUT format.
     pub copy: Option<CopyFormat>,
+    /// The COPY sends a header line first.
+    pub copy_header: bool,
     /// Sensitive data was in reach: values echoed in errors are redacted.
     pub sensitive: bool,
     /// The identity's masker when the statement was planned.
@@ -204,6 +206,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
             UnknownLineage::Mask => Ok(StmtMask {
                 plan: StmtPlan::All(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() }),
                 copy: None,
+                copy_header: false,
                 sensitive: true,
                 masker: masker.clone(),
                 origins: Arc::default(),
@@ -233,11 +236,11 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         let stmt = if trace || f.command == "COPY" { sql::parse_one(&f.text, &limits).ok() } else { None };
         let Some(snap) = &snapshot else {
             // Detectors only; COPY needs its format.
-            let copy = stmt.as_ref().and_then(|s| {
-                let t = Tracer::new(&crate::mask::lineage::Snapshot::default(), &policy).trace(s);
-                t.copy
+            let t = stmt.as_ref().map(|s| Tracer::new(&Snapshot::default(), &policy).trace(s));
+            out.push(StmtMask {
+                copy_header: t.as_ref().is_some_and(|t| t.copy_header),
+                ..clean(&masker, t.and_then(|t| t.copy))
             });
-            out.push(clean(&masker, copy));
             continue;
         };
         let Some(stmt) = stmt else {
@@ -268,7 +271,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         }
         let p = plan(&t, &profile)?;
         let sensitive = !p.is_clean() || !t.reach.is_clean();
-        let m = StmtMask { plan: p, copy: t.copy, sensitive, masker: masker.clone(), origins: Arc::clone(&origins) };
+        let m = StmtMask { plan: p, copy: t.copy, copy_header: t.copy_header, sensitive, masker: masker.clone(), origins: Arc::clone(&origins) };
         let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = &t.declares {
             Named::bound(&mut n.cursors, c.clone(), m.clone());
@@ -286,7 +289,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
 }
 
 fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
-    StmtMask { plan: StmtPlan::Clean, copy, sensitive: false, masker: masker.clone(), origins: Arc::default() }
+    StmtMask { plan: StmtPlan::Clean, copy, copy_header: false, sensitive: false, masker: masker.clone(), origins: Arc::default() }
 }
 
 /// Tagged columns of the relations in `snap` that `profile` sees masked.
@@ -318,6 +321,7 @@ mod tests {
         let m = StmtMask {
             plan: StmtPlan::Clean,
             copy: None,
+            copy_header: false,
             sensitive: false,
             masker,
             origins: Arc::new(HashMap::from([((16384, 4), ssn.clone())])),

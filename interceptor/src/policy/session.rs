@@ -694,7 +694,9 @@ impl SessionHooks for PolicyHooks {
                 {
                     let binary = frame.body().first() == Some(&1);
                     let format = m.copy.unwrap_or(if binary { CopyFormat::Binary } else { CopyFormat::Text });
-                    c.copy = Some(CopyOut::new(format, m.plan));
+                    let mut copy = CopyOut::new(format, m.plan);
+                    copy.header = m.copy_header;
+                    c.copy = Some(copy);
                     c.masker = Some(m.masker);
                 }
                 if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
