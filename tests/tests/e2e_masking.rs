@@ -305,6 +305,12 @@ fn the_audit_log_says_which_columns_were_masked_and_why() {
     assert!(ok, "{out}");
     let (ok, out) = agent_psql(&s, "select name from customers where ssn = '123-45-6789'");
     assert!(!ok, "{out}");
+    // Bind parameters are recorded with each execution's result (binary
+    // ones as hex), detectors applied.
+    let mut client = Command::new(env!("CARGO_BIN_EXE_pgclient"));
+    client.arg("query").arg(s.conninfo());
+    let out = s.run_inside(&mut client).unwrap();
+    assert!(out.success(), "{out}");
     let audit = s.daemon.layout().audit_dir.display().to_string();
     let mut found = (None, None);
     for _ in 0..100 {
@@ -315,11 +321,12 @@ fn the_audit_log_says_which_columns_were_masked_and_why() {
             .iter()
             .find(|r| r["kind"] == "result" && r["event"]["masked_columns"].as_array().is_some_and(|a| !a.is_empty()))
             .cloned();
+        let with_params = recs.iter().any(|r| r["kind"] == "result" && r["event"]["params"] == serde_json::json!(["\\x00000029"]));
         found.1 = recs
             .iter()
             .find(|r| r["kind"] == "statement" && r["event"]["decision"]["rule"] == "builtin.masking")
             .cloned();
-        if found.0.is_some() && found.1.is_some() {
+        if found.0.is_some() && found.1.is_some() && with_params {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -131,6 +131,45 @@ pub fn bind_formats(body: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<i16>)> {
     Some((portal.to_vec(), stmt.to_vec(), formats))
 }
 
+/// Longest parameter text kept in a record.
+const MAX_PARAM: usize = 1024;
+
+/// The parameters of a Bind body as text (binary ones as `\x` hex), each
+/// cut at 1 KiB.
+pub fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let skip_cstr = |at: usize| -> Option<usize> { Some(at + body.get(at..)?.iter().position(|b| *b == 0)? + 1) };
+    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let mut at = skip_cstr(skip_cstr(0)?)?;
+    let nfmt = i16_at(at)?.max(0) as usize;
+    let formats = (0..nfmt).map(|i| i16_at(at + 2 + 2 * i)).collect::<Option<Vec<_>>>()?;
+    at += 2 + 2 * nfmt;
+    let n = i16_at(at)?.max(0) as usize;
+    at += 2;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize)?;
+        at += len as usize;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
+        let shown = &v[..v.len().min(MAX_PARAM)];
+        let mut text = if binary { format!("\\x{}", hex::encode(shown)) } else { String::from_utf8_lossy(shown).into_owned() };
+        if v.len() > MAX_PARAM {
+            text.push_str(&format!("... ({} bytes)", v.len()));
+        }
+        out.push(Some(text));
+    }
+    Some(out)
+}
+
 /// Per-session masking state.
 pub struct SessionMask {
     pub catalog: Option<Arc<DbCatalog>>,
@@ -140,6 +179,8 @@ pub struct SessionMask {
     pub statements: HashMap<Vec<u8>, Slot>,
     /// Portal -> (statement, result formats).
     pub portals: HashMap<Vec<u8>, (Vec<u8>, Vec<i16>)>,
+    /// Portal -> its Bind parameters, for the result record.
+    pub params: HashMap<Vec<u8>, Vec<Option<String>>>,
     pub statement_desc: HashMap<Vec<u8>, Desc>,
     pub portal_desc: HashMap<Vec<u8>, Desc>,
     /// Describes sent, answered in order: (b'S' | b'P', name).
@@ -158,6 +199,7 @@ impl SessionMask {
             named: Arc::default(),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            params: HashMap::new(),
             statement_desc: HashMap::new(),
             portal_desc: HashMap::new(),
             describes: VecDeque::new(),

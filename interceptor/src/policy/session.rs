@@ -25,7 +25,7 @@ use std::{
 
 use super::{
     Action, Context, Decision, PolicySet, PolicyStore, Subject,
-    masking::{PlanInput, SessionMask, Slot, bind_formats, plan_message, row_description},
+    masking::{PlanInput, SessionMask, Slot, bind_formats, bind_params, plan_message, row_description},
     startup::check_startup,
 };
 use crate::{
@@ -170,6 +170,8 @@ struct RowCount {
     copy: Option<CopyOut>,
     masker: Option<Masker>,
     stats: Stats,
+    /// Bind parameters of an Execute.
+    params: Vec<Option<String>>,
 }
 
 impl Default for RowCount {
@@ -188,6 +190,7 @@ impl Default for RowCount {
             copy: None,
             masker: None,
             stats: Stats::default(),
+            params: Vec::new(),
         }
     }
 }
@@ -422,14 +425,22 @@ impl PolicyHooks {
     /// are recorded after they reach the client (their statement was
     /// recorded before it was sent).
     fn record_result(&self, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
-        record_result(&self.audit, &self.session, c, command_tag, error);
+        let masker = c.masker.as_ref().or(self.mask.masker.as_ref());
+        record_result(&self.audit, &self.session, c, masker, command_tag, error);
     }
 }
 
 /// Appends a result record without holding the session up: results are
 /// recorded after they reach the client (their statement was recorded
 /// before it was sent).
-fn record_result(audit: &AuditLog, session: &str, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+fn record_result(
+    audit: &AuditLog,
+    session: &str,
+    c: &RowCount,
+    masker: Option<&Masker>,
+    command_tag: Option<String>,
+    error: Option<(String, String)>,
+) {
     {
         if c.statement == 0 {
             return;
@@ -442,6 +453,11 @@ fn record_result(audit: &AuditLog, session: &str, c: &RowCount, command_tag: Opt
             rows: c.rows.min(c.limit.unwrap_or(u64::MAX)),
             bytes: c.bytes,
             masked_columns: c.stats.describe(),
+            params: c
+                .params
+                .iter()
+                .map(|p| p.as_ref().map(|v| masker.map_or_else(|| v.clone(), |m| m.text(v).into_owned())))
+                .collect(),
             duration_us: c.started.elapsed().as_micros() as u64,
             error_sqlstate,
             error_message,
@@ -580,6 +596,9 @@ impl SessionHooks for PolicyHooks {
                 }
                 if let Some((portal, stmt, formats)) = bind_formats(body) {
                     self.mask.portal_desc.remove(&portal);
+                    if let Some(p) = bind_params(body) {
+                        self.mask.params.insert(portal.clone(), p);
+                    }
                     self.mask.portals.insert(portal, (stmt, formats));
                 }
                 Verdict::Forward(frame)
@@ -589,6 +608,7 @@ impl SessionHooks for PolicyHooks {
                 let stmt = portal.as_ref().and_then(|p| self.portals.get(p));
                 let mut count = stmt.and_then(|s| self.statements.get(s)).map(|(d, n)| RowCount::new(d, *n)).unwrap_or_default();
                 count.masks = stmt.and_then(|s| self.mask.statements.get(s)).cloned();
+                count.params = portal.as_ref().and_then(|p| self.mask.params.get(p)).cloned().unwrap_or_default();
                 count.portal = portal;
                 self.pending.push_back(Pending::Execute(count));
                 Verdict::Forward(frame)
@@ -610,6 +630,7 @@ impl SessionHooks for PolicyHooks {
                             self.portals.remove(name);
                             self.mask.portals.remove(name);
                             self.mask.portal_desc.remove(name);
+                            self.mask.params.remove(name);
                         }
                         _ => {}
                     }
