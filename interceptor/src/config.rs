@@ -91,6 +91,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The admin socket the CLI talks to the daemon through (`[admin]`).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
+    /// Workload tokens: trusted issuers and the host's own issuer (`[token]`).
+    #[serde(default)]
+    pub token: crate::token::TokenConfig,
 }
 
 /// Where the policy set lives.
@@ -504,7 +510,28 @@ impl Config {
         if self.ebpf.max_connections < 16 {
             return Err(err("max_connections", "max_connections is below 16".into(), "use e.g. 65536"));
         }
+        if !self.admin.socket.is_absolute() {
+            return Err(err("socket", "[admin] socket must be an absolute path".into(), "e.g. socket = \"/run/interceptor/admin.sock\""));
+        }
+        if let Err(e) = self.token.validate() {
+            return Err(ConfigError {
+                file: path.to_owned(),
+                line: find_line(text, &e.needle).or_else(|| find_line(text, "[token")),
+                message: e.message,
+                fix: Some(e.fix),
+            });
+        }
         Ok(())
+    }
+
+    /// The host token signing key: `[token] host_key`, else `<state_dir>/tokens/host.key`.
+    pub fn token_host_key(&self) -> PathBuf {
+        self.token.host_key.clone().unwrap_or_else(|| self.state_dir.join("tokens").join("host.key"))
+    }
+
+    /// The host token store: `[token] store`, else `<state_dir>/tokens`.
+    pub fn token_store(&self) -> PathBuf {
+        self.token.store.clone().unwrap_or_else(|| self.state_dir.join("tokens"))
     }
 
     /// The target a connect to `dst` belongs to.
@@ -574,6 +601,21 @@ mod tests {
         assert_eq!(p, 104);
         assert_eq!(&a[10..13], &[0xff, 0xff, 127]);
         assert!("127.0.0.1/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn token_issuer_mistakes_name_their_line() {
+        let text = "[[target]]\nname = \"db\"\n[token]\nmax_ttl = \"15m\"\n[[token.issuer]]\nname = \"gh\"\n\
+                    issuer = \"https://token.actions.githubusercontent.com\"\naudiences = [\"db\"]\n\
+                    jwks_url = \"http://10.0.0.1/jwks\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(e.to_string().contains("non-loopback") && e.to_string().contains("fix:"), "{e}");
+        let e = parse("[[target]]\nname = \"db\"\n[token]\nmax_ttl = \"forever\"\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let ok = parse("[[target]]\nname = \"db\"\n[admin]\nsocket = \"/tmp/a.sock\"\n[token]\nmax_ttl = \"15m\"\n").unwrap();
+        assert_eq!(ok.token.max_ttl, std::time::Duration::from_mins(15));
+        assert_eq!(ok.token_store(), PathBuf::from("/var/lib/interceptor/tokens"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!
 //! The modules follow the data path of a connection:
 //!
+//! - [`admin`]: the root-only admin socket the CLI talks to the daemon
+//!   through (one JSON line each way), handlers registered by op prefix.
 //! - [`audit`]: the per-host audit log: hash-chained segment files with
 //!   signed checkpoints, group-committed by one writer thread, recovered
 //!   after a crash; verification, session queries, replay and export.
@@ -26,10 +28,14 @@
 //! - [`sql`]: statement analysis with sqlparser (Postgres dialect), the facts
 //!   policy decides on (classes, relations, functions, COPY, settings),
 //!   cross-checked with the server's own grammar (`pg_query`).
+//! - [`token`]: workload tokens presented as the password: OIDC JWT
+//!   validation against each trusted issuer's JWKS (cached, rotated), the
+//!   host's own `EdDSA` issuer with persisted revocations.
 //! - [`wire`]: PostgreSQL protocol framing (raw frames kept as `Bytes`, decoded
 //!   lazily with pgwire where the proxy needs to look inside).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod ebpf;
@@ -38,4 +44,5 @@ pub mod mask;
 pub mod policy;
 pub mod proxy;
 pub mod sql;
+pub mod token;
 pub mod wire;

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
+    admin,
     audit::{self, AuditLog},
+    token::{HostIssuer, HostIssuerConfig, Validator, admin::TokenAdmin},
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
     policy::{PolicyStore, session::PolicyFactory},
@@ -62,6 +64,18 @@ enum Command {
         #[arg(long, default_value = audit::cli::DEFAULT_DIR)]
         dir: PathBuf,
     },
+    /// Host-issued tokens for pipeline runs (talks to the running daemon
+    /// over its admin socket; root only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The daemon's admin socket (default: the config's [admin] socket).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// The daemon's configuration, to find its admin socket.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Detach the programs and remove the pinned state. While pinned, a
     /// watched connect to a database port is refused if the daemon is down;
     /// after this, watched processes reach databases directly again.
@@ -73,6 +87,40 @@ enum Command {
         /// Configuration file to take the pin directory from.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token bound to a policy identity; prints the token on stdout
+    /// and its id on stderr.
+    Issue {
+        /// The policy identity the token is for.
+        #[arg(long)]
+        identity: String,
+        /// How long it is valid (`15m`, `1h`); at most `[token] max_ttl`.
+        #[arg(long)]
+        ttl: String,
+        /// Extra claim `name=value` (repeatable), usable as a policy selector.
+        #[arg(long = "claim", value_name = "K=V")]
+        claims: Vec<String>,
+        /// Print `{token, id, identity, issuer, expires_at}` as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id before it expires.
+    Revoke {
+        /// Token id (`tok_...`, printed by `token issue`).
+        id: String,
+        /// Also accept the `jti` of a token this host did not issue.
+        #[arg(long)]
+        any_issuer: bool,
+    },
+    /// Unexpired host-issued tokens (ids, identity, expiry, revoked); never the tokens.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -211,7 +259,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} target(s), {} watched cgroup(s))", config.display(), c.targets.len(), c.ebpf.cgroups.len());
+                println!(
+                    "{}: ok ({} target(s), {} watched cgroup(s), {} token issuer(s))",
+                    config.display(),
+                    c.targets.len(),
+                    c.ebpf.cgroups.len(),
+                    c.token.issuers.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -242,6 +296,7 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             ExitCode::from(audit::cli::replay(&dir, &id, speed, &mut out))
         }
+        Command::Token { command, socket, config } => token_command(command, socket, config),
         Command::Uninstall { pin_dir, config } => {
             let pin_dir = match (pin_dir, config) {
                 (Some(p), _) => p,
@@ -357,6 +412,62 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("audit log open panicked")?
         .with_context(|| format!("cannot open the audit log in {}", config.audit.dir.display()))?;
     tracing::info!(event = "audit_open", dir = %audit.dir().display(), host = audit.host(), key = audit.key_fingerprint(), "audit log open");
+    // Tokens: the host's own issuer (key generated on first start) and the
+    // validator trusting it and the configured issuers.
+    let host_issuer = Arc::new(
+        HostIssuer::open(&HostIssuerConfig {
+            issuer: config.token.host_issuer.clone().unwrap_or_else(|| format!("interceptor://{}", audit.host())),
+            audience: config.token.host_audience.clone(),
+            key: config.token_host_key(),
+            store: config.token_store(),
+            max_ttl: config.token.max_ttl,
+        })
+        .context("cannot open the host token issuer ([token] host_key / store)")?,
+    );
+    let validator = Arc::new(
+        Validator::new(config.token.issuers.clone())
+            .map_err(|e| anyhow::anyhow!(e))?
+            .with_host(host_issuer.trust())
+            .with_revocations(host_issuer.revocations())
+            .with_max_token_bytes(config.token.max_token_bytes),
+    );
+    // Keys are loaded in the background: an issuer that cannot be reached
+    // delays its own tokens, not the daemon's start.
+    let prefetch = Arc::clone(&validator);
+    tokio::spawn(async move {
+        for (issuer, loaded) in prefetch.prefetch().await {
+            match loaded {
+                Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
+                Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+            }
+        }
+    });
+    // The admin socket: one registration line per feature.
+    let admin_handlers = {
+        let store = Arc::clone(&policy);
+        let host_iss = host_issuer.issuer().to_owned();
+        // A host token is only worth issuing for an identity that can be
+        // selected by one.
+        let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(move |name: &str| {
+            let set = store.current();
+            match set.identities.iter().find(|i| i.spec.name == name) {
+                Some(i) if i.accepts_issuer(interceptor::token::HOST_ISSUER_NAME, &host_iss) => Ok(()),
+                Some(_) => Err(format!(
+                    "identity `{name}` does not accept host-issued tokens: give it token = \"required\" \
+                     (and issuer = [\"host\"] if it lists issuers) in the policy"
+                )),
+                None => Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)")),
+            }
+        });
+        Arc::new(admin::Handlers::new().register(
+            "token.",
+            Arc::new(TokenAdmin::new(Arc::clone(&host_issuer), Some(audit.clone()), identity_check)),
+        ))
+    };
+    let admin_listener = admin::bind(&config.admin.socket)
+        .with_context(|| format!("cannot listen on the admin socket {} ([admin] socket)", config.admin.socket.display()))?;
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_handlers, admin_stop.clone().cancelled_owned()));
     let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
     let config = Arc::new(config);
     tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
@@ -374,8 +485,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let connector = proxy::UpstreamConnector::new(Arc::clone(&config)).context("cannot load the upstream credentials")?;
     let mask_key = mask_key(&config.state_dir).context("cannot set up the masking key")?;
     let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector)));
-    let hooks = Arc::new(PolicyFactory::new(policy, audit.clone()).with_masking(catalogs, mask_key));
-    let served = proxy::run_with_hooks(config, listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal()).await;
+    let hooks = Arc::new(
+        PolicyFactory::new(policy, audit.clone()).with_masking(catalogs, mask_key).with_tokens(validator),
+    );
+    let served = proxy::run_with_hooks(config.clone(), listeners, Arc::new(KernelLookup(redirector)), hooks, shutdown_signal()).await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    let _ = std::fs::remove_file(&config.admin.socket);
     if let Err(e) = audit.close("shutdown").await {
         tracing::error!(event = "audit_error", error = %e, "the audit log could not be closed cleanly");
     }
@@ -560,4 +676,90 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
             if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The admin socket: `--socket`, else the config's (`--config`, else the
+/// default config file when it exists), else the default path.
+fn admin_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(s) = socket {
+        return Ok(s);
+    }
+    let path = config.unwrap_or_else(|| PathBuf::from("/etc/interceptor/interceptor.toml"));
+    match Config::load(&path) {
+        Ok(c) => Ok(c.admin.socket),
+        Err(_) if !path.exists() => Ok(PathBuf::from(admin::DEFAULT_SOCKET)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match admin_socket(socket, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (op, params) = match &command {
+        TokenCommand::Issue { identity, ttl, claims, .. } => {
+            let mut map = serde_json::Map::new();
+            for c in claims {
+                let Some((k, v)) = c.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    eprintln!("interceptor: --claim `{c}` is not name=value");
+                    return ExitCode::from(2);
+                };
+                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+            ("token.issue", serde_json::json!({ "identity": identity, "ttl": ttl, "claims": map }))
+        }
+        TokenCommand::Revoke { id, any_issuer } => ("token.revoke", serde_json::json!({ "id": id, "any_issuer": any_issuer })),
+        TokenCommand::List { .. } => ("token.list", serde_json::json!({})),
+    };
+    let result = match admin::client::call(&socket, op, params) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let when = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map(|s| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string())
+            .unwrap_or_default()
+    };
+    match command {
+        TokenCommand::Issue { json: true, .. } | TokenCommand::List { json: true } => println!("{result}"),
+        TokenCommand::Issue { .. } => {
+            println!("{}", text(&result, "token"));
+            eprintln!(
+                "issued token {} for identity {} (expires {}); revoke with: interceptor token revoke {}",
+                text(&result, "id"),
+                text(&result, "identity"),
+                when(&result, "expires_at"),
+                text(&result, "id")
+            );
+        }
+        TokenCommand::Revoke { id, .. } => {
+            let again = result.get("newly_revoked").and_then(serde_json::Value::as_bool) == Some(false);
+            println!("{}token {id}", if again { "already revoked: " } else { "revoked " });
+        }
+        TokenCommand::List { .. } => {
+            let tokens = result.get("tokens").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            for t in &tokens {
+                println!(
+                    "{}  {}  expires {}{}",
+                    text(t, "id"),
+                    text(t, "identity"),
+                    when(t, "expires_at"),
+                    if t.get("revoked").and_then(serde_json::Value::as_bool) == Some(true) { "  revoked" } else { "" }
+                );
+            }
+            if tokens.is_empty() {
+                println!("no unexpired host-issued tokens");
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -43,6 +43,8 @@ pub fn session_start(id: &str, exe: &str, identity: &str) -> AuditEvent {
         client_tls: false,
         identity: Some(identity.into()),
         attestation: serde_json::json!({ "pid": 4242, "exe": exe, "uid": 1000, "cmdline": [exe, "-c", "select 1"] }),
+        token: None,
+        refused: None,
     })
 }
 

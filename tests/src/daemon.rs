@@ -113,6 +113,9 @@ pub struct DaemonConfig {
     pub policy_dir: Option<PathBuf>,
     /// Audit directory; `None` = `audit/` in the daemon's state directory.
     pub audit_dir: Option<PathBuf>,
+    /// Raw TOML appended to the rendered config (whole sections such as
+    /// `[token]` / `[[token.issuer]]` that the fields above do not cover).
+    pub extra_toml: String,
 }
 
 impl Default for DaemonConfig {
@@ -131,6 +134,7 @@ impl Default for DaemonConfig {
             listen_port: None,
             policy_dir: None,
             audit_dir: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -214,7 +218,16 @@ impl DaemonConfig {
         let mut log = Table::new();
         log.insert("format".into(), Toml::String("json".into()));
         root.insert("log".into(), Toml::Table(log));
-        toml::to_string(&root).expect("a TOML table serializes")
+        let mut admin = Table::new();
+        admin.insert("socket".into(), path_value(&layout.admin_socket));
+        root.insert("admin".into(), Toml::Table(admin));
+        let mut text = toml::to_string(&root).expect("a TOML table serializes");
+        if !self.extra_toml.is_empty() {
+            text.push('\n');
+            text.push_str(&self.extra_toml);
+            text.push('\n');
+        }
+        text
     }
 
     /// The credentials file's text.
@@ -263,6 +276,8 @@ pub struct Layout {
     /// Audit log directory (inside the state directory, so it survives a
     /// restart of the same daemon).
     pub audit_dir: PathBuf,
+    /// The daemon's admin socket (in the state directory).
+    pub admin_socket: PathBuf,
 }
 
 /// A free port on both 127.0.0.1 and [::1] (the v4 and v6 listeners share it).
@@ -360,6 +375,7 @@ impl Daemon {
             .unwrap_or_else(|| state_dir.join("audit"));
         let layout = Layout {
             audit_dir,
+            admin_socket: state_dir.join("admin.sock"),
             config: dir.path().join("interceptor.toml"),
             credentials: dir.path().join("credentials.toml"),
             state_dir,

@@ -136,6 +136,15 @@ pub struct SessionStart {
     /// The attested calling process ([`crate::identity::Attestation`] as JSON).
     #[serde(default)]
     pub attestation: serde_json::Value,
+    /// The workload token: `{status: "verified", issuer_name, issuer,
+    /// subject, jti, exp, host_issued, claims}`, or `{status: "missing" |
+    /// "rejected", reason}`; absent when none was asked for. Never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<serde_json::Value>,
+    /// Why the session was refused at connect (`no_identity`,
+    /// `token_claims_mismatch`, `token_expired`, ...); absent when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl SessionStart {
@@ -162,6 +171,8 @@ impl SessionStart {
             client_tls: info.client_tls,
             identity,
             attestation: serde_json::to_value(Arc::as_ref(&info.attestation)).unwrap_or(serde_json::Value::Null),
+            token: info.token.to_record(),
+            refused: None,
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use globset::GlobMatcher;
 
 use super::{
-    Decision, Subject, builtin,
-    model::{Action, Defaults, IdentitySpec, RuleSpec, Unparseable},
+    Decision, Subject, TokenFacts, builtin,
+    model::{Action, Defaults, IdentitySpec, RuleSpec, TokenMode, Unparseable},
 };
 use crate::sql::{Analysis, Relation, SqlError, StatementFacts};
 
@@ -59,6 +59,10 @@ pub struct CompiledIdentity {
     container: Globs,
     parent: Globs,
     ancestor: Globs,
+    /// Claim name -> accepted values.
+    claims: Vec<(String, Globs)>,
+    issuer: Globs,
+    token: Option<TokenMode>,
 }
 
 impl CompiledIdentity {
@@ -70,13 +74,53 @@ impl CompiledIdentity {
             container: Globs::new(&spec.container_id)?,
             parent: Globs::new(&spec.parent_exe)?,
             ancestor: Globs::new(&spec.ancestor_exe)?,
+            claims: spec
+                .claims
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), Globs::new(&v.patterns())?)))
+                .collect::<Result<_, String>>()?,
+            issuer: Globs::new(&spec.issuer)?,
+            token: spec.token_mode(),
             spec,
         })
     }
 
-    /// Whether every selector given holds for `s`. A selector over a fact the
-    /// subject lacks (no user name, no container) does not hold.
+    /// Whether the identity involves a token (a password is asked for).
+    pub fn uses_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether a token from issuer `name` (`iss`) can select this identity
+    /// at all (claims aside): it uses tokens and its `issuer` selector, if
+    /// any, admits the issuer.
+    pub fn accepts_issuer(&self, name: &str, iss: &str) -> bool {
+        self.uses_token() && (self.issuer.is_empty() || self.issuer.any(name) || self.issuer.any(iss))
+    }
+
+    /// Whether every selector given holds for `s`: the attestation
+    /// selectors and the token's. A selector over a fact the subject lacks
+    /// (no user name, no container, no token) does not hold. A host-issued
+    /// token selects only the identity it is bound to.
     pub fn matches(&self, s: &Subject) -> bool {
+        self.matches_attestation(s) && self.matches_token(s.token.as_ref())
+    }
+
+    fn matches_token(&self, token: Option<&TokenFacts>) -> bool {
+        let bound_here = |t: &TokenFacts| t.bound_identity.as_deref().is_none_or(|b| b == self.spec.name);
+        match (self.token, token) {
+            (None, _) | (Some(TokenMode::Optional), None) => true,
+            (Some(TokenMode::Optional), Some(t)) => bound_here(t),
+            (Some(TokenMode::Required), None) => false,
+            (Some(TokenMode::Required), Some(t)) => {
+                bound_here(t)
+                    && (self.issuer.is_empty() || self.issuer.any(&t.issuer) || self.issuer.any(&t.iss))
+                    && self.claims.iter().all(|(k, g)| t.claims.get(k).is_some_and(|v| g.any(v)))
+            }
+        }
+    }
+
+    /// The attestation selectors only.
+    pub fn matches_attestation(&self, s: &Subject) -> bool {
         let opt = |g: &Globs, v: Option<&str>| g.is_empty() || v.is_some_and(|v| g.any(v));
         (self.spec.uid.is_empty() || s.uid.is_some_and(|u| self.spec.uid.contains(&u)))
             && opt(&self.user, s.user.as_deref())
@@ -179,6 +223,13 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// Whether a connection from this (attested) subject must be asked for
+    /// a token: the first identity whose attestation selectors hold uses
+    /// one. (An earlier token-less identity would win anyway.)
+    pub fn wants_token(&self, s: &Subject) -> bool {
+        self.identities.iter().find(|i| i.matches_attestation(s)).is_some_and(CompiledIdentity::uses_token)
+    }
+
     /// The identity a subject is: the first whose selectors all hold, else
     /// the default identity, else `None` (refuse the connection).
     pub fn identify(&self, s: &Subject) -> Option<&str> {
@@ -393,6 +444,88 @@ max_rows = 50
         assert_eq!(s.identify(&subj), None, "uid selector must hold too");
         subj.cgroup = Some("/agents/devin/1".into());
         assert_eq!(s.identify(&subj), Some("agent"));
+    }
+
+    const TOKEN_POLICY: &str = r#"
+[[identity]]
+name = "migrations"
+exe = ["/usr/lib/postgresql/*/bin/psql"]
+issuer = ["github"]
+claims = { repository = "org/app", ref = ["refs/heads/main", "refs/heads/release/*"] }
+
+[[identity]]
+name = "run-token"
+exe = ["/usr/lib/postgresql/*/bin/psql"]
+token = "required"
+issuer = ["host"]
+
+[[identity]]
+name = "gitlab"
+claims = { project_path = "group/*", pipeline_id = "*" }
+
+[[rule]]
+id = "all"
+identities = ["*"]
+action = "allow"
+"#;
+
+    fn token(issuer: &str, claims: &[(&str, &str)], bound: Option<&str>) -> TokenFacts {
+        TokenFacts {
+            issuer: issuer.into(),
+            iss: format!("https://{issuer}.example"),
+            claims: claims.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            bound_identity: bound.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn token_claims_select_identities_beside_the_attestation() {
+        let s = set(TOKEN_POLICY);
+        let psql = Subject { exe: Some("/usr/lib/postgresql/15/bin/psql".into()), ..Subject::default() };
+        let other = Subject { exe: Some("/usr/bin/python3".into()), ..Subject::default() };
+        assert!(s.wants_token(&psql));
+        assert!(s.wants_token(&other), "the gitlab identity has no attestation selectors");
+        // No token: nothing matches.
+        assert_eq!(s.identify(&psql), None);
+        let gh = |repo: &str, r: &str| Subject { token: Some(token("github", &[("repository", repo), ("ref", r)], None)), ..psql.clone() };
+        assert_eq!(s.identify(&gh("org/app", "refs/heads/main")), Some("migrations"));
+        assert_eq!(s.identify(&gh("org/app", "refs/heads/release/2.1")), Some("migrations"));
+        assert_eq!(s.identify(&gh("org/app", "refs/heads/feature")), None);
+        assert_eq!(s.identify(&gh("org/other", "refs/heads/main")), None, "another repository");
+        // The right token from the wrong process.
+        let mut wrong_exe = gh("org/app", "refs/heads/main");
+        wrong_exe.exe = Some("/usr/bin/python3".into());
+        assert_eq!(s.identify(&wrong_exe), None);
+        // Same claims from another issuer.
+        let mut forged = gh("org/app", "refs/heads/main");
+        forged.token.as_mut().unwrap().issuer = "gitlab".into();
+        forged.token.as_mut().unwrap().iss = "https://gitlab.example".into();
+        assert_eq!(s.identify(&forged), None);
+        // A host token selects only the identity it is bound to.
+        let host = |bound: &str| Subject { token: Some(token("host", &[], Some(bound))), ..psql.clone() };
+        assert_eq!(s.identify(&host("run-token")), Some("run-token"));
+        assert_eq!(s.identify(&host("migrations")), None, "host tokens fail the github issuer selector");
+        let host_with_claims = Subject {
+            token: Some(token("host", &[("project_path", "group/x"), ("pipeline_id", "7")], Some("run-token"))),
+            ..other.clone()
+        };
+        assert_eq!(s.identify(&host_with_claims), None, "bound to run-token, whose exe selector fails");
+        let gl = Subject { token: Some(token("gitlab", &[("project_path", "group/x"), ("pipeline_id", "7")], None)), ..other };
+        assert_eq!(s.identify(&gl), Some("gitlab"));
+        // Which identities a host token could ever select.
+        let by_name = |n: &str| s.identities.iter().find(|i| i.spec.name == n).unwrap();
+        assert!(by_name("run-token").accepts_issuer("host", "interceptor://h"));
+        assert!(!by_name("migrations").accepts_issuer("host", "interceptor://h"));
+        assert!(by_name("gitlab").accepts_issuer("host", "interceptor://h"), "no issuer selector");
+    }
+
+    #[test]
+    fn tokenless_identities_are_not_asked_for_a_password() {
+        let s = set(POLICY);
+        let psql = Subject { exe: Some("/usr/lib/postgresql/15/bin/psql".into()), uid: Some(1000), ..Subject::default() };
+        assert!(!s.wants_token(&psql));
+        let s = set(&format!("[[identity]]\nname = \"first\"\nexe = [\"*/psql\"]\n{TOKEN_POLICY}"));
+        assert!(!s.wants_token(&psql), "an earlier token-less identity wins anyway");
     }
 
     #[test]

@@ -43,6 +43,33 @@ pub struct Subject {
     pub container_id: Option<String>,
     /// Parent executables, nearest first.
     pub parent_exes: Vec<String>,
+    /// The verified workload token, if the connection presented one.
+    pub token: Option<TokenFacts>,
+}
+
+/// What identity selectors see of a verified token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenFacts {
+    /// The configured issuer name (`host` for host-issued tokens).
+    pub issuer: String,
+    /// `iss`.
+    pub iss: String,
+    /// Claims with a text value (strings; numbers and booleans printed).
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// For a host-issued token: the identity it is bound to.
+    pub bound_identity: Option<String>,
+}
+
+impl From<&crate::token::VerifiedToken> for TokenFacts {
+    fn from(t: &crate::token::VerifiedToken) -> Self {
+        Self {
+            issuer: t.issuer_name.clone(),
+            iss: t.issuer.clone(),
+            claims: t.claims.keys().filter_map(|k| Some((k.clone(), t.claim_str(k)?))).collect(),
+            bound_identity: t.bound_identity().map(str::to_owned),
+        }
+    }
 }
 
 impl From<&Attestation> for Subject {
@@ -59,6 +86,7 @@ impl From<&Attestation> for Subject {
                 .iter()
                 .map(|p| p.exe.as_ref().map_or_else(String::new, |e| e.display().to_string()))
                 .collect(),
+            token: None,
         }
     }
 }

@@ -109,6 +109,57 @@ pub struct IdentitySpec {
     /// Unparseable SQL for this identity (overrides the default).
     #[serde(default)]
     pub unparseable: Option<Unparseable>,
+    /// Whether the caller must present a workload token as its password.
+    /// Unset: no token is asked for, unless `claims` or `issuer` are set
+    /// (which imply `required`).
+    #[serde(default)]
+    pub token: Option<TokenMode>,
+    /// Token claim selectors: claim name -> glob or list of globs; every
+    /// claim listed must be present and match.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, ClaimSelector>,
+    /// Token issuers accepted: configured issuer names (`"github"`, `"host"`
+    /// for host-issued tokens) or `iss` URLs (globs).
+    #[serde(default)]
+    pub issuer: Vec<String>,
+}
+
+impl IdentitySpec {
+    /// The token requirement in force (`claims`/`issuer` imply `required`).
+    pub fn token_mode(&self) -> Option<TokenMode> {
+        self.token.or((!self.claims.is_empty() || !self.issuer.is_empty()).then_some(TokenMode::Required))
+    }
+}
+
+/// See [`IdentitySpec::token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenMode {
+    /// The identity matches only with a valid token whose claims hold.
+    Required,
+    /// A password is asked for; an empty one is accepted as "no token", a
+    /// token given must be valid.
+    Optional,
+}
+
+/// One claim's selector: `"org/app"`, `"refs/heads/*"` or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimSelector {
+    /// One glob (an exact value is a glob without wildcards).
+    One(String),
+    /// Any of these globs.
+    Any(Vec<String>),
+}
+
+impl ClaimSelector {
+    /// The globs.
+    pub fn patterns(&self) -> Vec<String> {
+        match self {
+            Self::One(p) => vec![p.clone()],
+            Self::Any(v) => v.clone(),
+        }
+    }
 }
 
 /// What a rule does with the statements it matches.

@@ -24,7 +24,7 @@ use std::{
 };
 
 use super::{
-    Action, Context, Decision, PolicySet, PolicyStore, Subject,
+    Action, Context, Decision, PolicySet, PolicyStore, Subject, TokenFacts,
     masking::{PlanInput, SessionMask, Slot, bind_formats, bind_params, plan_message, row_description},
     startup::check_startup,
 };
@@ -37,6 +37,7 @@ use crate::{
     },
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
     sql,
+    token::{TokenError, TokenOutcome, Validator},
     wire::{
         Frame, PgError,
         error_response::{error_code, error_message, parse_error_fields},
@@ -58,20 +59,37 @@ pub struct PolicyFactory {
     limits: sql::Limits,
     catalogs: Option<Arc<CatalogPool>>,
     mask_key: Arc<[u8; 32]>,
+    /// Validates workload tokens; `None`: identities that need one never match.
+    tokens: Option<Arc<Validator>>,
 }
 
 impl PolicyFactory {
     /// Hooks deciding from `store`'s current set at each statement and
     /// recording every session, statement and result in `audit`.
     pub fn new(store: Arc<PolicyStore>, audit: AuditLog) -> Self {
-        Self { store, audit, limits: sql::Limits::default(), catalogs: None, mask_key: Arc::new(rand::random()) }
+        Self {
+            store,
+            audit,
+            limits: sql::Limits::default(),
+            catalogs: None,
+            mask_key: Arc::new(rand::random()),
+            tokens: None,
+        }
     }
 
     /// Masking reads the catalog through `catalogs` and makes tokens with
     /// `key` (the same key gives the same tokens across restarts).
+    #[must_use]
     pub fn with_masking(mut self, catalogs: Arc<CatalogPool>, key: [u8; 32]) -> Self {
         self.catalogs = Some(catalogs);
         self.mask_key = Arc::new(key);
+        self
+    }
+
+    /// Checks workload tokens with `validator` for identities that use them.
+    #[must_use]
+    pub fn with_tokens(mut self, validator: Arc<Validator>) -> Self {
+        self.tokens = Some(validator);
         self
     }
 }
@@ -85,23 +103,42 @@ fn unrecorded(reason: &str) -> PgError {
     .with_hint("nothing was sent to the database; the host's operators must restore the audit directory")
 }
 
-impl HooksFactory for PolicyFactory {
-    fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
-        let set = self.store.current();
-        let subject = Subject::from(info.attestation.as_ref());
-        let identity = set.identify(&subject);
-        let session = self.audit.session_id(info.id);
-        // Every session is recorded, refused ones too; one that cannot be
-        // recorded does not start.
-        let start = SessionStart::from_info(session.clone(), self.audit.host(), info, identity.map(str::to_owned));
-        if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
-            let mut err = unrecorded(&e.to_string());
-            err.severity = "FATAL";
-            return Err(err);
-        }
-        let Some(identity) = identity else {
-            let a = &info.attestation;
-            return Err(PgError::fatal(
+/// Why a session is refused at connect, for the client and the audit log.
+fn refusal(info: &SessionInfo, has_token_identities: bool) -> (&'static str, PgError) {
+    let a = &info.attestation;
+    match &info.token {
+        TokenOutcome::Rejected(e) => (
+            e.reason(),
+            PgError::fatal(sqlstate::INVALID_PASSWORD, format!("interceptor: token refused: {e}"))
+                .with_detail(format!("reason: {}", e.reason())),
+        ),
+        TokenOutcome::Missing => (
+            TokenError::Missing.reason(),
+            PgError::fatal(sqlstate::INVALID_PASSWORD, format!("interceptor: {}", TokenError::Missing))
+                .with_detail(format!("reason: {}", TokenError::Missing.reason()))
+                .with_hint("e.g. PGPASSWORD=\"$ACTIONS_ID_TOKEN\" (see the Tokens section of the interceptor README)"),
+        ),
+        TokenOutcome::Verified(t) => (
+            "token_claims_mismatch",
+            PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "interceptor: no policy identity accepts this process with this token (issuer {}, subject {})",
+                    t.issuer_name,
+                    t.subject.as_deref().unwrap_or("-")
+                ),
+            )
+            .with_detail(format!(
+                "reason: token_claims_mismatch; process {} uid {} in cgroup {}",
+                a.exe.display(),
+                a.uid,
+                a.cgroup
+            ))
+            .with_hint("the token is valid, but its claims (repository, ref, ...) or this process are not what the policy allows"),
+        ),
+        TokenOutcome::NotAsked => (
+            "no_identity",
+            PgError::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
                 format!(
                     "interceptor: no policy identity matches this process ({} uid {} in cgroup {})",
@@ -110,10 +147,54 @@ impl HooksFactory for PolicyFactory {
                     a.cgroup
                 ),
             )
-            .with_hint("ask the owners of this host's interceptor policy to add an [[identity]] for this job"));
+            .with_hint(if has_token_identities {
+                "ask the owners of this host's interceptor policy to add an [[identity]] for this job, or present the job's token"
+            } else {
+                "ask the owners of this host's interceptor policy to add an [[identity]] for this job"
+            }),
+        ),
+    }
+}
+
+impl HooksFactory for PolicyFactory {
+    fn token_validator(&self, attestation: &crate::identity::Attestation) -> Option<Arc<Validator>> {
+        let tokens = self.tokens.as_ref()?;
+        self.store.current().wants_token(&Subject::from(attestation)).then(|| Arc::clone(tokens))
+    }
+
+    fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
+        let set = self.store.current();
+        let mut subject = Subject::from(info.attestation.as_ref());
+        subject.token = info.token.verified().map(TokenFacts::from);
+        // A token that was presented and failed is refused outright, never
+        // read as "no token".
+        let identity = match &info.token {
+            TokenOutcome::Rejected(_) => None,
+            _ => set.identify(&subject),
+        };
+        let session = self.audit.session_id(info.id);
+        // Every session is recorded, refused ones too; one that cannot be
+        // recorded does not start.
+        let mut start = SessionStart::from_info(session.clone(), self.audit.host(), info, identity.map(str::to_owned));
+        let refused = identity.is_none().then(|| refusal(info, set.identities.iter().any(super::engine::CompiledIdentity::uses_token)));
+        start.refused = refused.as_ref().map(|(reason, _)| (*reason).to_owned());
+        if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
+            let mut err = unrecorded(&e.to_string());
+            err.severity = "FATAL";
+            return Err(err);
+        }
+        let (Some(identity), None) = (identity, &refused) else {
+            return Err(refused.map_or_else(|| refusal(info, false).1, |(_, err)| err));
         };
         check_startup(info)?;
-        tracing::info!(event = "identity", session = info.id, audit_session = %session, identity, "session identified");
+        tracing::info!(
+            event = "identity",
+            session = info.id,
+            audit_session = %session,
+            identity,
+            token_issuer = info.token.verified().map(|t| t.issuer_name.as_str()),
+            "session identified"
+        );
         Ok(Box::new(PolicyHooks {
             store: Arc::clone(&self.store),
             info: Arc::clone(info),

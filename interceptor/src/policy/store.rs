@@ -137,6 +137,16 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> Result<PolicySet, PolicyEr
             if spec.exe_sha256.iter().any(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
                 push(Some(line), format!("identity `{}`: exe_sha256 entries must be 64 hex digits", spec.name), "use `sha256sum <exe>` output");
             }
+            if spec.token == Some(super::model::TokenMode::Optional) && (!spec.claims.is_empty() || !spec.issuer.is_empty()) {
+                push(
+                    Some(line),
+                    format!("identity `{}`: token = \"optional\" cannot have claims or issuer selectors (they need a token)", spec.name),
+                    "use token = \"required\" (or leave token out), or drop the claims",
+                );
+            }
+            if spec.claims.iter().any(|(k, v)| k.is_empty() || v.patterns().is_empty()) {
+                push(Some(line), format!("identity `{}`: a claims selector has an empty name or no values", spec.name), "write claims = { repository = \"org/repo\" }");
+            }
             identity_at.insert(spec.name.clone(), (path.clone(), line));
             match CompiledIdentity::new(spec) {
                 Ok(i) => set.identities.push(i),
@@ -296,6 +306,21 @@ mod tests {
 
         let e = load(&[("c.toml", "[[identity]]\nname = \"x\"\nexe = \"notalist\"\n")]).unwrap_err();
         assert_eq!(e.0[0].line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn token_selector_mistakes_name_their_line() {
+        let e = load(&[("t.toml", "\n[[identity]]\nname = \"x\"\ntoken = \"optional\"\nclaims = { repository = \"o/r\" }\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(2), "{e}");
+        assert!(e.0[0].message.contains("optional"), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\nclaims = { repository = [] }\n")]).unwrap_err();
+        assert!(e.0[0].message.contains("no values"), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\ntoken = \"sometimes\"\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+        let e = load(&[("t.toml", "[[identity]]\nname = \"x\"\nclaims = { ref = 5 }\n")]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+        let ok = load(&[("t.toml", "[[identity]]\nname = \"x\"\nissuer = [\"github\"]\nclaims = { ref = [\"refs/heads/*\"], repository = \"o/r\" }\n")]).unwrap();
+        assert!(ok.identities[0].uses_token());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::{
     ebpf::ConnectRecord,
     identity::Attestation,
+    token::{TokenOutcome, Validator},
     wire::{Frame, PgError},
 };
 
@@ -61,6 +62,9 @@ pub struct SessionInfo {
     pub attestation: Arc<Attestation>,
     /// What the kernel recorded at connect time (redirected connections).
     pub connect_record: Option<ConnectRecord>,
+    /// The workload token presented as the password, if one was asked for.
+    #[serde(skip)]
+    pub token: TokenOutcome,
 }
 
 fn serialize_arc<S: serde::Serializer, T: Serialize>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -124,6 +128,12 @@ pub trait HooksFactory: Send + Sync + 'static {
     /// known, before the upstream connection is made; an error refuses the
     /// session with it.
     fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError>;
+
+    /// Whether the caller must be asked for a workload token (as its
+    /// password) before [`Self::open`]; the validator to check it with.
+    fn token_validator(&self, _attestation: &Attestation) -> Option<Arc<Validator>> {
+        None
+    }
 }
 
 /// Forwards everything unchanged.

@@ -46,8 +46,9 @@ use crate::{
     config::Config,
     ebpf::ConnectRecord,
     identity::{self, Attestation},
+    token::{TokenError, TokenOutcome, Validator},
     wire::{
-        PgError, StartupPacket, WireError, auth, read_startup_packet, sqlstate,
+        PgError, StartupPacket, WireError, auth, read_frame, read_startup_packet, sqlstate,
         startup::TLS_HANDSHAKE_BYTE,
         status,
     },
@@ -133,6 +134,8 @@ struct Context {
     user: Option<String>,
     database: Option<String>,
     attestation: Option<Arc<Attestation>>,
+    /// The token's verified claims or why it was refused (never the token).
+    token: Option<serde_json::Value>,
 }
 
 /// Serves one connection until it closes.
@@ -148,6 +151,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: Cancellatio
         user: None,
         database: None,
         attestation: None,
+        token: None,
     };
     // Startup is not worth finishing when the daemon stops: dropped here.
     // An established session ends through the relay's own shutdown path
@@ -237,7 +241,7 @@ async fn start(
         }
         Ok(Ok((client, Negotiated::Startup(startup)))) => (client, startup),
     };
-    match establish(shared, ctx, &client, *startup, attest).await {
+    match establish(shared, ctx, &mut client, *startup, attest).await {
         Ok(ready) => Some((client, ready)),
         Err(err) => {
             send_error(&mut client, err.client_error()).await;
@@ -356,7 +360,7 @@ fn refuse_hint(code: &str, message: impl Into<String>, hint: &str) -> SessionErr
 async fn establish(
     shared: &Shared,
     ctx: &mut Context,
-    client: &ClientStream,
+    client: &mut ClientStream,
     startup: Startup,
     attest: Option<AttestTask>,
 ) -> Result<Ready, SessionError> {
@@ -456,6 +460,15 @@ async fn establish(
         ));
     }
 
+    // The workload token, when the policy needs one for this caller: asked
+    // for as a cleartext password (the client is on loopback or the unix
+    // socket, or on TLS).
+    let token = match shared.hooks.token_validator(&attestation) {
+        None => TokenOutcome::NotAsked,
+        Some(validator) => ask_token(client, &validator).await?,
+    };
+    ctx.token = token.to_record();
+
     let info = Arc::new(SessionInfo {
         id: ctx.id,
         route,
@@ -471,6 +484,7 @@ async fn establish(
         client_tls: client.is_tls(),
         attestation,
         connect_record: record,
+        token,
     });
     let hooks = shared.hooks.open(&info).map_err(SessionError::Refused)?;
 
@@ -509,6 +523,44 @@ async fn establish(
     Ok(Ready { info, upstream, hooks, greeting, _cancel: cancel })
 }
 
+/// Asks the client for its token (`AuthenticationCleartextPassword`) and
+/// validates what it sends. A client that leaves instead (libpq with no
+/// password: `fe_sendauth: no password supplied`) or sends an empty
+/// password has presented no token.
+async fn ask_token(client: &mut ClientStream, validator: &Validator) -> Result<TokenOutcome, SessionError> {
+    let frame = auth::authentication_cleartext_password();
+    client.write_all(frame.as_bytes()).await?;
+    client.flush().await?;
+    let mut buf = bytes::BytesMut::new();
+    // Bounded by the largest token (plus the message's own bytes), not by
+    // the proxy's message limit: nothing bigger is worth reading.
+    let max = validator.max_token_bytes() + 64;
+    let read = tokio::time::timeout(STARTUP_TIMEOUT, read_frame(client, &mut buf, max)).await;
+    let frame = match read {
+        Err(_) => return Err(SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs())),
+        Ok(Ok(Some(frame))) => frame,
+        // Gone: still recorded as a session refused for want of a token.
+        Ok(Ok(None) | Err(WireError::UnexpectedEof | WireError::Io(_))) => return Ok(TokenOutcome::Missing),
+        Ok(Err(WireError::TooLarge { tag: b'p', .. })) => return Ok(TokenOutcome::Rejected(TokenError::TooLarge)),
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    if frame.tag() != b'p' || !buf.is_empty() {
+        return Err(WireError::InvalidStartup(format!(
+            "expected a PasswordMessage in answer to the password request, got message type {}",
+            frame.tag() as char
+        ))
+        .into());
+    }
+    let password = auth::parse_password_message(&frame)?;
+    if password.trim().is_empty() {
+        return Ok(TokenOutcome::Missing);
+    }
+    Ok(match validator.validate(&password).await {
+        Ok(t) => TokenOutcome::Verified(Arc::new(t)),
+        Err(e) => TokenOutcome::Rejected(e),
+    })
+}
+
 async fn relay(shared: &Shared, ctx: &Context, client: &mut ClientStream, ready: Ready, shutdown: &CancellationToken) {
     let Ready { info, mut upstream, mut hooks, greeting, _cancel } = ready;
     let upstream_tls = upstream.stream.is_tls();
@@ -528,6 +580,7 @@ async fn relay(shared: &Shared, ctx: &Context, client: &mut ClientStream, ready:
         upstream_tls,
         attestation = %json(&*info.attestation),
         connect_record = info.connect_record.as_ref().map(json),
+        token = info.token.to_record().as_ref().map(json),
         "session started"
     );
     let buf = std::mem::take(&mut upstream.buf);
@@ -623,6 +676,7 @@ fn refused(ctx: &Context, err: &SessionError) {
         sqlstate = sqlstate.as_deref(),
         error = %err,
         attestation = ctx.attestation.as_deref().map(json),
+        token = ctx.token.as_ref().map(json),
         duration_ms = ctx.started.elapsed().as_millis() as u64,
         "session refused"
     );

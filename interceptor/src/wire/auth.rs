@@ -58,6 +58,19 @@ pub fn authentication_ok() -> Frame {
     Frame::encode(&Authentication::Ok).expect("fixed-size message")
 }
 
+/// `AuthenticationCleartextPassword`: the proxy asks the client for its
+/// workload token (only over loopback or the unix socket).
+pub fn authentication_cleartext_password() -> Frame {
+    Frame::encode(&Authentication::CleartextPassword).expect("fixed-size message")
+}
+
+/// The text of a client's `PasswordMessage` (`p`, a null-terminated string).
+pub fn parse_password_message(frame: &Frame) -> Result<String, WireError> {
+    let body = frame.body();
+    let text = body.strip_suffix(&[0]).ok_or_else(|| WireError::malformed(frame.tag(), "PasswordMessage without a terminating null"))?;
+    String::from_utf8(text.to_vec()).map_err(|_| WireError::malformed(frame.tag(), "PasswordMessage is not UTF-8"))
+}
+
 /// `PasswordMessage` carrying a cleartext password or an md5 hash.
 pub fn password_message(password: &str) -> Result<Frame, WireError> {
     Frame::encode(&Password::new(password.to_owned()))
