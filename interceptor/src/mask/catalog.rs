@@ -41,6 +41,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Views within views followed.
 const MAX_VIEW_DEPTH: usize = 16;
 const MAX_MESSAGE: usize = 64 << 20;
+/// Names cached per database before the cache starts afresh.
+const MAX_CACHED: usize = 10_000;
 
 /// Opens an authenticated upstream connection like a session's.
 pub trait Connector: Send + Sync {
@@ -179,6 +181,10 @@ impl DbCatalog {
         let rows = self.query(&query).await?;
         let now = Instant::now();
         let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.relations.len() > MAX_CACHED {
+            // Names come from client SQL: bounded, refilled with what is used.
+            c.relations.clear();
+        }
         for row in rows {
             let Some(i) = row.first().and_then(|v| v.as_deref()).and_then(|v| v.parse::<usize>().ok()) else { continue };
             let Some(rel) = missing.get(i) else { continue };
@@ -239,6 +245,9 @@ impl DbCatalog {
         let user: HashSet<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
         let now = Instant::now();
         let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.functions.len() > MAX_CACHED {
+            c.functions.clear();
+        }
         for f in missing {
             let is_user = user.contains(&f);
             c.functions.insert(f.clone(), (is_user, now));
