@@ -44,6 +44,7 @@ pub mod audit;
 pub mod config;
 pub mod ebpf;
 pub mod identity;
+pub mod mask;
 pub mod policy;
 pub mod proxy;
 pub mod sql;

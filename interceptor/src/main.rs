@@ -406,6 +406,37 @@ async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// The key of masking's deterministic tokens: `<state_dir>/mask.key`, 32
+/// random bytes made on first start (0600), so tokens stay the same across
+/// restarts.
+fn mask_key(state_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = state_dir.join("mask.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} is not 32 bytes (fix: delete it to make a new key; tokens will change)", path.display()));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()));
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let _ = std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700));
+    let key: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, &key)?;
+    f.sync_all()?;
+    Ok(key)
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     // Listen first: once the programs are attached, redirected connects must
     // find the proxy.
@@ -522,7 +553,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let hooks = Arc::new(factory.with_tokens(validator));
+    let connector = proxy::UpstreamConnector::new(Arc::clone(&config)).context("cannot load the upstream credentials")?;
+    let mask_key = mask_key(&config.state_dir).context("cannot set up the masking key")?;
+    let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector)));
+    let hooks = Arc::new(factory.with_masking(catalogs, mask_key).with_tokens(validator));
     let stopping = {
         let broker = broker.clone();
         async move {

@@ -72,6 +72,7 @@ pub fn result(session: &str, n: u64) -> AuditEvent {
         rows: 2,
         bytes: 64,
         masked_columns: vec!["email".into()],
+        params: vec![],
         duration_us: 1500,
         error_sqlstate: None,
         error_message: None,

@@ -666,7 +666,7 @@ fn approval_holds(
 /// with and without fsync per batch.
 fn in_process_benches() -> anyhow::Result<String> {
     let mut cmd = sh::cargo(&[
-        "test", "--release", "-p", "interceptor", "--test", "proxy_bench", "--test", "audit_bench", "--", "--ignored",
+        "test", "--release", "-p", "interceptor", "--test", "proxy_bench", "--test", "audit_bench", "--test", "mask_bench", "--", "--ignored",
         "--nocapture", "--test-threads=1",
     ]);
     cmd.env("PROXY_BENCH_ROUNDS", "1").env("PROXY_BENCH_SECS", "8").env("PROXY_BENCH_IDLE", "200");

@@ -124,6 +124,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         field(&start, "attestation.uid").map_or_else(|| "?".into(), |v| v.to_string()),
         str_field(&start, "orig_dst").unwrap_or_default(),
     );
+    // Masking: customers.email is tagged sensitive in the shipped policy;
+    // CI tools see a keyed token in its place (the same for the same value).
+    let masked_sql = "select name, email from customers order by id";
+    let mut masked = Command::new("psql");
+    masked
+        .args(["-X", "-P", "pager=off", &conninfo, "-c", masked_sql])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .current_dir("/tmp");
+    process::as_user(&mut masked, "nobody")?;
+    println!("demo: inside {}: psql -c \"{masked_sql}\"", cg.name());
+    let out_masked = cg.run(&mut masked, Duration::from_mins(1))?;
+    print!("{}", out_masked.stdout);
+    if !out_masked.success() || out_masked.stdout.contains("@example.com") || !out_masked.stdout.contains("tok_email_") {
+        bail!("the e-mail addresses were not masked: {out_masked}\n--- interceptor\n{}", daemon.output());
+    }
     // The same unchanged psql tries what a CI job or an agent must not do.
     let refused_sql = "DROP TABLE customers";
     let mut bad = Command::new("psql");

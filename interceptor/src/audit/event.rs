@@ -239,6 +239,11 @@ pub struct ResultSummary {
     /// Columns whose values were masked.
     #[serde(default)]
     pub masked_columns: Vec<String>,
+    /// Bind parameters of this execution (extended protocol) as text
+    /// (binary ones as `\x` hex), each cut at 1 KiB; values the content
+    /// detectors recognise are masked as results are for the identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Option<String>>,
     /// From forwarding to completion, microseconds.
     #[serde(default)]
     pub duration_us: u64,
@@ -401,6 +406,7 @@ mod tests {
             rows: 1,
             bytes: 10,
             masked_columns: vec![],
+            params: vec![],
             duration_us: 5,
             error_sqlstate: None,
             error_message: None,

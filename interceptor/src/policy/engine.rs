@@ -1,6 +1,7 @@
 //! Deciding: which identity a connection is, and what happens to each
 //! statement it sends.
 
+use std::sync::Arc;
 use globset::GlobMatcher;
 
 use super::{
@@ -217,6 +218,8 @@ pub struct PolicySet {
     pub defaults: Defaults,
     pub identities: Vec<CompiledIdentity>,
     pub rules: Vec<CompiledRule>,
+    /// Sensitive columns, masking profiles and detectors.
+    pub masking: Arc<crate::mask::MaskPolicy>,
 }
 
 impl PolicySet {

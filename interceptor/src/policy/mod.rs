@@ -13,6 +13,7 @@
 pub mod builtin;
 pub mod cases;
 pub mod engine;
+pub mod masking;
 pub mod model;
 pub mod session;
 pub mod startup;

@@ -36,6 +36,15 @@ pub struct PolicyFile {
     /// Rules, evaluated in file order (files in name order).
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSpec>>,
+    /// Sensitive column tags (masking).
+    #[serde(default)]
+    pub sensitive: Vec<Spanned<crate::mask::policy::SensitiveSpec>>,
+    /// Masking profiles per identity.
+    #[serde(default)]
+    pub masking: Vec<Spanned<crate::mask::policy::MaskingSpec>>,
+    /// Content detectors added or switched off.
+    #[serde(default, rename = "detector")]
+    pub detectors: Vec<Spanned<crate::mask::policy::DetectorSpec>>,
 }
 
 /// Set-wide defaults.

@@ -16,18 +16,30 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
-use super::{Action, Context, Decision, PolicySet, PolicyStore, Subject, TokenFacts, startup::check_startup};
+use super::{
+    Action, Context, Decision, PolicySet, PolicyStore, Subject, TokenFacts,
+    masking::{PlanInput, SessionMask, Slot, bind_formats, bind_params, plan_message, row_description},
+    startup::check_startup,
+};
 use crate::{
     approval::{
         self, ApprovalRequest, ApprovalSpec, Broker, Mode, State,
-        hold::{WithdrawOnDrop, bind_params, outcome_error, shown_param},
+        hold::{WithdrawOnDrop, bind_params as raw_bind_params, outcome_error, shown_param},
         request::statement_key,
     },
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
+    mask::{
+        catalog::CatalogPool,
+        lineage::CopyFormat,
+        rows::{CopyOut, Masker, Shape, Stats},
+    },
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
     sql,
     token::{TokenError, TokenOutcome, Validator},
@@ -53,6 +65,8 @@ pub struct PolicyFactory {
     /// The approval workflow, when `[approvals]` is configured; without it
     /// `approve` statements are refused.
     approvals: Option<Arc<Broker>>,
+    catalogs: Option<Arc<CatalogPool>>,
+    mask_key: Arc<[u8; 32]>,
     /// Validates workload tokens; `None`: identities that need one never match.
     tokens: Option<Arc<Validator>>,
 }
@@ -61,7 +75,24 @@ impl PolicyFactory {
     /// Hooks deciding from `store`'s current set at each statement and
     /// recording every session, statement and result in `audit`.
     pub fn new(store: Arc<PolicyStore>, audit: AuditLog) -> Self {
-        Self { store, audit, limits: sql::Limits::default(), tokens: None, approvals: None }
+        Self {
+            store,
+            audit,
+            limits: sql::Limits::default(),
+            catalogs: None,
+            mask_key: Arc::new(rand::random()),
+            tokens: None,
+            approvals: None,
+        }
+    }
+
+    /// Masking reads the catalog through `catalogs` and makes tokens with
+    /// `key` (the same key gives the same tokens across restarts).
+    #[must_use]
+    pub fn with_masking(mut self, catalogs: Arc<CatalogPool>, key: [u8; 32]) -> Self {
+        self.catalogs = Some(catalogs);
+        self.mask_key = Arc::new(key);
+        self
     }
 
     /// Checks workload tokens with `validator` for identities that use them.
@@ -207,6 +238,7 @@ impl HooksFactory for PolicyFactory {
             held: None,
             approve_sql: HashMap::new(),
             bound: HashMap::new(),
+            mask: SessionMask::new(self.catalogs.as_ref().map(|c| c.for_session(info)), Arc::clone(&self.mask_key)),
         }))
     }
 }
@@ -236,11 +268,37 @@ struct RowCount {
     /// Execute of a statement prepared before a failure).
     statement: u64,
     started: Instant,
+    /// Masks of the message's statements (None: nothing to mask).
+    masks: Option<Slot>,
+    /// Extended protocol: the portal executed.
+    portal: Option<Vec<u8>>,
+    /// The result being sent: its shape and masker.
+    shape: Option<Shape>,
+    copy: Option<CopyOut>,
+    masker: Option<Masker>,
+    stats: Stats,
+    /// Bind parameters of an Execute.
+    params: Vec<Option<String>>,
 }
 
 impl Default for RowCount {
     fn default() -> Self {
-        Self { limit: None, rule: String::new(), rows: 0, bytes: 0, exceeded: false, statement: 0, started: Instant::now() }
+        Self {
+            limit: None,
+            rule: String::new(),
+            rows: 0,
+            bytes: 0,
+            exceeded: false,
+            statement: 0,
+            started: Instant::now(),
+            masks: None,
+            portal: None,
+            shape: None,
+            copy: None,
+            masker: None,
+            stats: Stats::default(),
+            params: Vec::new(),
+        }
     }
 }
 
@@ -306,7 +364,9 @@ pub struct PolicyHooks {
     /// After a cut-off, drop results until ReadyForQuery.
     drain: bool,
     /// Statements refused, for the session record.
-    refused: Arc<std::sync::atomic::AtomicU64>,
+    refused: Arc<AtomicU64>,
+    /// Masking state.
+    mask: SessionMask,
     /// The approval workflow (None: `approve` is refused).
     approvals: Option<Arc<Broker>>,
     /// The request of the statement held now, if any.
@@ -318,10 +378,10 @@ pub struct PolicyHooks {
 }
 
 impl PolicyHooks {
-    fn decide(&mut self, sql_text: &str) -> Decision {
+    fn decide(&mut self, sql_text: &str) -> (Decision, Arc<Result<sql::Analysis, sql::SqlError>>) {
         let set = self.store.current();
-        let analysis = sql::analyze_cached(sql_text, &self.limits);
-        let analysis = analysis.as_ref();
+        let analysis_entry = sql::analyze_cached(sql_text, &self.limits);
+        let analysis = analysis_entry.as_ref();
         let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
         let decision = match analysis {
             Ok(a) if a.statements.iter().any(|f| f.command == "EXECUTE") => self.decide_with_prepared(&set, &ctx, a),
@@ -344,7 +404,7 @@ impl PolicyHooks {
             reason = %decision.reason,
             sql = %truncate(sql_text, 4096),
         );
-        decision
+        (decision, analysis_entry)
     }
 
     /// `EXECUTE name` runs what `PREPARE name` parsed earlier in this
@@ -352,10 +412,17 @@ impl PolicyHooks {
     /// unknown name is refused.
     fn decide_with_prepared(&self, set: &PolicySet, ctx: &Context<'_>, a: &sql::Analysis) -> Decision {
         let mut expanded = a.clone();
+        // PREPAREs earlier in the same message count too.
+        let mut earlier: HashMap<String, sql::StatementFacts> = HashMap::new();
         for f in &mut expanded.statements {
+            if f.command == "PREPARE"
+                && let Some(n) = f.prepared_name()
+            {
+                earlier.insert(n, f.clone());
+            }
             if f.command == "EXECUTE" {
                 let name = f.prepared_name();
-                match name.as_ref().and_then(|n| self.prepared.get(n)) {
+                match name.as_ref().and_then(|n| earlier.get(n).or_else(|| self.prepared.get(n))) {
                     Some(inner) => {
                         // Decided as what PREPARE parsed (its facts are the
                         // inner statement's), named after the inner command.
@@ -409,10 +476,7 @@ impl PolicyHooks {
             ),
             _ => format!("interceptor: statement refused by rule {}: {}", d.rule, d.reason),
         };
-        PgError::error(REFUSED, message).with_detail(format!(
-            "identity {} on target {}, database {}",
-            self.identity, self.info.target, self.info.database
-        ))
+        PgError::error(REFUSED, message).with_detail(self.refusal_detail())
     }
 
     /// A fresh sentinel word (not yet standing for anything).
@@ -423,7 +487,7 @@ impl PolicyHooks {
 
     /// A fresh sentinel word and the refusal it stands for.
     fn sentinel(&mut self, err: PgError) -> String {
-        self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
         let token = self.token();
         lock(&self.refusals).push_back((token.clone(), err));
         token
@@ -476,22 +540,145 @@ impl PolicyHooks {
     /// are recorded after they reach the client (their statement was
     /// recorded before it was sent).
     fn record_result(&self, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+        let masker = c.masker.as_ref().or(self.mask.masker.as_ref());
+        record_result(&self.audit, &self.session, c, masker, command_tag, error);
+    }
+}
+
+/// Appends a result record without holding the session up: results are
+/// recorded after they reach the client (their statement was recorded
+/// before it was sent).
+fn record_result(
+    audit: &AuditLog,
+    session: &str,
+    c: &RowCount,
+    masker: Option<&Masker>,
+    command_tag: Option<String>,
+    error: Option<(String, String)>,
+) {
+    {
         if c.statement == 0 {
             return;
         }
         let (error_sqlstate, error_message) = error.map_or((None, None), |(s, m)| (Some(s), Some(m)));
         let ev = AuditEvent::StatementResult(ResultSummary {
-            session: self.session.clone(),
+            session: session.to_owned(),
             statement: c.statement,
             command_tag,
             rows: c.rows.min(c.limit.unwrap_or(u64::MAX)),
             bytes: c.bytes,
-            masked_columns: Vec::new(),
+            masked_columns: c.stats.describe(),
+            params: c
+                .params
+                .iter()
+                .map(|p| p.as_ref().map(|v| masker.map_or_else(|| v.clone(), |m| m.text(v).into_owned())))
+                .collect(),
             duration_us: c.started.elapsed().as_micros() as u64,
             error_sqlstate,
             error_message,
         });
-        record_later(&self.audit, ev, "result");
+        record_later(audit, ev, "result");
+    }
+}
+
+impl PolicyHooks {
+    /// An allowed statement: planned for masking (which may still refuse
+    /// it), recorded, and only then sent. Identities that see everything
+    /// raw go straight to [`Self::record_then`].
+    /// What planning a statement's result masks needs, if this identity's
+    /// results are masked at all.
+    fn plan_input(&mut self, analysis: Arc<Result<sql::Analysis, sql::SqlError>>) -> Option<PlanInput> {
+        let set = self.store.current();
+        let profile = set.masking.profile(&self.identity);
+        let masker = self.mask.masker(&set.masking, &profile)?;
+        if let Ok(a) = analysis.as_ref()
+            && a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl))
+        {
+            self.mask.ddl = true;
+            if let Some(c) = &self.mask.catalog {
+                c.invalidate();
+            }
+        }
+        Some(PlanInput {
+            catalog: self.mask.catalog.clone(),
+            policy: Arc::clone(&set.masking),
+            profile,
+            masker,
+            analysis,
+            named: Arc::clone(&self.mask.named),
+        })
+    }
+
+    fn record_masked(
+        &mut self,
+        mut event: StatementEvent,
+        frame: Frame,
+        kind: u8,
+        name: &[u8],
+        analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
+        slot: &Slot,
+    ) -> Verdict {
+        let set = self.store.current();
+        let profile = set.masking.profile(&self.identity);
+        let Some(masker) = self.mask.masker(&set.masking, &profile) else {
+            return self.record_then(event, frame, kind, name);
+        };
+        if let Ok(a) = analysis.as_ref()
+            && a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl))
+        {
+            // Views and tables may change: ask the catalog afresh, now and
+            // once the DDL has run.
+            self.mask.ddl = true;
+            if let Some(c) = &self.mask.catalog {
+                c.invalidate();
+            }
+        }
+        let input = PlanInput {
+            catalog: self.mask.catalog.clone(),
+            policy: Arc::clone(&set.masking),
+            profile,
+            masker,
+            analysis,
+            named: Arc::clone(&self.mask.named),
+        };
+        let token = self.token();
+        let refusal_frame = sentinel_frame(kind, name, &token);
+        let fallback_token = self.token();
+        let fallback = sentinel_frame(kind, name, &fallback_token);
+        let refusals = Arc::clone(&self.refusals);
+        let refused = Arc::clone(&self.refused);
+        let audit = self.audit.clone();
+        let detail = self.refusal_detail();
+        let slot = Arc::clone(slot);
+        Verdict::Await(Box::pin(async move {
+            let send = match plan_message(input).await {
+                Ok(masks) => {
+                    *lock(&slot) = masks.into();
+                    frame
+                }
+                Err(reason) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    let err = PgError::error(REFUSED, format!("interceptor: statement refused by rule {MASKING_RULE}: {reason}"))
+                        .with_detail(detail)
+                        .with_hint("ask for an identity that may see these values, or leave the masked columns out");
+                    event.decision =
+                        DecisionRecord { action: "deny".into(), rule: MASKING_RULE.into(), reason, max_rows: None };
+                    lock(&refusals).push_back((token, err));
+                    refusal_frame
+                }
+            };
+            match durable(&audit, event).await {
+                Ok(()) => Verdict::Forward(send),
+                Err(e) => {
+                    lock(&refusals).push_back((fallback_token, unrecorded(&e)));
+                    Verdict::Forward(fallback)
+                }
+            }
+        }))
+    }
+
+    fn refusal_detail(&self) -> String {
+        format!("identity {} on target {}, database {}", self.identity, self.info.target, self.info.database)
     }
 
     fn query(&mut self, frame: Frame) -> Verdict {
@@ -499,15 +686,16 @@ impl PolicyHooks {
             return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Query message"));
         };
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
-        let d = self.decide(&sql_text);
+        let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "simple", &d);
-        self.pending.push_back(Pending::Query(RowCount::new(&d, n)));
+        let slot = Slot::default();
+        self.pending.push_back(Pending::Query(RowCount { masks: Some(Arc::clone(&slot)), ..RowCount::new(&d, n) }));
         if d.action == Action::Allow {
-            return self.record_then(event, frame, fe::QUERY, b"");
+            return self.record_masked(event, frame, fe::QUERY, b"", analysis, &slot);
         }
         if d.action == Action::Approve && self.approvals.is_some() {
             let held = Held { sql: sql_text, params: Vec::new(), protocol: "simple", statement: n };
-            return self.approval(held, &d, Some(event), frame, fe::QUERY);
+            return self.approval(held, &d, Some(event), Some((analysis, slot)), frame, fe::QUERY);
         }
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::QUERY, b"", &token), fe::QUERY, b"")
@@ -521,21 +709,28 @@ impl PolicyHooks {
         };
         let name = name.to_vec();
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
-        let d = self.decide(&sql_text);
+        let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "extended", &d);
+        self.mask.statement_desc.remove(&name);
         if d.action == Action::Allow {
             self.statements.insert(name.clone(), (d, n));
+            let slot = Slot::default();
+            self.mask.statements.insert(name.clone(), Arc::clone(&slot));
             self.approve_sql.remove(&name);
-            return self.record_then(event, frame, fe::PARSE, &name);
+            return self.record_masked(event, frame, fe::PARSE, &name, analysis, &slot);
         }
         if d.action == Action::Approve && self.approvals.is_some() {
             // Preparing runs nothing: the statement is held when a portal
-            // of it is executed, with its parameters known.
+            // of it is executed, with its parameters known; its result masks
+            // are planned now, as for an allowed statement.
             self.statements.insert(name.clone(), (d, n));
             self.approve_sql.insert(name.clone(), sql_text);
-            return self.record_then(event, frame, fe::PARSE, &name);
+            let slot = Slot::default();
+            self.mask.statements.insert(name.clone(), Arc::clone(&slot));
+            return self.record_masked(event, frame, fe::PARSE, &name, analysis, &slot);
         }
         self.statements.remove(&name);
+        self.mask.statements.remove(&name);
         self.approve_sql.remove(&name);
         let token = self.sentinel(self.refusal(&d));
         self.record_then(event, sentinel_frame(fe::PARSE, &name, &token), fe::PARSE, &name)
@@ -564,16 +759,15 @@ impl PolicyHooks {
             .unwrap_or_default()
     }
 
-    /// An Execute of a portal whose statement needs approval.
-    fn execute_needing_approval(&mut self, frame: &Frame) -> Option<Verdict> {
+    /// An Execute of a portal whose statement needs approval: what its
+    /// request shows, and the decision.
+    fn held_execute(&self, frame: &Frame) -> Option<(Held, Decision)> {
         let portal = cstr(frame.body(), 0)?.0;
         let stmt = self.portals.get(portal)?;
         let sql = self.approve_sql.get(stmt)?.clone();
         let (d, n) = self.statements.get(stmt)?.clone();
         let params = self.bound.get(portal).cloned().unwrap_or_default();
-        self.pending.push_back(Pending::Execute(RowCount::new(&d, n)));
-        let held = Held { sql, params, protocol: "extended", statement: n };
-        Some(self.approval(held, &d, None, frame.clone(), fe::EXECUTE))
+        Some((Held { sql, params, protocol: "extended", statement: n }, d))
     }
 
     /// Sends `frame` once `event` (if any) is recorded.
@@ -589,7 +783,16 @@ impl PolicyHooks {
     /// refuse it with the request id (`retry`). `frame` is the Query or
     /// Execute; `event` the statement record still to be written (simple
     /// protocol; an Execute's statement was recorded at Parse).
-    fn approval(&mut self, held: Held, d: &Decision, event: Option<StatementEvent>, frame: Frame, kind: u8) -> Verdict {
+    #[allow(clippy::too_many_arguments)]
+    fn approval(
+        &mut self,
+        held: Held,
+        d: &Decision,
+        event: Option<StatementEvent>,
+        mask: Option<(Arc<Result<sql::Analysis, sql::SqlError>>, Slot)>,
+        frame: Frame,
+        kind: u8,
+    ) -> Verdict {
         let broker = Arc::clone(self.approvals.as_ref().expect("checked by the caller"));
         // A refused Query is replaced by a sentinel Query; a refused Execute
         // by a Parse of the unnamed statement, whose error ends the batch up
@@ -604,7 +807,11 @@ impl PolicyHooks {
                 ev.decision.reason = format!("{}; approved by request {request} (scope {scope})", ev.decision.reason);
                 ev
             });
-            let verdict = self.send_recorded(event, frame, skind);
+            let verdict = match (event, mask) {
+                // Its result is masked as an allowed statement's would be.
+                (Some(ev), Some((analysis, slot))) => self.record_masked(ev, frame, skind, b"", analysis, &slot),
+                (ev, _) => self.send_recorded(ev, frame, skind),
+            };
             broker.grant_used(&request, scope, &self.session, held.statement);
             return verdict;
         }
@@ -695,6 +902,12 @@ impl PolicyHooks {
         let req = requested.request;
         let id = req.id.clone();
         self.held = Some(id.clone());
+        // A simple Query's result masks are planned once it is approved (an
+        // Execute's were planned at its Parse).
+        let plan = mask.and_then(|(analysis, slot)| self.plan_input(analysis).map(|input| (input, slot)));
+        let mask_token = self.token();
+        let mask_fallback = sentinel_frame(skind, b"", &mask_token);
+        let mask_detail = self.refusal_detail();
         let notice = notice_frame(&format!(
             "interceptor: statement held for approval: request {id} (rule {}): {}; it runs once approved, or fails if denied or not decided by {}",
             d.rule, d.reason, req.expires_at
@@ -720,7 +933,7 @@ impl PolicyHooks {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = recorded {
-                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    refused.fetch_add(1, Ordering::Relaxed);
                     guard.disarm();
                     broker.withdraw(&id, "it could not be recorded in the audit log");
                     lock(&refusals).push_back((token, unrecorded(&e.to_string())));
@@ -732,10 +945,23 @@ impl PolicyHooks {
                 };
                 guard.disarm();
                 if matches!(state, State::Approved { .. }) {
+                    if let Some((input, slot)) = plan {
+                        match plan_message(input).await {
+                            Ok(masks) => *lock(&slot) = masks.into(),
+                            Err(reason) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                let err = PgError::error(REFUSED, format!("interceptor: statement refused by rule {MASKING_RULE}: {reason}"))
+                                    .with_detail(mask_detail)
+                                    .with_hint("ask for an identity that may see these values, or leave the masked columns out");
+                                lock(&refusals).push_back((mask_token, err));
+                                return Verdict::Forward(mask_fallback);
+                            }
+                        }
+                    }
                     broker.executed(&req, &session, req.statement, "held statement sent to the database");
                     return Verdict::Forward(frame);
                 }
-                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                refused.fetch_add(1, Ordering::Relaxed);
                 lock(&refusals).push_back((token, outcome_error(&state, &id, &rule, detail)));
                 Verdict::Forward(fallback)
             }),
@@ -767,25 +993,32 @@ impl SessionHooks for PolicyHooks {
                 {
                     self.portals.insert(portal.to_vec(), stmt.to_vec());
                     if self.approve_sql.contains_key(stmt) {
-                        self.bound.insert(portal.to_vec(), bind_params(body).unwrap_or_default());
+                        self.bound.insert(portal.to_vec(), raw_bind_params(body).unwrap_or_default());
                     } else if !self.bound.is_empty() {
                         self.bound.remove(portal);
                     }
                 }
+                if let Some((portal, stmt, formats)) = bind_formats(body) {
+                    self.mask.portal_desc.remove(&portal);
+                    if let Some(p) = bind_params(body) {
+                        self.mask.params.insert(portal.clone(), p);
+                    }
+                    self.mask.portals.insert(portal, (stmt, formats));
+                }
                 Verdict::Forward(frame)
             }
             fe::EXECUTE => {
-                if !self.approve_sql.is_empty()
-                    && let Some(verdict) = self.execute_needing_approval(&frame)
-                {
-                    return verdict;
-                }
-                let count = cstr(frame.body(), 0)
-                    .and_then(|(portal, _)| self.portals.get(portal))
-                    .and_then(|stmt| self.statements.get(stmt))
-                    .map(|(d, n)| RowCount::new(d, *n))
-                    .unwrap_or_default();
+                let held = if self.approve_sql.is_empty() { None } else { self.held_execute(&frame) };
+                let portal = cstr(frame.body(), 0).map(|(p, _)| p.to_vec());
+                let stmt = portal.as_ref().and_then(|p| self.portals.get(p));
+                let mut count = stmt.and_then(|s| self.statements.get(s)).map(|(d, n)| RowCount::new(d, *n)).unwrap_or_default();
+                count.masks = stmt.and_then(|s| self.mask.statements.get(s)).cloned();
+                count.params = portal.as_ref().and_then(|p| self.mask.params.get(p)).cloned().unwrap_or_default();
+                count.portal = portal;
                 self.pending.push_back(Pending::Execute(count));
+                if let Some((held, d)) = held {
+                    return self.approval(held, &d, None, None, frame, fe::EXECUTE);
+                }
                 Verdict::Forward(frame)
             }
             fe::SYNC => {
@@ -799,9 +1032,14 @@ impl SessionHooks for PolicyHooks {
                         b'S' => {
                             self.statements.remove(name);
                             self.approve_sql.remove(name);
+                            self.mask.statements.remove(name);
+                            self.mask.statement_desc.remove(name);
                         }
                         b'P' => {
                             self.portals.remove(name);
+                            self.mask.portals.remove(name);
+                            self.mask.portal_desc.remove(name);
+                            self.mask.params.remove(name);
                         }
                         _ => {}
                     }
@@ -818,7 +1056,14 @@ impl SessionHooks for PolicyHooks {
                 self.pending.push_back(Pending::Query(RowCount::default()));
                 Verdict::Forward(sentinel_frame(fe::QUERY, b"", &token))
             }
-            fe::DESCRIBE | fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
+            fe::DESCRIBE => {
+                let body = frame.body();
+                if let (Some(kind), Some((name, _))) = (body.first(), cstr(body, 1)) {
+                    self.mask.describes.push_back((*kind, name.to_vec()));
+                }
+                Verdict::Forward(frame)
+            }
+            fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {
                 Verdict::Forward(frame)
             }
             other => Verdict::Close(PgError::fatal(
@@ -834,11 +1079,57 @@ impl SessionHooks for PolicyHooks {
                 if self.drain {
                     return Verdict::Drop;
                 }
-                let admitted = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
-                    Some(Pending::Query(c) | Pending::Execute(c)) => c.admit(frame.len()),
-                    _ => true,
+                let mask = &self.mask;
+                let (frame, admitted) = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
+                    Some(Pending::Query(c) | Pending::Execute(c)) => {
+                        let frame = mask_result(mask, c, frame);
+                        let admitted = c.admit(frame.len());
+                        (frame, admitted)
+                    }
+                    // Rows nobody asked for: masked as the session's latest.
+                    _ => (frame, true),
                 };
                 if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
+            }
+            be::ROW_DESCRIPTION => {
+                let describe = !self.mask.describes.is_empty() && !matches!(self.pending.front(), Some(Pending::Query(_)));
+                if describe {
+                    if let Some((kind, name)) = self.mask.describes.pop_front()
+                        && let Some(d) = row_description(frame.body())
+                    {
+                        match kind {
+                            b'S' => self.mask.statement_desc.insert(name, d),
+                            _ => self.mask.portal_desc.insert(name, d),
+                        };
+                    }
+                } else if let Some(Pending::Query(c)) = self.pending.front_mut()
+                    && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
+                    && let Some(d) = row_description(frame.body())
+                {
+                    let formats = d.formats.clone();
+                    c.shape = Some(m.shape(d, formats));
+                    c.masker = Some(m.masker);
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+            }
+            be::NO_DATA => {
+                if !matches!(self.pending.front(), Some(Pending::Query(_))) {
+                    self.mask.describes.pop_front();
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+            }
+            be::COPY_OUT_RESPONSE => {
+                if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync))
+                    && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
+                {
+                    let binary = frame.body().first() == Some(&1);
+                    let format = m.copy.unwrap_or(if binary { CopyFormat::Binary } else { CopyFormat::Text });
+                    let mut copy = CopyOut::new(format, m.plan);
+                    copy.header = m.copy_header;
+                    c.copy = Some(copy);
+                    c.masker = Some(m.masker);
+                }
+                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
             }
             be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE | be::COPY_DONE => {
                 if self.drain {
@@ -869,9 +1160,22 @@ impl SessionHooks for PolicyHooks {
                 }
                 // One result per statement (a multi-statement Query has
                 // several): record it and start counting afresh.
-                let done = std::mem::replace(c, RowCount { statement: c.statement, limit: c.limit, rule: c.rule.clone(), ..RowCount::default() });
+                let done = std::mem::replace(
+                    c,
+                    RowCount {
+                        statement: c.statement,
+                        limit: c.limit,
+                        rule: c.rule.clone(),
+                        masks: c.masks.clone(),
+                        portal: c.portal.clone(),
+                        ..RowCount::default()
+                    },
+                );
                 if is_execute {
                     self.pending.pop_front();
+                } else if let Some(slot) = &done.masks {
+                    // The next statement of the Query has the next mask.
+                    lock(slot).pop_front();
                 }
                 self.record_result(&done, tag, None);
                 Verdict::Forward(frame)
@@ -881,6 +1185,7 @@ impl SessionHooks for PolicyHooks {
                 if self.drain {
                     return Verdict::Drop;
                 }
+                let frame = self.mask_message(frame);
                 if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.front_mut() {
                     let failed = std::mem::take(c);
                     let fields = parse_error_fields(&frame).ok();
@@ -897,6 +1202,13 @@ impl SessionHooks for PolicyHooks {
             }
             be::READY_FOR_QUERY => {
                 self.drain = false;
+                self.mask.describes.clear();
+                if self.mask.ddl {
+                    self.mask.ddl = false;
+                    if let Some(c) = &self.mask.catalog {
+                        c.invalidate();
+                    }
+                }
                 while let Some(p) = self.pending.pop_front() {
                     if matches!(p, Pending::Query(_) | Pending::Sync) {
                         break;
@@ -904,8 +1216,16 @@ impl SessionHooks for PolicyHooks {
                 }
                 Verdict::Forward(frame)
             }
-            // Asynchronous messages pass even while draining.
-            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS => Verdict::Forward(frame),
+            // Asynchronous messages pass even while draining (masked).
+            be::NOTICE_RESPONSE => Verdict::Forward(self.mask_message(frame)),
+            be::NOTIFICATION_RESPONSE => match &self.mask.masker {
+                Some(m) => Verdict::Forward(m.notification(frame)),
+                None => Verdict::Forward(frame),
+            },
+            be::PARAMETER_STATUS => match &self.mask.masker {
+                Some(m) => Verdict::Forward(m.parameter_status(frame)),
+                None => Verdict::Forward(frame),
+            },
             _ if self.drain => Verdict::Drop,
             _ => Verdict::Forward(frame),
         }
@@ -930,7 +1250,7 @@ impl SessionHooks for PolicyHooks {
             detail: Some(summary.detail.clone()).filter(|d| !d.is_empty()),
             duration_ms: summary.duration_ms,
             statements: self.statement_seq,
-            refused: self.refused.load(std::sync::atomic::Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             bytes_in: summary.traffic.frontend_bytes,
             bytes_out: summary.traffic.backend_bytes,
         });
@@ -939,6 +1259,21 @@ impl SessionHooks for PolicyHooks {
 }
 
 impl PolicyHooks {
+    /// An error or notice with echoed values masked: redacted outright when
+    /// the current statement had sensitive data in reach.
+    fn mask_message(&self, frame: Frame) -> Frame {
+        let current = self.pending.iter().find_map(|p| match p {
+            Pending::Query(c) | Pending::Execute(c) => Some(c),
+            Pending::Sync => None,
+        });
+        let m = current.and_then(|c| c.masks.as_ref().and_then(|s| lock(s).front().cloned()));
+        let sensitive = m.as_ref().is_some_and(|m| m.sensitive);
+        match m.map(|m| m.masker).or_else(|| self.mask.masker.clone()) {
+            Some(masker) => masker.error_fields(frame, sensitive),
+            None => frame,
+        }
+    }
+
     /// Replaces the server's syntax error for a sentinel with the refusal.
     fn rewrite_sentinel(&mut self, frame: Frame) -> Frame {
         let mut refusals = lock(&self.refusals);
@@ -978,6 +1313,40 @@ fn record_later(audit: &AuditLog, ev: AuditEvent, what: &'static str) {
         }
         Err(e) => tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written"),
     }
+}
+
+/// Rule id of masking refusals.
+pub const MASKING_RULE: &str = "builtin.masking";
+
+/// A DataRow or COPY data of result `c`, masked.
+fn mask_result(mask: &SessionMask, c: &mut RowCount, frame: Frame) -> Frame {
+    let Some(slot) = &c.masks else { return frame };
+    if frame.tag() == be::COPY_DATA {
+        return match (&mut c.copy, &c.masker) {
+            (Some(copy), Some(m)) => m.copy_data(copy, frame, &mut c.stats),
+            _ => frame,
+        };
+    }
+    if c.shape.is_none() {
+        // An Execute: its statement's mask, the portal's formats.
+        let Some(m) = lock(slot).front().cloned() else { return frame };
+        let portal = c.portal.clone().unwrap_or_default();
+        c.shape = Some(mask.execute_shape(&portal, &m));
+        c.masker = Some(m.masker);
+    }
+    match (&c.shape, &c.masker) {
+        (Some(shape), Some(m)) => m.data_row(shape, frame, &mut c.stats),
+        _ => frame,
+    }
+}
+
+/// Appends a statement record and waits until it is durable.
+async fn durable(audit: &AuditLog, event: StatementEvent) -> Result<(), String> {
+    if !audit.healthy() {
+        return Err(audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()));
+    }
+    let receipt = audit.enqueue(AuditEvent::Statement(event)).map_err(|e| e.to_string())?;
+    receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

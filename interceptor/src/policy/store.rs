@@ -200,13 +200,37 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> Result<PolicySet, PolicyEr
                 Err(e) => push(Some(line), e, "fix the glob pattern"),
             }
         }
+        let mut masking = (*set.masking).clone();
+        for spanned in file.sensitive {
+            let line = line_of(text, spanned.span().start);
+            if let Err(e) = masking.add_sensitive(spanned.into_inner()) {
+                push(Some(line), e, "see Masking in the README: columns = [\"schema.table.column\"], category = \"ssn\"");
+            }
+        }
+        for spanned in file.masking {
+            let line = line_of(text, spanned.span().start);
+            let spec = spanned.into_inner();
+            for i in &spec.identities {
+                rule_refs.push((path.clone(), line, "[[masking]]".into(), i.clone()));
+            }
+            if let Err(e) = masking.add_profile(spec) {
+                push(Some(line), e, "strategies are raw, redact, null, hash, partial or partial:N");
+            }
+        }
+        for spanned in file.detectors {
+            let line = line_of(text, spanned.span().start);
+            if let Err(e) = masking.add_detector(spanned.into_inner()) {
+                push(Some(line), e, "give a category and a valid regex, or enabled = false for a built-in one");
+            }
+        }
+        set.masking = Arc::new(masking);
     }
     for (file, line, rule, identity) in rule_refs {
         if !identity_at.contains_key(&identity) {
             errors.push(PolicyError {
                 file,
                 line: Some(line),
-                message: format!("rule `{rule}` names identity `{identity}`, which no policy file defines"),
+                message: if rule.starts_with("[[") { format!("{rule} names identity `{identity}`, which no policy file defines") } else { format!("rule `{rule}` names identity `{identity}`, which no policy file defines") },
                 fix: "define the [[identity]] or correct the name".into(),
             });
         }

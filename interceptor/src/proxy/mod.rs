@@ -143,3 +143,45 @@ pub async fn run_with_hooks(
     tracing::info!(event = "proxy_stop", "proxy stopped");
     Ok(())
 }
+
+/// Opens upstream connections the way sessions do, for the proxy's own use
+/// (masking's catalog lookups): same target, credential, TLS and database.
+pub struct UpstreamConnector {
+    config: Arc<Config>,
+    credentials: Credentials,
+    tls: std::collections::HashMap<String, tls::UpstreamTlsConnector>,
+}
+
+impl UpstreamConnector {
+    /// Loads the credentials and TLS settings of `config`.
+    pub fn new(config: Arc<Config>) -> Result<Self, ProxyError> {
+        let credentials = Credentials::load(&config)?;
+        let tls = tls::upstream_connectors(&config)?;
+        Ok(Self { config, credentials, tls })
+    }
+}
+
+impl crate::mask::catalog::Connector for UpstreamConnector {
+    fn connect<'a>(
+        &'a self,
+        info: &'a hooks::SessionInfo,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<upstream::Upstream, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let target = self.config.target(&info.target).ok_or_else(|| format!("target `{}` is not configured", info.target))?;
+            let credential = self.credentials.for_session(&info.target, &info.user).map_err(|e| e.to_string())?;
+            let request = upstream::UpstreamRequest {
+                target: &target.name,
+                addr: info.upstream,
+                tls: self.tls.get(&target.name),
+                tls_mode: upstream::tls_mode_name(target.tls),
+                credential,
+                database: &info.database,
+                parameters: vec![("application_name", "interceptor-catalog")],
+                max_message_bytes: self.config.proxy.max_message_bytes,
+            };
+            upstream::establish(&request, std::time::Duration::from_millis(self.config.proxy.connect_timeout_ms))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -43,7 +43,7 @@ use super::{
     upstream::{self, UpstreamRequest},
 };
 use crate::{
-    config::{Config, UpstreamTls},
+    config::Config,
     ebpf::ConnectRecord,
     identity::{self, Attestation},
     token::{TokenError, TokenOutcome, Validator},
@@ -494,11 +494,7 @@ async fn establish(
         target: &target.name,
         addr,
         tls,
-        tls_mode: match target.tls {
-            UpstreamTls::Disable => "disable",
-            UpstreamTls::Require => "require",
-            UpstreamTls::VerifyFull => "verify-full",
-        },
+        tls_mode: upstream::tls_mode_name(target.tls),
         credential,
         database: &database,
         parameters: params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),

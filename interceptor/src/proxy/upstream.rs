@@ -161,6 +161,15 @@ impl UpstreamError {
     }
 }
 
+/// The name of a target's `tls` mode, for errors.
+pub fn tls_mode_name(tls: crate::config::UpstreamTls) -> &'static str {
+    match tls {
+        crate::config::UpstreamTls::Disable => "disable",
+        crate::config::UpstreamTls::Require => "require",
+        crate::config::UpstreamTls::VerifyFull => "verify-full",
+    }
+}
+
 /// What to connect to, as whom.
 pub struct UpstreamRequest<'a> {
     /// Target name.

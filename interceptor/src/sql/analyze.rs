@@ -63,6 +63,30 @@ pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError> {
     Ok(Analysis { statements })
 }
 
+/// One statement's sqlparser tree, parsed within the same bounds as
+/// [`analyze`] (used by masking to trace result columns). `text` must hold
+/// exactly one statement, e.g. a [`super::StatementFacts::text`].
+pub fn parse_one(text: &str, limits: &Limits) -> Result<sqlparser::ast::Statement, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Parse(e.to_string()))?;
+    check_depth(&tokens, limits)?;
+    let mut stmts = match Parser::new(&dialect)
+        .with_recursion_limit(limits.max_depth)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+    {
+        Ok(s) => s,
+        Err(ParserError::RecursionLimitExceeded) => return Err(SqlError::TooDeep(limits.max_depth)),
+        Err(e) => return Err(SqlError::Parse(parse_message(&e))),
+    };
+    if stmts.len() != 1 {
+        return Err(SqlError::Parse(format!("expected one statement, found {}", stmts.len())));
+    }
+    Ok(stmts.remove(0))
+}
+
 /// Text PostgreSQL found no statement in must hold none for sqlparser either.
 fn check_gap(gap: &str) -> Result<(), SqlError> {
     if gap.bytes().all(|b| b.is_ascii_whitespace() || b == b';') {

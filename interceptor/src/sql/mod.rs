@@ -21,7 +21,7 @@
 mod analyze;
 mod cache;
 mod classify;
-mod names;
+pub(crate) mod names;
 mod pgcheck;
 #[cfg(test)]
 mod tests;
@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-pub use analyze::analyze;
+pub use analyze::{analyze, parse_one};
 pub use cache::analyze_cached;
 pub use names::MAX_IDENTIFIER_BYTES;
 

@@ -7,6 +7,8 @@
 //! pgclient idle   CONNINFO N    opens N sessions, prints `open N`, holds them until stdin closes
 //! pgclient hold   CONNINFO N SQL  opens N sessions, sends SQL on each (held for approval by the
 //!                               interceptor), prints `sent N`, waits until stdin closes
+//! pgclient rows   CONNINFO SQL.. each SQL prepared once and run twice (binary results);
+//!                               prints every value, or the error with its detail
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::doc_markdown)]
@@ -140,6 +142,66 @@ async fn futures_join(conninfo: &str, n: usize) -> anyhow::Result<Vec<Client>> {
     Ok(out)
 }
 
+/// One value of a row (binary format), as text, whatever its type.
+fn value(row: &tokio_postgres::Row, i: usize) -> String {
+    use tokio_postgres::types::Type;
+    let ty = row.columns()[i].type_().clone();
+    let shown = match ty {
+        Type::INT4 => row.try_get::<_, Option<i32>>(i).map(|v| v.map(|v| v.to_string())),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(|v| v.to_string())),
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(|v| v.to_string())),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+            row.try_get::<_, Option<Vec<Option<String>>>>(i).map(|v| v.map(|v| format!("{v:?}")))
+        }
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        _ => row.try_get::<_, Option<String>>(i),
+    };
+    match shown {
+        Ok(Some(v)) => v,
+        Ok(None) => "NULL".into(),
+        Err(e) => format!("<{ty}: {e}>"),
+    }
+}
+
+/// Each statement prepared (Parse + Describe) once and executed twice
+/// (Bind + Execute only, as drivers do).
+async fn rows(conninfo: &str, sqls: &[&str]) -> anyhow::Result<()> {
+    let client = connect(conninfo).await?;
+    for sql in sqls {
+        let stmt = match client.prepare(sql).await {
+            Ok(s) => s,
+            Err(e) => {
+                print_error(sql, &e);
+                continue;
+            }
+        };
+        for run in 0..2 {
+            match client.query(&stmt, &[]).await {
+                Ok(rows) => {
+                    for r in rows {
+                        let vals: Vec<String> = (0..r.len()).map(|i| value(&r, i)).collect();
+                        println!("row[{run}] {sql} => {}", vals.join(" | "));
+                    }
+                }
+                Err(e) => print_error(sql, &e),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_error(sql: &str, e: &tokio_postgres::Error) {
+    match e.as_db_error() {
+        Some(db) => println!(
+            "error {sql} => {} {} detail={}",
+            db.code().code(),
+            db.message(),
+            db.detail().unwrap_or_default()
+        ),
+        None => println!("error {sql} => {e}"),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -152,7 +214,8 @@ async fn main() -> anyhow::Result<()> {
         ["query", conninfo] => query(conninfo).await,
         ["cancel", conninfo] => cancel(conninfo).await,
         ["idle", conninfo, n] => idle(conninfo, n.parse().context("N")?).await,
+        ["rows", conninfo, sqls @ ..] => rows(conninfo, sqls).await,
         ["hold", conninfo, n, sql] => hold(conninfo, n.parse().context("N")?, sql).await,
-        _ => bail!("usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N | pgclient hold CONNINFO N SQL"),
+        _ => bail!("usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N | pgclient hold CONNINFO N SQL | pgclient rows CONNINFO SQL.."),
     }
 }

@@ -1,0 +1,407 @@
+//! Masking on a live session: planning each statement before it is sent
+//! (lineage through the catalog), and the per-session bookkeeping the
+//! result paths need (statement and portal descriptions, result formats
+//! from Bind, cursors and SQL-level prepared statements).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    mask::{
+        MaskPolicy, Profile,
+        catalog::DbCatalog,
+        lineage::{CopyFormat, Snapshot, Tracer},
+        plan::{ColMask, StmtPlan, plan},
+        policy::UnknownLineage,
+        rows::{Masker, Shape},
+        strategy::Strategy,
+    },
+    sql::{self, StatementClass},
+};
+
+/// How one statement's results are masked.
+#[derive(Clone, Debug)]
+pub struct StmtMask {
+    /// Column masks.
+    pub plan: StmtPlan,
+    /// COPY TO STDOUT format.
+    pub copy: Option<CopyFormat>,
+    /// The COPY sends a header line first.
+    pub copy_header: bool,
+    /// Sensitive data was in reach: values echoed in errors are redacted.
+    pub sensitive: bool,
+    /// The identity's masker when the statement was planned.
+    pub masker: Masker,
+    /// Tagged base columns of the relations in reach, by (table oid,
+    /// attnum): a result column `RowDescription` traces to one is masked
+    /// whatever the lineage said (defence in depth).
+    pub origins: Arc<HashMap<(u32, i16), ColMask>>,
+}
+
+impl StmtMask {
+    /// The shape of a result described by `d`, sent in `formats`.
+    pub fn shape(&self, d: Desc, formats: Vec<i16>) -> Shape {
+        let mut plan = self.plan.clone();
+        let n = d.types.len();
+        let hits: Vec<(usize, &ColMask)> =
+            d.origins.iter().enumerate().filter_map(|(i, o)| self.origins.get(o).map(|m| (i, m))).collect();
+        if !hits.is_empty() {
+            let mut cols: Vec<Option<ColMask>> = (0..n).map(|i| plan.column(i, n).cloned()).collect();
+            for (i, m) in hits {
+                if cols[i].as_ref().is_none_or(|c| c.strategy < m.strategy) {
+                    cols[i] = Some(m.clone());
+                }
+            }
+            plan = StmtPlan::Columns(Arc::new(cols));
+        }
+        Shape { plan, formats, types: d.types, names: d.names }
+    }
+}
+
+/// Masks of the statements of one message, in order (a simple Query may
+/// hold several; a Parse holds one, used by every Execute of it).
+pub type Slot = Arc<Mutex<VecDeque<StmtMask>>>;
+
+/// Cursors and SQL-level prepared statements: their plans by name.
+#[derive(Default)]
+pub struct Named {
+    cursors: HashMap<String, StmtMask>,
+    prepared: HashMap<String, StmtMask>,
+}
+
+impl Named {
+    fn bound<V>(map: &mut HashMap<String, V>, k: String, v: V) {
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(k, v);
+    }
+}
+
+/// A row description: types, names and formats per column.
+#[derive(Debug, Clone, Default)]
+pub struct Desc {
+    pub types: Vec<u32>,
+    pub names: Vec<String>,
+    pub formats: Vec<i16>,
+    /// (table oid, attnum) per column; (0, 0) for expressions.
+    pub origins: Vec<(u32, i16)>,
+}
+
+/// Parses a `RowDescription` body.
+pub fn row_description(body: &[u8]) -> Option<Desc> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut at = 2;
+    let mut d = Desc::default();
+    for _ in 0..n {
+        let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
+        d.names.push(String::from_utf8_lossy(&body[at..at + nul]).into_owned());
+        at += nul + 1;
+        let f = body.get(at..at + 18)?;
+        d.origins.push((u32::from_be_bytes(f[0..4].try_into().ok()?), i16::from_be_bytes(f[4..6].try_into().ok()?)));
+        d.types.push(u32::from_be_bytes(f[6..10].try_into().ok()?));
+        d.formats.push(i16::from_be_bytes(f[16..18].try_into().ok()?));
+        at += 18;
+    }
+    Some(d)
+}
+
+/// (portal, statement, result format codes) of a Bind body.
+pub fn bind_formats(body: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<i16>)> {
+    let cstr = |at: usize| -> Option<(&[u8], usize)> {
+        let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
+        Some((&body[at..at + nul], at + nul + 1))
+    };
+    let (portal, at) = cstr(0)?;
+    let (stmt, mut at) = cstr(at)?;
+    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let nfmt = i16_at(at)?.max(0) as usize;
+    at += 2 + 2 * nfmt;
+    let nparams = i16_at(at)?.max(0) as usize;
+    at += 2;
+    for _ in 0..nparams {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + len.max(0) as usize;
+    }
+    let nres = i16_at(at)?.max(0) as usize;
+    at += 2;
+    let formats = (0..nres).map(|i| i16_at(at + 2 * i)).collect::<Option<Vec<_>>>()?;
+    Some((portal.to_vec(), stmt.to_vec(), formats))
+}
+
+/// Longest parameter text kept in a record.
+const MAX_PARAM: usize = 1024;
+
+/// The parameters of a Bind body as text (binary ones as `\x` hex), each
+/// cut at 1 KiB.
+pub fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let skip_cstr = |at: usize| -> Option<usize> { Some(at + body.get(at..)?.iter().position(|b| *b == 0)? + 1) };
+    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let mut at = skip_cstr(skip_cstr(0)?)?;
+    let nfmt = i16_at(at)?.max(0) as usize;
+    let formats = (0..nfmt).map(|i| i16_at(at + 2 + 2 * i)).collect::<Option<Vec<_>>>()?;
+    at += 2 + 2 * nfmt;
+    let n = i16_at(at)?.max(0) as usize;
+    at += 2;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize)?;
+        at += len as usize;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
+        let shown = &v[..v.len().min(MAX_PARAM)];
+        let mut text = if binary { format!("\\x{}", hex::encode(shown)) } else { String::from_utf8_lossy(shown).into_owned() };
+        if v.len() > MAX_PARAM {
+            text.push_str(&format!("... ({} bytes)", v.len()));
+        }
+        out.push(Some(text));
+    }
+    Some(out)
+}
+
+/// Per-session masking state.
+pub struct SessionMask {
+    pub catalog: Option<Arc<DbCatalog>>,
+    pub key: Arc<[u8; 32]>,
+    pub named: Arc<Mutex<Named>>,
+    /// Extended protocol: masks by statement name.
+    pub statements: HashMap<Vec<u8>, Slot>,
+    /// Portal -> (statement, result formats).
+    pub portals: HashMap<Vec<u8>, (Vec<u8>, Vec<i16>)>,
+    /// Portal -> its Bind parameters, for the result record.
+    pub params: HashMap<Vec<u8>, Vec<Option<String>>>,
+    pub statement_desc: HashMap<Vec<u8>, Desc>,
+    pub portal_desc: HashMap<Vec<u8>, Desc>,
+    /// Describes sent, answered in order: (b'S' | b'P', name).
+    pub describes: VecDeque<(u8, Vec<u8>)>,
+    /// The masker of the latest statement (for asynchronous messages).
+    pub masker: Option<Masker>,
+    /// DDL ran: the catalog's answers are stale.
+    pub ddl: bool,
+}
+
+impl SessionMask {
+    pub fn new(catalog: Option<Arc<DbCatalog>>, key: Arc<[u8; 32]>) -> Self {
+        Self {
+            catalog,
+            key,
+            named: Arc::default(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            params: HashMap::new(),
+            statement_desc: HashMap::new(),
+            portal_desc: HashMap::new(),
+            describes: VecDeque::new(),
+            masker: None,
+            ddl: false,
+        }
+    }
+
+    /// The masker for `profile`, or `None` when it sees everything raw.
+    pub fn masker(&mut self, policy: &MaskPolicy, profile: &Arc<Profile>) -> Option<Masker> {
+        if profile.sees_all_raw() {
+            self.masker = None;
+            return None;
+        }
+        let m = Masker::new(Arc::clone(profile), Arc::clone(policy.detectors()), Arc::clone(&self.key));
+        self.masker = Some(m.clone());
+        Some(m)
+    }
+
+    /// The shape of an Execute's rows: its statement's mask, the portal's
+    /// formats and the types from the latest description.
+    pub fn execute_shape(&self, portal: &[u8], mask: &StmtMask) -> Shape {
+        let (stmt, formats) = self.portals.get(portal).cloned().unwrap_or_default();
+        let desc = self.portal_desc.get(portal).or_else(|| self.statement_desc.get(&stmt)).cloned().unwrap_or_default();
+        mask.shape(desc, formats)
+    }
+}
+
+/// Everything [`plan_message`] needs, owned (it runs in a deferred verdict).
+pub struct PlanInput {
+    pub catalog: Option<Arc<DbCatalog>>,
+    pub policy: Arc<MaskPolicy>,
+    pub profile: Arc<Profile>,
+    pub masker: Masker,
+    pub analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
+    pub named: Arc<Mutex<Named>>,
+}
+
+/// The masks of every statement of one message, or why it is refused.
+pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
+    let PlanInput { catalog, policy, profile, masker, analysis, named } = input;
+    let trace = policy.masks_tags_for(&profile);
+    let unknown_all = |why: &str| -> Result<StmtMask, String> {
+        match profile.unknown {
+            UnknownLineage::Refuse => Err(format!("{why}, and masked data may be in reach")),
+            UnknownLineage::Mask => Ok(StmtMask {
+                plan: StmtPlan::All(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() }),
+                copy: None,
+                copy_header: false,
+                sensitive: true,
+                masker: masker.clone(),
+                origins: Arc::default(),
+            }),
+        }
+    };
+    let a = match analysis.as_ref() {
+        Ok(a) => a,
+        Err(_) if trace => return Ok(vec![unknown_all("the SQL cannot be analysed")?]),
+        Err(_) => return Ok(vec![clean(&masker, None)]),
+    };
+    let snapshot = if trace {
+        let rels: Vec<_> = a.statements.iter().flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned()).collect();
+        let funcs: Vec<_> = a.statements.iter().flat_map(|f| f.functions.iter().cloned()).collect();
+        match &catalog {
+            Some(c) => Some(c.snapshot(&rels, &funcs).await.map_err(|e| format!("masking needs the catalog and it could not be read ({e})"))?),
+            None => return Err("masking needs the catalog and no catalog connection is configured".into()),
+        }
+    } else {
+        None
+    };
+    let origins = Arc::new(snapshot.as_ref().map(|s| origins(s, &policy, &profile)).unwrap_or_default());
+    let clean = |masker: &Masker, copy| StmtMask { origins: Arc::clone(&origins), ..clean(masker, copy) };
+    let limits = sql::Limits::default();
+    let mut out = Vec::with_capacity(a.statements.len());
+    for f in &a.statements {
+        let stmt = if trace || f.command == "COPY" { sql::parse_one(&f.text, &limits).ok() } else { None };
+        let Some(snap) = &snapshot else {
+            // Detectors only; COPY needs its format.
+            let t = stmt.as_ref().map(|s| Tracer::new(&Snapshot::default(), &policy).trace(s));
+            out.push(StmtMask {
+                copy_header: t.as_ref().is_some_and(|t| t.copy_header),
+                ..clean(&masker, t.and_then(|t| t.copy))
+            });
+            continue;
+        };
+        let Some(stmt) = stmt else {
+            if f.classes.contains(&StatementClass::Code) {
+                out.push(unknown_all(&format!("{} runs code the masking cannot trace", f.command))?);
+            } else {
+                out.push(clean(&masker, None));
+            }
+            continue;
+        };
+        let t = Tracer::new(snap, &policy).trace(&stmt);
+        let lookup = |name: &Option<String>, what: &str, cursor: bool| -> Option<Result<StmtMask, String>> {
+            let name = name.as_ref()?;
+            let n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = if cursor { &n.cursors } else { &n.prepared };
+            Some(match map.get(name) {
+                Some(m) => Ok(StmtMask { masker: masker.clone(), ..m.clone() }),
+                None => unknown_all(&format!("{what} `{name}` was not declared through the interceptor")),
+            })
+        };
+        if let Some(m) = lookup(&t.fetches, "cursor", true) {
+            out.push(m?);
+            continue;
+        }
+        if let Some(m) = lookup(&t.executes, "prepared statement", false) {
+            out.push(m?);
+            continue;
+        }
+        let p = plan(&t, &profile)?;
+        let sensitive = !p.is_clean() || !t.reach.is_clean();
+        let m = StmtMask { plan: p, copy: t.copy, copy_header: t.copy_header, sensitive, masker: masker.clone(), origins: Arc::clone(&origins) };
+        let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &t.declares {
+            Named::bound(&mut n.cursors, c.clone(), m.clone());
+            out.push(clean(&masker, None));
+            continue;
+        }
+        if let Some(p) = &t.prepares {
+            Named::bound(&mut n.prepared, p.clone(), m.clone());
+            out.push(clean(&masker, None));
+            continue;
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
+    StmtMask { plan: StmtPlan::Clean, copy, copy_header: false, sensitive: false, masker: masker.clone(), origins: Arc::default() }
+}
+
+/// Tagged columns of the relations in `snap` that `profile` sees masked.
+fn origins(snap: &Snapshot, policy: &MaskPolicy, profile: &Profile) -> HashMap<(u32, i16), ColMask> {
+    let mut out = HashMap::new();
+    for info in snap.relations.values().flatten() {
+        for (c, n) in info.columns.iter().zip(info.attnums.iter()) {
+            if let Some(cat) = policy.category(&info.schema, &info.name, c) {
+                let strategy = profile.strategy(cat);
+                if strategy != Strategy::Raw {
+                    let why = format!("{}.{}.{c}", info.schema, info.name);
+                    out.insert((info.oid, *n), ColMask { strategy, category: cat.to_owned(), why });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{detect::builtin, detect::Detectors};
+
+    #[test]
+    fn origins_from_row_description_override_a_clean_plan() {
+        let masker = Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([0; 32]));
+        let ssn = ColMask { strategy: Strategy::Partial(4), category: "ssn".into(), why: "public.customers.ssn".into() };
+        let m = StmtMask {
+            plan: StmtPlan::Clean,
+            copy: None,
+            copy_header: false,
+            sensitive: false,
+            masker,
+            origins: Arc::new(HashMap::from([((16384, 4), ssn.clone())])),
+        };
+        let d = Desc {
+            types: vec![25, 25],
+            names: vec!["name".into(), "x".into()],
+            formats: vec![0, 0],
+            origins: vec![(16384, 2), (16384, 4)],
+        };
+        let shape = m.shape(d, vec![0, 0]);
+        assert_eq!(shape.plan.column(0, 2), None);
+        assert_eq!(shape.plan.column(1, 2), Some(&ssn));
+    }
+
+    #[test]
+    fn bind_and_row_description_parsing() {
+        // Bind: portal "p", statement "s", 1 param format (text), 1 param
+        // "42", 2 result formats (text, binary).
+        let mut b = b"p\0s\0".to_vec();
+        b.extend(1i16.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(1i16.to_be_bytes());
+        b.extend(2i32.to_be_bytes());
+        b.extend(b"42");
+        b.extend(2i16.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(1i16.to_be_bytes());
+        assert_eq!(bind_formats(&b), Some((b"p".to_vec(), b"s".to_vec(), vec![0, 1])));
+        let mut t = 1i16.to_be_bytes().to_vec();
+        t.extend(b"ssn\0");
+        t.extend(16384u32.to_be_bytes());
+        t.extend(4i16.to_be_bytes());
+        t.extend(25u32.to_be_bytes());
+        t.extend((-1i16).to_be_bytes());
+        t.extend((-1i32).to_be_bytes());
+        t.extend(1i16.to_be_bytes());
+        let d = row_description(&t).unwrap();
+        assert_eq!((d.names, d.types, d.formats, d.origins), (vec!["ssn".to_owned()], vec![25], vec![1], vec![(16384, 4)]));
+    }
+}
