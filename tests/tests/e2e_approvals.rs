@@ -98,10 +98,14 @@ fn id_token(email: &str) -> String {
 }
 
 fn start(approval: &str) -> Env {
+    start_policy(&policy(approval))
+}
+
+fn start_policy(policy_text: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("sso-jwks.json");
     std::fs::write(&jwks, sso_jwks()).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), policy(approval)).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy_text).unwrap();
     let hook = WebhookReceiver::start().unwrap();
     let slack = WebhookReceiver::start().unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", paths::free_port().unwrap()).parse().unwrap();
@@ -649,4 +653,49 @@ fn without_an_approvals_table_approve_is_refused_and_the_cli_says_why() {
         .unwrap();
     assert!(!cli.status.success());
     assert!(String::from_utf8_lossy(&cli.stderr).contains("approvals are not enabled on this daemon"), "{}", String::from_utf8_lossy(&cli.stderr));
+}
+
+#[test]
+fn an_approved_read_is_still_masked() {
+    let env = start_policy(
+        r#"
+[defaults]
+identity = "tester"
+
+[[identity]]
+name = "ci"
+cgroup = ["/interceptor-test-*"]
+
+[[identity]]
+name = "tester"
+
+[[rule]]
+id = "customer-reads-need-approval"
+identities = ["ci"]
+tables = ["public.customers"]
+action = "approve"
+
+[[rule]]
+id = "read-write"
+identities = ["*"]
+classes = ["read", "write", "transaction", "session"]
+action = "allow"
+
+[[sensitive]]
+columns = ["public.customers.email"]
+category = "email"
+
+[[masking]]
+identities = ["ci"]
+strategies = { email = "redact" }
+"#,
+    );
+    let psql = env.psql(&["select name, email from customers where id = 1"]);
+    let id = env.pending()["id"].as_str().unwrap().to_owned();
+    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
+    assert_eq!(status, 200, "{body}");
+    let out = env.finish(psql);
+    assert!(out.success(), "{out}\n{}", env.s.daemon.output());
+    assert!(out.stdout.starts_with("Ada Lovelace|"), "{out}");
+    assert!(!out.stdout.contains("ada@example.com"), "an approved read returned a masked column raw: {out}");
 }
