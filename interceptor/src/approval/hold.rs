@@ -15,9 +15,12 @@ const REFUSED: &str = "42501";
 /// statement gets from the server.
 const CANCELED: &str = "57014";
 
+/// Bind parameters as sent: (format code 0 text / 1 binary, value; `None` = NULL).
+pub type RawParams = Vec<(i16, Option<Vec<u8>>)>;
+
 /// The parameter values of a `Bind` body (`None` = NULL) with their format
 /// codes (0 text, 1 binary). `None` if the body is malformed.
-pub fn bind_params(body: &[u8]) -> Option<Vec<(i16, Option<Vec<u8>>)>> {
+pub fn bind_params(body: &[u8]) -> Option<RawParams> {
     let mut at = body.iter().position(|b| *b == 0)? + 1; // portal
     at += body.get(at..)?.iter().position(|b| *b == 0)? + 1; // statement
     let i16_at = |at: usize| body.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     approval::{
         self, ApprovalRequest, ApprovalSpec, Broker, Mode, State,
-        hold::{WithdrawOnDrop, bind_params as raw_bind_params, outcome_error, shown_param},
+        hold::{RawParams, WithdrawOnDrop, bind_params as raw_bind_params, outcome_error, shown_param},
         request::statement_key,
     },
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
@@ -374,7 +374,7 @@ pub struct PolicyHooks {
     /// SQL of prepared statements that need approval to execute, by name.
     approve_sql: HashMap<Vec<u8>, String>,
     /// Bind parameters of portals of such statements.
-    bound: HashMap<Vec<u8>, Vec<(i16, Option<Vec<u8>>)>>,
+    bound: HashMap<Vec<u8>, RawParams>,
 }
 
 impl PolicyHooks {
@@ -741,7 +741,7 @@ impl PolicyHooks {
 struct Held {
     sql: String,
     /// Bind parameters (format code, value) of an Execute.
-    params: Vec<(i16, Option<Vec<u8>>)>,
+    params: RawParams,
     protocol: &'static str,
     /// Audit statement counter.
     statement: u64,
