@@ -36,11 +36,11 @@ impl Detector {
 pub fn builtin() -> Vec<Detector> {
     let d = |name, category, pattern, luhn| Detector::new(name, category, pattern, luhn).expect("built-in patterns compile");
     vec![
-        d("ssn", "ssn", r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b", false),
-        d("card", "card", r"\b[0-9](?:[ -]?[0-9]){12,18}\b", true),
+        d("ssn", "ssn", r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)", false),
+        d("card", "card", r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)", true),
         d("email", "email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", false),
-        d("aws-access-key", "secret", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", false),
-        d("jwt", "secret", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", false),
+        d("aws-access-key", "secret", r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?-u:\b)", false),
+        d("jwt", "secret", r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", false),
         d(
             "private-key",
             "secret",
@@ -68,6 +68,9 @@ pub struct Detectors {
     /// All patterns in one automaton: most values match none, and are
     /// cleared in one pass instead of one per detector.
     any: Option<regex::RegexSet>,
+    /// Only built-in detectors: a byte scan clears values none of them
+    /// could match before any automaton runs.
+    builtin_only: bool,
 }
 
 impl Detectors {
@@ -77,7 +80,10 @@ impl Detectors {
             .size_limit(8 << 20)
             .build()
             .ok();
-        Self { list, any }
+        let builtins = if list.iter().all(|d| BUILTIN_NAMES.contains(&d.name.as_str())) { builtin() } else { Vec::new() };
+        let builtin_only = !builtins.is_empty()
+            && list.iter().all(|d| builtins.iter().any(|b| b.name == d.name && b.regex.as_str() == d.regex.as_str()));
+        Self { list, any, builtin_only }
     }
 
     /// Whether there are none.
@@ -94,7 +100,10 @@ impl Detectors {
     /// overlap).
     pub fn scan<'a>(&'a self, value: &str) -> Vec<Hit<'a>> {
         let mut hits: Vec<Hit<'a>> = Vec::new();
-        if !worth_scanning(value.as_bytes()) || self.any.as_ref().is_some_and(|set| !set.is_match(value)) {
+        if !worth_scanning(value.as_bytes())
+            || (self.builtin_only && !builtin_could_match(value.as_bytes()))
+            || self.any.as_ref().is_some_and(|set| !set.is_match(value))
+        {
             return hits;
         }
         for d in &self.list {
@@ -119,6 +128,28 @@ impl Detectors {
 /// so this only gates on length.
 fn worth_scanning(v: &[u8]) -> bool {
     v.len() >= 3
+}
+
+/// Names of the built-in detectors.
+const BUILTIN_NAMES: &[&str] = &["ssn", "card", "email", "aws-access-key", "jwt", "private-key"];
+
+/// Whether any built-in detector could match: an SSN has 9 digits and a
+/// card 13, an e-mail an `@`, a JWT `eyJ`, a PEM block `-----BEGIN`, an AWS
+/// key id 16 digits or capitals after its prefix (so at least one `A`).
+fn builtin_could_match(v: &[u8]) -> bool {
+    let mut digits = 0;
+    let (mut at, mut dash, mut cap_a, mut e) = (false, false, false, false);
+    for &b in v {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'@' => at = true,
+            b'-' => dash = true,
+            b'A' => cap_a = true,
+            b'e' => e = true,
+            _ => {}
+        }
+    }
+    digits >= 9 || at || (dash && v.windows(10).any(|w| w == b"-----BEGIN")) || cap_a || (e && v.windows(3).any(|w| w == b"eyJ"))
 }
 
 /// The Luhn checksum of the digits in `s`.

@@ -4,7 +4,7 @@
 
 use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use regex::Regex;
 
 use super::{
@@ -21,6 +21,19 @@ const TEXT_TYPES: &[u32] = &[25, 1043, 1042, 19, 705, 18, 142];
 const JSON: u32 = 114;
 const JSONB: u32 = 3802;
 
+/// Type OIDs that cannot hold a value any built-in detector finds (too few
+/// digits, no separators): int2, int4, bool, float4/8, date, time(tz),
+/// timestamp(tz), interval, oid, uuid. Numbers that can (int8, numeric)
+/// are scanned.
+const UNSCANNED_TYPES: &[u32] = &[21, 23, 16, 700, 701, 1082, 1083, 1266, 1114, 1184, 1186, 26, 2950];
+
+fn scannable(format: i16, ty: u32) -> bool {
+    if TEXT_TYPES.contains(&ty) || ty == JSON || ty == JSONB {
+        return true;
+    }
+    format == 0 && !UNSCANNED_TYPES.contains(&ty)
+}
+
 /// What was masked in one result, for the audit record.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -31,6 +44,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts a masked value of column `i`.
+    fn count(&mut self, i: usize, first: impl FnOnce() -> (String, ColMask)) {
+        match self.columns.get_mut(&i) {
+            Some(e) => e.2 += 1,
+            None => {
+                let (name, m) = first();
+                self.columns.insert(i, (name, m, 1));
+            }
+        }
+    }
+
     /// One line per masked column or detector category.
     pub fn describe(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -161,59 +185,98 @@ impl Masker {
         }
     }
 
-    /// A `DataRow` with its values masked.
+    /// A `DataRow` with its values masked. One pass over the row; nothing
+    /// is allocated for a row that passes unchanged, and a changed row is
+    /// written once, straight into its frame.
     pub fn data_row(&self, shape: &Shape, frame: Frame, stats: &mut Stats) -> Frame {
         if shape.plan.is_clean() && self.detectors.is_none() {
             return frame;
         }
-        let Some(values) = split_row(frame.body()) else {
-            // Not a well-formed row: nothing of it may pass.
+        let body = frame.body();
+        let Some(n) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
             return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
         };
-        let n = values.len();
-        let mut out: Option<Vec<Option<Cow<'_, [u8]>>>> = None;
-        for (i, v) in values.iter().enumerate() {
-            let Some(bytes) = v else { continue };
+        // (value start, end) of each column; None = NULL.
+        let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
+        let mut at = 2;
+        for _ in 0..n {
+            let Some(len) = body.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+                // Not a well-formed row: nothing of it may pass.
+                return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
+            };
+            at += 4;
+            if len < 0 {
+                spans.push(None);
+                continue;
+            }
+            let end = at + len as usize;
+            if end > body.len() {
+                return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
+            }
+            spans.push(Some((at, end)));
+            at = end;
+        }
+        if at != body.len() {
+            return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
+        }
+        // Masked values are written into one scratch buffer: (column,
+        // range in scratch), `None` = NULL.
+        let mut scratch: Vec<u8> = Vec::with_capacity(128);
+        let mut replaced: Vec<(usize, Option<(usize, usize)>)> = Vec::with_capacity(4);
+        for (i, span) in spans.iter().enumerate() {
+            let Some((s, e)) = *span else { continue };
+            let bytes = &body[s..e];
             let format = shape.format(i);
             let ty = shape.types.get(i).copied().unwrap_or(0);
-            let replaced: Option<Option<Vec<u8>>> = if let Some(m) = shape.plan.column(i, n) {
-                let e = stats.columns.entry(i).or_insert_with(|| {
-                    (shape.names.get(i).cloned().unwrap_or_else(|| format!("column {}", i + 1)), m.clone(), 0)
-                });
-                e.2 += 1;
-                Some(self.mask_value(m, format, ty, bytes))
-            } else if self.detectors.is_some() && (format == 0 || TEXT_TYPES.contains(&ty) || ty == JSON || ty == JSONB) {
-                let (prefix, body) = if format == 1 && ty == JSONB { (&bytes[..1.min(bytes.len())], &bytes[1.min(bytes.len())..]) } else { (&bytes[..0], &bytes[..]) };
-                std::str::from_utf8(body).ok().and_then(|s| self.detect(s, stats)).map(|s| {
-                    let mut v = prefix.to_vec();
-                    v.extend(s.into_bytes());
-                    Some(v)
-                })
-            } else {
-                None
-            };
-            if let Some(new) = replaced {
-                let o = out.get_or_insert_with(|| values.iter().map(|v| v.map(Cow::Borrowed)).collect());
-                o[i] = new.map(Cow::Owned);
+            if let Some(m) = shape.plan.column(i, n) {
+                stats.count(i, || (shape.names.get(i).cloned().unwrap_or_else(|| format!("column {}", i + 1)), m.clone()));
+                let start = scratch.len();
+                let text_like = TEXT_TYPES.contains(&ty) || (ty == 0 && format == 0);
+                let written = if text_like {
+                    m.strategy.apply_into(&m.category, bytes, &self.key, &mut scratch)
+                } else {
+                    match self.mask_value(m, format, ty, bytes) {
+                        Some(v) => {
+                            scratch.extend(v);
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                replaced.push((i, written.then_some((start, scratch.len()))));
+            } else if self.detectors.is_some() && scannable(format, ty) {
+                let (prefix, text) = if format == 1 && ty == JSONB && !bytes.is_empty() { bytes.split_at(1) } else { (&bytes[..0], bytes) };
+                if let Some(s) = std::str::from_utf8(text).ok().and_then(|s| self.detect(s, stats)) {
+                    let start = scratch.len();
+                    scratch.extend_from_slice(prefix);
+                    scratch.extend_from_slice(s.as_bytes());
+                    replaced.push((i, Some((start, scratch.len()))));
+                }
             }
         }
-        match out {
-            None => frame,
-            Some(vals) => {
-                let mut body = BytesMut::with_capacity(frame.len() + 32);
-                body.put_u16(vals.len() as u16);
-                for v in &vals {
-                    match v {
-                        None => body.put_i32(-1),
-                        Some(b) => {
-                            body.put_i32(b.len() as i32);
-                            body.put_slice(b);
-                        }
+        if replaced.is_empty() {
+            return frame;
+        }
+        Frame::build(be::DATA_ROW, body.len() + 32, |out| {
+            out.put_u16(n as u16);
+            let mut next = replaced.iter().peekable();
+            for (i, span) in spans.iter().enumerate() {
+                let value: Option<&[u8]> = match next.peek() {
+                    Some((j, v)) if *j == i => {
+                        next.next();
+                        v.map(|(s, e)| &scratch[s..e])
+                    }
+                    _ => span.map(|(s, e)| &body[s..e]),
+                };
+                match value {
+                    None => out.put_i32(-1),
+                    Some(b) => {
+                        out.put_i32(b.len() as i32);
+                        out.put_slice(b);
                     }
                 }
-                Frame::new(be::DATA_ROW, &body)
             }
-        }
+        })
     }
 
     /// One COPY OUT data message with its fields masked.
@@ -571,6 +634,7 @@ fn quote_csv(v: &str) -> String {
 mod tests {
     use super::*;
     use crate::mask::detect::builtin;
+    use bytes::BytesMut;
 
     fn masker() -> Masker {
         Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([1; 32]))

@@ -33,6 +33,18 @@ impl Frame {
         Self { raw: raw.freeze() }
     }
 
+    /// Builds a frame whose body `write` appends to the buffer (no copy of
+    /// the body afterwards); the length field is filled in after.
+    pub fn build(tag: u8, capacity: usize, write: impl FnOnce(&mut BytesMut)) -> Self {
+        let mut raw = BytesMut::with_capacity(HEADER_LEN + capacity);
+        raw.put_u8(tag);
+        raw.put_u32(0);
+        write(&mut raw);
+        let len = (raw.len() - 1) as u32;
+        raw[1..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        Self { raw: raw.freeze() }
+    }
+
     /// Wraps bytes that are known to hold exactly one well-framed message.
     fn from_raw(raw: Bytes) -> Self {
         debug_assert!(raw.len() >= HEADER_LEN);
