@@ -296,6 +296,11 @@ fn extended_protocol_binary_results_and_cached_descriptions_are_masked() {
         );
     }
     assert!(text.contains("error select secret::int from customers => 22P02"), "{text}");
+    // Binary text values are masked in place (types from the statement's
+    // description, even when the client sends the next statement before the
+    // last ReadyForQuery has gone by).
+    assert!(text.contains("row[1] select upper(card) from customers => ************1111"), "{text}");
+    assert!(text.contains("row[0] select body from notes => call back on ***-**-9876"), "{text}");
 }
 
 #[test]

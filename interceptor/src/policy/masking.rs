@@ -183,8 +183,13 @@ pub struct SessionMask {
     pub params: HashMap<Vec<u8>, Vec<Option<String>>>,
     pub statement_desc: HashMap<Vec<u8>, Desc>,
     pub portal_desc: HashMap<Vec<u8>, Desc>,
-    /// Describes sent, answered in order: (b'S' | b'P', name).
-    pub describes: VecDeque<(u8, Vec<u8>)>,
+    /// Describes sent, answered in order: (batch, b'S' | b'P', name). A
+    /// batch ends at a Query or Sync; the client may send the next batch
+    /// before the last one's ReadyForQuery has gone by.
+    pub describes: VecDeque<(u64, u8, Vec<u8>)>,
+    /// Batches sent (Query, Sync) and finished (ReadyForQuery).
+    pub batches_sent: u64,
+    pub batches_done: u64,
     /// The masker of the latest statement (for asynchronous messages).
     pub masker: Option<Masker>,
     /// DDL ran: the catalog's answers are stale.
@@ -203,6 +208,8 @@ impl SessionMask {
             statement_desc: HashMap::new(),
             portal_desc: HashMap::new(),
             describes: VecDeque::new(),
+            batches_sent: 0,
+            batches_done: 0,
             masker: None,
             ddl: false,
         }
@@ -217,6 +224,27 @@ impl SessionMask {
         let m = Masker::new(Arc::clone(profile), Arc::clone(policy.detectors()), Arc::clone(&self.key));
         self.masker = Some(m.clone());
         Some(m)
+    }
+
+    /// A Describe of the batch being sent.
+    pub fn describe_sent(&mut self, kind: u8, name: &[u8]) {
+        self.describes.push_back((self.batches_sent, kind, name.to_vec()));
+    }
+
+    /// The Describe a RowDescription or NoData of the current batch answers.
+    pub fn describe_answered(&mut self) -> Option<(u8, Vec<u8>)> {
+        match self.describes.front() {
+            Some((batch, _, _)) if *batch == self.batches_done => self.describes.pop_front().map(|(_, k, n)| (k, n)),
+            _ => None,
+        }
+    }
+
+    /// A ReadyForQuery: Describes of finished batches were answered or
+    /// skipped after an error.
+    pub fn batch_done(&mut self) {
+        self.batches_done += 1;
+        let done = self.batches_done;
+        self.describes.retain(|(b, _, _)| *b >= done);
     }
 
     /// The shape of an Execute's rows: its statement's mask, the portal's
@@ -403,5 +431,35 @@ mod tests {
         t.extend(1i16.to_be_bytes());
         let d = row_description(&t).unwrap();
         assert_eq!((d.names, d.types, d.formats, d.origins), (vec!["ssn".to_owned()], vec![25], vec![1], vec![(16384, 4)]));
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn a_describe_sent_before_the_last_ready_for_query_is_kept() {
+        let mut m = SessionMask::new(None, Arc::new([0; 32]));
+        // Batch 0: Parse s3 / Describe s3 / Sync, answered.
+        m.describe_sent(b'S', b"s3");
+        m.batches_sent += 1;
+        assert_eq!(m.describe_answered(), Some((b'S', b"s3".to_vec())));
+        // Batch 1 (Bind/Execute/Sync of s3) is still running when the
+        // client already sends batch 2: Parse s4 / Describe s4 / Sync.
+        m.batches_sent += 1;
+        m.describe_sent(b'S', b"s4");
+        m.batches_sent += 1;
+        // A RowDescription of batch 1 (none expected) does not take it.
+        assert_eq!(m.describe_answered(), None);
+        m.batch_done(); // batch 0
+        m.batch_done(); // batch 1: s4's Describe survives
+        assert_eq!(m.describe_answered(), Some((b'S', b"s4".to_vec())));
+        // A Describe skipped after an error is dropped at its batch's end.
+        m.describe_sent(b'P', b"");
+        m.batches_sent += 1;
+        m.batch_done();
+        m.batch_done();
+        assert!(m.describes.is_empty());
     }
 }

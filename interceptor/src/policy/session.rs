@@ -983,6 +983,10 @@ fn notice_frame(message: &str) -> Frame {
 
 impl SessionHooks for PolicyHooks {
     fn frontend(&mut self, frame: Frame) -> Verdict {
+        if matches!(frame.tag(), fe::QUERY | fe::FUNCTION_CALL) {
+            // Each ends a batch (one ReadyForQuery), as Sync does.
+            self.mask.batches_sent += 1;
+        }
         match frame.tag() {
             fe::QUERY => self.query(frame),
             fe::PARSE => self.parse(frame),
@@ -1022,6 +1026,7 @@ impl SessionHooks for PolicyHooks {
                 Verdict::Forward(frame)
             }
             fe::SYNC => {
+                self.mask.batches_sent += 1;
                 self.pending.push_back(Pending::Sync);
                 Verdict::Forward(frame)
             }
@@ -1059,7 +1064,7 @@ impl SessionHooks for PolicyHooks {
             fe::DESCRIBE => {
                 let body = frame.body();
                 if let (Some(kind), Some((name, _))) = (body.first(), cstr(body, 1)) {
-                    self.mask.describes.push_back((*kind, name.to_vec()));
+                    self.mask.describe_sent(*kind, name);
                 }
                 Verdict::Forward(frame)
             }
@@ -1092,9 +1097,9 @@ impl SessionHooks for PolicyHooks {
                 if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
             }
             be::ROW_DESCRIPTION => {
-                let describe = !self.mask.describes.is_empty() && !matches!(self.pending.front(), Some(Pending::Query(_)));
+                let describe = !matches!(self.pending.front(), Some(Pending::Query(_)));
                 if describe {
-                    if let Some((kind, name)) = self.mask.describes.pop_front()
+                    if let Some((kind, name)) = self.mask.describe_answered()
                         && let Some(d) = row_description(frame.body())
                     {
                         match kind {
@@ -1114,7 +1119,7 @@ impl SessionHooks for PolicyHooks {
             }
             be::NO_DATA => {
                 if !matches!(self.pending.front(), Some(Pending::Query(_))) {
-                    self.mask.describes.pop_front();
+                    self.mask.describe_answered();
                 }
                 if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
             }
@@ -1202,7 +1207,7 @@ impl SessionHooks for PolicyHooks {
             }
             be::READY_FOR_QUERY => {
                 self.drain = false;
-                self.mask.describes.clear();
+                self.mask.batch_done();
                 if self.mask.ddl {
                     self.mask.ddl = false;
                     if let Some(c) = &self.mask.catalog {
