@@ -639,7 +639,7 @@ mod tests {
     fn token_issuer_mistakes_name_their_line() {
         let text = "[[target]]\nname = \"db\"\n[token]\nmax_ttl = \"15m\"\n[[token.issuer]]\nname = \"gh\"\n\
                     issuer = \"https://token.actions.githubusercontent.com\"\naudiences = [\"db\"]\n\
-                    jwks_url = \"http://10.0.0.1/jwks\"\n";
+                    jwks_url = \"http://jwks.example.invalid/jwks\"\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, Some(9), "{e}");
         assert!(e.to_string().contains("non-loopback") && e.to_string().contains("fix:"), "{e}");

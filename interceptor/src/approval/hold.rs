@@ -21,34 +21,8 @@ pub type RawParams = Vec<(i16, Option<Vec<u8>>)>;
 /// The parameter values of a `Bind` body (`None` = NULL) with their format
 /// codes (0 text, 1 binary). `None` if the body is malformed.
 pub fn bind_params(body: &[u8]) -> Option<RawParams> {
-    let mut at = body.iter().position(|b| *b == 0)? + 1; // portal
-    at += body.get(at..)?.iter().position(|b| *b == 0)? + 1; // statement
-    let i16_at = |at: usize| body.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
-    let nformats = i16_at(at)? as usize;
-    at += 2;
-    let formats: Vec<i16> = (0..nformats).map(|i| i16_at(at + 2 * i)).collect::<Option<_>>()?;
-    at += 2 * nformats;
-    let nparams = i16_at(at)? as usize;
-    at += 2;
-    let mut out = Vec::with_capacity(nparams);
-    for i in 0..nparams {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        let value = if len < 0 {
-            None
-        } else {
-            let v = body.get(at..at + len as usize)?.to_vec();
-            at += len as usize;
-            Some(v)
-        };
-        let format = match formats.len() {
-            0 => 0,
-            1 => formats[0],
-            _ => *formats.get(i)?,
-        };
-        out.push((format, value));
-    }
-    Some(out)
+    let bind = crate::wire::values::Bind::parse(body)?;
+    Some(bind.params.iter().enumerate().map(|(i, v)| (bind.param_format(i), v.map(<[u8]>::to_vec))).collect())
 }
 
 /// How approvers, webhooks and the audit log see a parameter: as sent when

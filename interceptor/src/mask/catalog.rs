@@ -315,21 +315,8 @@ async fn run(conn: &mut Conn, sql_text: &str) -> Result<Vec<Vec<Option<String>>>
 
 /// The text values of a `DataRow`.
 pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
-    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
-    let mut at = 2;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let v = body.get(at..at + len as usize)?;
-        at += len as usize;
-        out.push(Some(String::from_utf8_lossy(v).into_owned()));
-    }
-    Some(out)
+    let vals = crate::wire::values::data_row(body)?;
+    Some(vals.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect())
 }
 
 /// A string literal (`standard_conforming_strings` on).

@@ -193,39 +193,17 @@ impl Masker {
             return frame;
         }
         let body = frame.body();
-        let Some(n) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+        let Some(values) = crate::wire::values::data_row(body) else {
+            // Not a well-formed row: nothing of it may pass.
             return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
         };
-        // (value start, end) of each column; None = NULL.
-        let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
-        let mut at = 2;
-        for _ in 0..n {
-            let Some(len) = body.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
-                // Not a well-formed row: nothing of it may pass.
-                return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
-            };
-            at += 4;
-            if len < 0 {
-                spans.push(None);
-                continue;
-            }
-            let end = at + len as usize;
-            if end > body.len() {
-                return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
-            }
-            spans.push(Some((at, end)));
-            at = end;
-        }
-        if at != body.len() {
-            return Frame::new(be::DATA_ROW, &0u16.to_be_bytes());
-        }
+        let n = values.len();
         // Masked values are written into one scratch buffer: (column,
         // range in scratch), `None` = NULL.
         let mut scratch: Vec<u8> = Vec::with_capacity(128);
         let mut replaced: Vec<(usize, Option<(usize, usize)>)> = Vec::with_capacity(4);
-        for (i, span) in spans.iter().enumerate() {
-            let Some((s, e)) = *span else { continue };
-            let bytes = &body[s..e];
+        for (i, value) in values.iter().enumerate() {
+            let Some(bytes) = *value else { continue };
             let format = shape.format(i);
             let ty = shape.types.get(i).copied().unwrap_or(0);
             if let Some(m) = shape.plan.column(i, n) {
@@ -260,13 +238,13 @@ impl Masker {
         Frame::build(be::DATA_ROW, body.len() + 32, |out| {
             out.put_u16(n as u16);
             let mut next = replaced.iter().peekable();
-            for (i, span) in spans.iter().enumerate() {
+            for (i, original) in values.iter().enumerate() {
                 let value: Option<&[u8]> = match next.peek() {
                     Some((j, v)) if *j == i => {
                         next.next();
                         v.map(|(s, e)| &scratch[s..e])
                     }
-                    _ => span.map(|(s, e)| &body[s..e]),
+                    _ => *original,
                 };
                 match value {
                     None => out.put_i32(-1),
@@ -542,24 +520,6 @@ fn redact_echoes(code: u8, v: &str) -> String {
     }
 }
 
-/// The values of a `DataRow` body, borrowed.
-fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
-    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
-    let mut at = 2;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            out.push(Some(body.get(at..at + len as usize)?));
-            at += len as usize;
-        }
-    }
-    (at == body.len()).then_some(out)
-}
-
 fn unescape_text(f: &[u8]) -> String {
     let mut out = Vec::with_capacity(f.len());
     let mut i = 0;
@@ -656,7 +616,7 @@ mod tests {
     }
 
     fn values(f: &Frame) -> Vec<Option<String>> {
-        split_row(f.body()).unwrap().into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect()
+        crate::wire::values::data_row(f.body()).unwrap().into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect()
     }
 
     fn ssn_mask(s: Strategy) -> ColMask {

@@ -19,6 +19,7 @@ use crate::{
         strategy::Strategy,
     },
     sql::{self, StatementClass},
+    wire::values::Bind,
 };
 
 /// How one statement's results are masked.
@@ -108,66 +109,32 @@ pub fn row_description(body: &[u8]) -> Option<Desc> {
     Some(d)
 }
 
-/// (portal, statement, result format codes) of a Bind body.
-pub fn bind_formats(body: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<i16>)> {
-    let cstr = |at: usize| -> Option<(&[u8], usize)> {
-        let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
-        Some((&body[at..at + nul], at + nul + 1))
-    };
-    let (portal, at) = cstr(0)?;
-    let (stmt, mut at) = cstr(at)?;
-    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
-    let nfmt = i16_at(at)?.max(0) as usize;
-    at += 2 + 2 * nfmt;
-    let nparams = i16_at(at)?.max(0) as usize;
-    at += 2;
-    for _ in 0..nparams {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4 + len.max(0) as usize;
-    }
-    let nres = i16_at(at)?.max(0) as usize;
-    at += 2;
-    let formats = (0..nres).map(|i| i16_at(at + 2 * i)).collect::<Option<Vec<_>>>()?;
-    Some((portal.to_vec(), stmt.to_vec(), formats))
+/// (portal, statement, result format codes) of a Bind.
+pub fn bind_formats(bind: &Bind<'_>) -> (Vec<u8>, Vec<u8>, Vec<i16>) {
+    (bind.portal.to_vec(), bind.statement.to_vec(), bind.result_formats.clone())
 }
 
 /// Longest parameter text kept in a record.
 const MAX_PARAM: usize = 1024;
 
-/// The parameters of a Bind body as text (binary ones as `\x` hex), each
-/// cut at 1 KiB.
-pub fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
-    let skip_cstr = |at: usize| -> Option<usize> { Some(at + body.get(at..)?.iter().position(|b| *b == 0)? + 1) };
-    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
-    let mut at = skip_cstr(skip_cstr(0)?)?;
-    let nfmt = i16_at(at)?.max(0) as usize;
-    let formats = (0..nfmt).map(|i| i16_at(at + 2 + 2 * i)).collect::<Option<Vec<_>>>()?;
-    at += 2 + 2 * nfmt;
-    let n = i16_at(at)?.max(0) as usize;
-    at += 2;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let v = body.get(at..at + len as usize)?;
-        at += len as usize;
-        let binary = match formats.len() {
-            0 => false,
-            1 => formats[0] == 1,
-            _ => formats.get(i) == Some(&1),
-        };
-        let shown = &v[..v.len().min(MAX_PARAM)];
-        let mut text = if binary { format!("\\x{}", hex::encode(shown)) } else { String::from_utf8_lossy(shown).into_owned() };
-        if v.len() > MAX_PARAM {
-            text.push_str(&format!("... ({} bytes)", v.len()));
-        }
-        out.push(Some(text));
-    }
-    Some(out)
+/// The parameters of a Bind as text (binary ones as `\\x` hex), each cut
+/// at 1 KiB.
+pub fn bind_params(bind: &Bind<'_>) -> Vec<Option<String>> {
+    bind.params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.map(|v| {
+                let shown = &v[..v.len().min(MAX_PARAM)];
+                let mut text =
+                    if bind.param_format(i) == 1 { format!("\\x{}", hex::encode(shown)) } else { String::from_utf8_lossy(shown).into_owned() };
+                if v.len() > MAX_PARAM {
+                    text.push_str(&format!("... ({} bytes)", v.len()));
+                }
+                text
+            })
+        })
+        .collect()
 }
 
 /// Per-session masking state.
@@ -409,18 +376,20 @@ mod tests {
 
     #[test]
     fn bind_and_row_description_parsing() {
-        // Bind: portal "p", statement "s", 1 param format (text), 1 param
-        // "42", 2 result formats (text, binary).
+        // Bind: portal "p", statement "s", 1 param format (binary), 1 param,
+        // 2 result formats (text, binary).
         let mut b = b"p\0s\0".to_vec();
         b.extend(1i16.to_be_bytes());
-        b.extend(0i16.to_be_bytes());
         b.extend(1i16.to_be_bytes());
-        b.extend(2i32.to_be_bytes());
-        b.extend(b"42");
+        b.extend(1i16.to_be_bytes());
+        b.extend(4i32.to_be_bytes());
+        b.extend([0, 0, 0, 41]);
         b.extend(2i16.to_be_bytes());
         b.extend(0i16.to_be_bytes());
         b.extend(1i16.to_be_bytes());
-        assert_eq!(bind_formats(&b), Some((b"p".to_vec(), b"s".to_vec(), vec![0, 1])));
+        let bind = Bind::parse(&b).unwrap();
+        assert_eq!(bind_formats(&bind), (b"p".to_vec(), b"s".to_vec(), vec![0, 1]));
+        assert_eq!(bind_params(&bind), vec![Some("\\x00000029".to_owned())]);
         let mut t = 1i16.to_be_bytes().to_vec();
         t.extend(b"ssn\0");
         t.extend(16384u32.to_be_bytes());

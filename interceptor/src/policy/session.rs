@@ -45,6 +45,7 @@ use crate::{
     token::{TokenError, TokenOutcome, Validator},
     wire::{
         Frame, PgError,
+        values::Bind,
         error_response::{error_code, error_message, parse_error_fields},
         sqlstate,
         tag::{backend as be, frontend as fe},
@@ -1002,11 +1003,10 @@ impl SessionHooks for PolicyHooks {
                         self.bound.remove(portal);
                     }
                 }
-                if let Some((portal, stmt, formats)) = bind_formats(body) {
+                if let Some(bind) = Bind::parse(body) {
+                    let (portal, stmt, formats) = bind_formats(&bind);
                     self.mask.portal_desc.remove(&portal);
-                    if let Some(p) = bind_params(body) {
-                        self.mask.params.insert(portal.clone(), p);
-                    }
+                    self.mask.params.insert(portal.clone(), bind_params(&bind));
                     self.mask.portals.insert(portal, (stmt, formats));
                 }
                 Verdict::Forward(frame)
@@ -1091,8 +1091,9 @@ impl SessionHooks for PolicyHooks {
                         let admitted = c.admit(frame.len());
                         (frame, admitted)
                     }
-                    // Rows nobody asked for: masked as the session's latest.
-                    _ => (frame, true),
+                    // Rows no statement of ours owns: masked whole with the
+                    // session's masker (never let through as they are).
+                    _ => (orphan_rows(&self.mask, frame), true),
                 };
                 if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
             }
@@ -1179,8 +1180,13 @@ impl SessionHooks for PolicyHooks {
                 if is_execute {
                     self.pending.pop_front();
                 } else if let Some(slot) = &done.masks {
-                    // The next statement of the Query has the next mask.
-                    lock(slot).pop_front();
+                    // The next statement of the Query has the next mask; a
+                    // mask for the whole message (SQL that could not be
+                    // analysed statement by statement) stays for the rest.
+                    let mut slot = lock(slot);
+                    if slot.len() > 1 {
+                        slot.pop_front();
+                    }
                 }
                 self.record_result(&done, tag, None);
                 Verdict::Forward(frame)
@@ -1343,6 +1349,23 @@ fn mask_result(mask: &SessionMask, c: &mut RowCount, frame: Frame) -> Frame {
         (Some(shape), Some(m)) => m.data_row(shape, frame, &mut c.stats),
         _ => frame,
     }
+}
+
+/// Rows that arrive when no Query or Execute is owed: masked whole (every
+/// column redacted or NULL) for an identity that masks anything.
+fn orphan_rows(mask: &SessionMask, frame: Frame) -> Frame {
+    let Some(m) = &mask.masker else { return frame };
+    if frame.tag() == be::COPY_DATA {
+        // Without its COPY's format the fields cannot be found: dropped.
+        return Frame::new(be::COPY_DATA, b"");
+    }
+    let all = crate::mask::plan::ColMask {
+        strategy: crate::mask::Strategy::Redact,
+        category: "unknown".into(),
+        why: "rows no statement asked for".into(),
+    };
+    let shape = Shape { plan: crate::mask::plan::StmtPlan::All(all), formats: Vec::new(), types: Vec::new(), names: Vec::new() };
+    m.data_row(&shape, frame, &mut Stats::default())
 }
 
 /// Appends a statement record and waits until it is durable.

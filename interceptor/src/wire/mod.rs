@@ -24,6 +24,7 @@ pub mod frame;
 pub mod startup;
 pub mod status;
 pub mod tag;
+pub mod values;
 
 pub use error::WireError;
 pub use error_response::{PgError, sqlstate};
