@@ -101,6 +101,9 @@ pub struct Config {
     /// Workload tokens: trusted issuers and the host's own issuer (`[token]`).
     #[serde(default)]
     pub token: crate::token::TokenConfig,
+    /// The connection masking reads the catalog through (`[catalog]`).
+    #[serde(default)]
+    pub catalog: crate::mask::catalog::CatalogConfig,
 }
 
 /// Where the policy set lives.

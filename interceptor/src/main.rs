@@ -555,7 +555,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners { v4, v6, unix };
     let connector = proxy::UpstreamConnector::new(Arc::clone(&config)).context("cannot load the upstream credentials")?;
     let mask_key = mask_key(&config.state_dir).context("cannot set up the masking key")?;
-    let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector)));
+    let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector), &config.catalog));
     let hooks = Arc::new(factory.with_masking(catalogs, mask_key).with_tokens(validator));
     let stopping = {
         let broker = broker.clone();

@@ -47,21 +47,37 @@ pub struct Lin {
     pub sources: BTreeSet<(String, String)>,
     /// Part of it could not be traced.
     pub opaque: bool,
+    /// Part of it comes from a relation that did not exist when the
+    /// statement was planned (the server will most likely answer 42P01; if
+    /// it was created in between, whatever it returns is masked whole).
+    pub missing: bool,
+    /// It is computed from the columns (a function, operator, cast, CASE,
+    /// aggregate, a whole row), not a column as stored: a partial view of
+    /// the column would not be a partial view of this value.
+    pub derived: bool,
 }
 
 impl Lin {
-    fn opaque() -> Self {
-        Self { sources: BTreeSet::new(), opaque: true }
+    /// Nothing known about it.
+    pub fn opaque() -> Self {
+        Self { opaque: true, ..Self::default() }
     }
 
-    fn add(&mut self, other: &Lin) {
+    fn missing() -> Self {
+        Self { missing: true, ..Self::default() }
+    }
+
+    /// Adds what `other` derives from.
+    pub fn add(&mut self, other: &Lin) {
         self.sources.extend(other.sources.iter().cloned());
         self.opaque |= other.opaque;
+        self.missing |= other.missing;
+        self.derived |= other.derived;
     }
 
-    /// Whether nothing sensitive and nothing unknown.
+    /// Whether nothing sensitive, nothing unknown and nothing missing.
     pub fn is_clean(&self) -> bool {
-        self.sources.is_empty() && !self.opaque
+        self.sources.is_empty() && !self.opaque && !self.missing
     }
 
     fn union<'a>(it: impl IntoIterator<Item = &'a Lin>) -> Lin {
@@ -89,8 +105,12 @@ pub struct RelInfo {
     pub columns: Vec<String>,
     /// Their attribute numbers (what `RowDescription` reports).
     pub attnums: Vec<i16>,
-    /// `pg_get_viewdef` of a view or materialized view.
+    /// `pg_get_viewdef` of a view or materialized view (for a view the
+    /// session made itself: its defining query as the session sent it).
     pub view_def: Option<String>,
+    /// What was written into each column beyond what its tags say (the
+    /// session's own relations: data the session copied in); empty: nothing.
+    pub carries: Vec<Lin>,
 }
 
 /// What the catalog says about a name.
@@ -156,7 +176,19 @@ pub struct Traced {
     /// What leaves through side channels (`pg_notify` payloads,
     /// `set_config` values reported back, logical messages).
     pub side: Lin,
+    /// EXPLAIN: everything the explained statement reaches (its plan's row
+    /// estimates answer questions about the columns it filters on).
+    pub explained: Lin,
+    /// The output columns of the query that fills a relation the statement
+    /// creates (CREATE TABLE AS, SELECT INTO, CREATE [MATERIALIZED] VIEW).
+    pub created: Option<Vec<OutCol>>,
+    /// It reads relations the session itself created (known from the
+    /// session's history, not the catalog): results keep their traced width.
+    pub own: bool,
 }
+
+/// Oids from here up are the session's own relations (see `mask::own`).
+pub const OWN_OID_BASE: u32 = 0xF000_0000;
 
 /// Functions that run SQL given as text, out of the tracer's sight.
 const SQL_FROM_TEXT: &[&str] = &[
@@ -244,6 +276,7 @@ pub struct Tracer<'a> {
     stack: RefCell<Vec<Frame>>,
     written: RefCell<Lin>,
     side: RefCell<Lin>,
+    own: Cell<bool>,
 }
 
 impl<'a> Tracer<'a> {
@@ -261,6 +294,7 @@ impl<'a> Tracer<'a> {
             stack: RefCell::default(),
             written: RefCell::default(),
             side: RefCell::default(),
+            own: Cell::new(false),
         }
     }
 
@@ -272,6 +306,7 @@ impl<'a> Tracer<'a> {
                 let outs = self.query(q);
                 if select_into(q) {
                     self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    t.created = Some(outs);
                 } else {
                     t.outputs = Some(outs);
                 }
@@ -347,13 +382,19 @@ impl<'a> Tracer<'a> {
                 if let Some(q) = &ct.query {
                     let outs = self.query(q);
                     self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    t.created = Some(outs);
                 }
+                // Defaults, checks, generated columns: a user-defined
+                // function there runs on every insert.
+                let l = self.all_refs(&ct.columns);
+                self.written.borrow_mut().add(&Lin { sources: l.sources, opaque: l.opaque, ..Lin::default() });
             }
             Statement::CreateView(v) => {
                 let outs = self.query(&v.query);
                 if v.materialized {
                     self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
                 }
+                t.created = Some(outs);
                 // A plain view stores no data: reading it is traced through
                 // its definition. What it filters on is the view's business.
                 *self.filters.borrow_mut().last_mut().expect("base accumulator") = Lin::default();
@@ -433,8 +474,15 @@ impl<'a> Tracer<'a> {
                     t.returns_unknown = true;
                 }
             }
-            Statement::Explain { .. }
-            | Statement::ExplainTable { .. }
+            Statement::Explain { statement, .. } => {
+                let inner = Tracer::new(self.cat, self.policy).trace(statement);
+                let mut l = inner.reach;
+                l.add(&inner.filters);
+                t.explained = l;
+                // The plan text: rows of a known shape holding no values.
+                t.outputs = Some(vec![OutCol { name: "QUERY PLAN".into(), lin: Lin::default() }]);
+            }
+            Statement::ExplainTable { .. }
             | Statement::ShowVariable { .. }
             | Statement::Set(_)
             | Statement::StartTransaction { .. }
@@ -462,6 +510,7 @@ impl<'a> Tracer<'a> {
         t.reach = self.reach.borrow().clone();
         t.refusals = self.refusals.borrow().clone();
         t.side = self.side.borrow().clone();
+        t.own |= self.own.get();
         t
     }
 
@@ -585,6 +634,9 @@ impl<'a> Tracer<'a> {
                 self.reach.borrow_mut().add(&t.reach);
                 self.filters.borrow_mut().last_mut().expect("accumulator").add(&t.filters);
                 self.refusals.borrow_mut().extend(t.refusals);
+                if t.own {
+                    self.own.set(true);
+                }
                 t.outputs.unwrap_or_else(|| {
                     if t.returns_unknown { vec![OutCol { name: "?".into(), lin: Lin::opaque() }] } else { Vec::new() }
                 })
@@ -682,15 +734,19 @@ impl<'a> Tracer<'a> {
                 SelectItem::Wildcard(_) => {
                     let stack = self.stack.borrow();
                     if let Some(cols) = stack.last().and_then(|f| f.star.clone()) { outs.extend(cols) } else {
-                        let all = stack.last().map(|f| Lin::union(f.sources.iter().map(|s| &s.all))).unwrap_or_default();
-                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..all } });
+                        let sources = stack.last().map(|f| f.sources.as_slice()).unwrap_or_default();
+                        let all = Lin::union(sources.iter().map(|s| &s.all));
+                        // Unknown width: opaque, unless what is unknown is
+                        // only relations that do not exist.
+                        let opaque = all.opaque || sources.iter().any(|s| s.cols.is_none() && !s.all.missing);
+                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque, ..all } });
                     }
                 }
                 SelectItem::QualifiedWildcard(kind, _) => match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => match self.find_source(name) {
                         Some(src) => match src.cols {
                             Some(cols) => outs.extend(cols),
-                            None => outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..src.all } }),
+                            None => outs.push(OutCol { name: "*".into(), lin: Lin { opaque: !src.all.missing || src.all.opaque, ..src.all } }),
                         },
                         None => outs.push(OutCol { name: "*".into(), lin: Lin::opaque() }),
                     },
@@ -907,12 +963,22 @@ impl<'a> Tracer<'a> {
                 .push(format!("{} holds column values (most common values, histograms)", rel.name));
         }
         let alias = alias.unwrap_or(&rel.name).to_owned();
-        let info = if let Some(Some(info)) = self.cat.relation(rel) { info } else {
-            // Not in the catalog as this session's peers see it (a
-            // temporary relation) or not looked up: nothing known.
-            self.reach.borrow_mut().opaque = true;
-            f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::opaque() });
-            return;
+        let info = match self.cat.relation(rel) {
+            Some(Some(info)) => info,
+            Some(None) => {
+                // Neither the catalog nor the session knows it: the server
+                // will say 42P01. Should it exist by the time the statement
+                // runs, what it returns is masked whole.
+                self.reach.borrow_mut().missing = true;
+                f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::missing() });
+                return;
+            }
+            None => {
+                // Not looked up: nothing known.
+                self.reach.borrow_mut().opaque = true;
+                f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::opaque() });
+                return;
+            }
         };
         let derived = if info.view_def.is_some() { self.view_columns(info) } else { None };
         let mut cols: Vec<OutCol> = info
@@ -930,14 +996,23 @@ impl<'a> Tracer<'a> {
                         None => lin.opaque = true,
                     }
                 }
+                if let Some(l) = info.carries.get(i) {
+                    lin.add(l);
+                }
                 OutCol { name: c.clone(), lin }
             })
             .collect();
         if let Some(a) = table_alias {
             rename(&mut cols, a);
         }
-        let all = Lin::union(cols.iter().map(|c| &c.lin));
+        let mut all = Lin::union(cols.iter().map(|c| &c.lin));
         self.reach.borrow_mut().add(&all);
+        if info.oid >= OWN_OID_BASE {
+            // Its columns are what the session's history says: a name that
+            // is not among them (or the whole row) is not known.
+            self.own.set(true);
+            all.opaque = true;
+        }
         f.sources.push(Source { alias, schema: Some(info.schema.clone()), cols: Some(cols), all });
     }
 
@@ -1015,7 +1090,7 @@ impl<'a> Tracer<'a> {
         }
         // A table alias as a value: the whole row.
         if let Some(src) = self.find_source(&ObjectName::from(vec![i.clone()])) {
-            return src.all;
+            return Lin { derived: true, ..src.all };
         }
         if i.quote_style.is_none() && KEYWORD_VALUES.contains(&n.as_str()) {
             return Lin::default();
@@ -1069,8 +1144,11 @@ impl<'a> Tracer<'a> {
     /// Everything any node mentions, subqueries included (with their own
     /// scopes).
     fn all_refs<V: Visit + ?Sized>(&self, node: &V) -> Lin {
-        let mut v = RefWalker { t: self, depth: 0, out: Lin::default() };
+        let mut v = RefWalker { t: self, depth: 0, out: Lin::default(), derived: false };
         let _ = node.visit(&mut v);
+        if v.derived {
+            v.out.derived = true;
+        }
         v.out
     }
 
@@ -1090,6 +1168,8 @@ struct RefWalker<'t, 'a> {
     t: &'t Tracer<'a>,
     depth: usize,
     out: Lin,
+    /// An expression other than a column reference was met.
+    derived: bool,
 }
 
 impl Visitor for RefWalker<'_, '_> {
@@ -1112,6 +1192,10 @@ impl Visitor for RefWalker<'_, '_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         if self.depth > 0 {
             return ControlFlow::Continue(());
+        }
+        // Anything but a column reference computes a new value from it.
+        if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_)) {
+            self.derived = true;
         }
         match e {
             Expr::Identifier(i) => {

@@ -18,6 +18,7 @@
 pub mod catalog;
 pub mod detect;
 pub mod lineage;
+pub mod own;
 pub mod plan;
 pub mod policy;
 pub mod rows;

@@ -1,7 +1,7 @@
 //! A statement's masking plan: refuse it, or how each result column is
 //! masked, for one identity's profile.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use super::{
     lineage::{Lin, Traced},
@@ -32,6 +32,14 @@ pub enum StmtPlan {
     All(ColMask),
 }
 
+/// A result whose width differs from the traced one: the lineage of its
+/// columns is not known.
+static SHAPE_DIFFERS: LazyLock<ColMask> = LazyLock::new(|| ColMask {
+    strategy: Strategy::Redact,
+    category: "unknown".into(),
+    why: "the result does not have the shape traced".into(),
+});
+
 impl StmtPlan {
     /// The mask of column `i` (of `n` in the row).
     pub fn column(&self, i: usize, n: usize) -> Option<&ColMask> {
@@ -44,7 +52,7 @@ impl StmtPlan {
                 } else {
                     // The result does not have the shape traced: every
                     // column is suspect.
-                    cols.iter().flatten().max_by_key(|m| m.strategy)
+                    Some(cols.iter().flatten().max_by_key(|m| m.strategy).unwrap_or(&SHAPE_DIFFERS))
                 }
             }
         }
@@ -83,15 +91,23 @@ fn strictest(lin: &Lin, profile: &Profile) -> Option<ColMask> {
 /// it. Only called when the policy tags columns the profile does not see raw.
 pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
     let reach = strictest(&t.reach, profile);
-    // Opaque reach (a relation the catalog cannot see, a user-defined
-    // function) counts as sensitive data in reach.
+    // Opaque reach (a relation not looked up, a user-defined function)
+    // counts as sensitive data in reach.
     let in_reach = reach.is_some() || t.reach.opaque;
     // SQL run from text and statistics holding values are out of sight
     // whatever the statement itself names.
     if let Some(r) = t.refusals.first() {
         return Err(r.clone());
     }
-    if !in_reach {
+    if profile.strict
+        && let Some(m) = strictest(&t.explained, profile)
+    {
+        return Err(format!(
+            "strict mode: EXPLAIN of a statement that reaches masked data ({}) answers questions about it through the planner's estimates",
+            m.why
+        ));
+    }
+    if !in_reach && !t.reach.missing && !t.own {
         return Ok(StmtPlan::Clean);
     }
     if let Some(m) = strictest(&t.written, profile) {
@@ -106,14 +122,18 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
             m.why
         ));
     }
-    if t.written.opaque {
+    if t.written.opaque && in_reach {
         return Err("it writes data whose origin cannot be traced while masked data is in reach".into());
     }
-    if profile.filters == Filters::Refuse
+    if t.written.missing && in_reach {
+        return Err("it writes data read from a relation that does not exist while masked data is in reach".into());
+    }
+    if (profile.filters == Filters::Refuse || profile.strict)
         && let Some(m) = strictest(&t.filters, profile)
     {
+        let mode = if profile.strict { "strict mode: " } else { "" };
         return Err(format!(
-            "it filters, joins, groups or sorts on masked data ({}), which reveals it one question at a time",
+            "{mode}it filters, joins, groups or sorts on masked data ({}), which reveals it one question at a time",
             m.why
         ));
     }
@@ -138,14 +158,37 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
     let mut cols = Vec::with_capacity(outputs.len());
     for c in outputs {
         let m = match strictest(&c.lin, profile) {
-            Some(m) => Some(m),
+            Some(_) if profile.strict && c.lin.derived => {
+                return Err(format!(
+                    "strict mode: result column `{}` computes a value from masked data ({}); a masked column may only be selected as it is",
+                    c.name,
+                    strictest(&c.lin, profile).map(|m| m.why).unwrap_or_default()
+                ));
+            }
+            Some(mut m) => {
+                // A value computed from the column is not the column: a
+                // partial view of it would show other parts (reverse(),
+                // md5(), substr()...).
+                if c.lin.derived && matches!(m.strategy, Strategy::Partial(_)) {
+                    m.strategy = Strategy::Redact;
+                    m.why.push_str(" (derived)");
+                }
+                Some(m)
+            }
             None if c.lin.opaque => Some(unknown(&format!("result column `{}`", c.name))?),
+            None if c.lin.missing => Some(ColMask {
+                strategy: Strategy::Redact,
+                category: "unknown".into(),
+                why: "a relation that did not exist when the statement was planned".into(),
+            }),
             None => None,
         };
         cols.push(m);
     }
-    if cols.iter().all(Option::is_none) {
+    if cols.iter().all(Option::is_none) && !in_reach && !t.own {
         return Ok(StmtPlan::Clean);
     }
+    // With masked data in reach the plan keeps the traced width: a result
+    // of another width is masked whole.
     Ok(StmtPlan::Columns(Arc::new(cols)))
 }

@@ -87,6 +87,12 @@ pub struct MaskingSpec {
     /// Content detectors on every text value (default true).
     #[serde(default)]
     pub detectors: Option<bool>,
+    /// Strict mode (default false): a masked column may appear only as it
+    /// is in the select list; anywhere it could steer control flow, errors,
+    /// row counts or timing (filters, joins, CASE, function arguments,
+    /// ORDER BY/GROUP BY, EXPLAIN) the statement is refused.
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// `[[detector]]` as written.
@@ -126,6 +132,8 @@ pub struct Profile {
     pub filters: Filters,
     /// Run content detectors.
     pub detectors: bool,
+    /// See [`MaskingSpec::strict`].
+    pub strict: bool,
 }
 
 impl Default for Profile {
@@ -136,6 +144,7 @@ impl Default for Profile {
             unknown: UnknownLineage::Refuse,
             filters: Filters::Refuse,
             detectors: true,
+            strict: false,
         }
     }
 }
@@ -221,6 +230,7 @@ impl MaskPolicy {
             unknown: spec.unknown_lineage.unwrap_or(UnknownLineage::Refuse),
             filters: spec.filters.unwrap_or(Filters::Refuse),
             detectors: spec.detectors.unwrap_or(true),
+            strict: spec.strict.unwrap_or(false),
         };
         for i in &spec.identities {
             if self.profiles.iter().any(|(ids, _)| ids.contains(i)) {

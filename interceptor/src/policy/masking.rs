@@ -11,8 +11,9 @@ use std::{
 use crate::{
     mask::{
         MaskPolicy, Profile,
-        catalog::DbCatalog,
-        lineage::{CopyFormat, Snapshot, Tracer},
+        catalog::{CatalogPool, DbCatalog},
+        lineage::{Catalog as _, CopyFormat, Snapshot, Tracer},
+        own::{self, Effect, OwnRelations, OwnState, Resolver, SearchPath},
         plan::{ColMask, StmtPlan, plan},
         policy::UnknownLineage,
         rows::{Masker, Shape},
@@ -39,6 +40,9 @@ pub struct StmtMask {
     /// attnum): a result column `RowDescription` traces to one is masked
     /// whatever the lineage said (defence in depth).
     pub origins: Arc<HashMap<(u32, i16), ColMask>>,
+    /// What the statement does to the session's own relations, applied
+    /// when it completes.
+    pub effects: Arc<[Effect]>,
 }
 
 impl StmtMask {
@@ -159,12 +163,26 @@ pub struct SessionMask {
     pub batches_done: u64,
     /// The masker of the latest statement (for asynchronous messages).
     pub masker: Option<Masker>,
-    /// DDL ran: the catalog's answers are stale.
+    /// DDL ran (in the open transaction): the catalog's answers are stale,
+    /// now and again when the transaction ends.
     pub ddl: bool,
+    /// All catalogs (to close the connections in the way of a DROP
+    /// DATABASE).
+    pub catalogs: Option<Arc<CatalogPool>>,
+    /// What the session itself created, through its transactions.
+    pub own: OwnRelations,
+    /// A statement that may change `own` was sent and its batch is not
+    /// answered yet: plan against an uncertain state.
+    pub own_inflight: bool,
 }
 
 impl SessionMask {
     pub fn new(catalog: Option<Arc<DbCatalog>>, key: Arc<[u8; 32]>) -> Self {
+        Self::with_search_path(catalog, key, SearchPath::Default)
+    }
+
+    /// A session whose startup packet set `search_path` as given.
+    pub fn with_search_path(catalog: Option<Arc<DbCatalog>>, key: Arc<[u8; 32]>, search_path: SearchPath) -> Self {
         Self {
             catalog,
             key,
@@ -179,7 +197,16 @@ impl SessionMask {
             batches_done: 0,
             masker: None,
             ddl: false,
+            catalogs: None,
+            own: OwnRelations::new(search_path),
+            own_inflight: false,
         }
+    }
+
+    /// The state the next statement is planned against.
+    pub fn own_for_planning(&self) -> Arc<OwnState> {
+        let state = self.own.state();
+        Arc::new(if self.own_inflight { state.uncertain() } else { state.clone() })
     }
 
     /// The masker for `profile`, or `None` when it sees everything raw.
@@ -231,12 +258,41 @@ pub struct PlanInput {
     pub masker: Masker,
     pub analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
     pub named: Arc<Mutex<Named>>,
+    /// The session's own relations and search path.
+    pub own: Arc<OwnState>,
+}
+
+/// Relations that show other sessions' statements (with their literals):
+/// all proxied sessions share one database role, so a masked identity would
+/// read every other job's SQL there.
+const OTHER_SESSIONS_SQL: &[&str] = &["pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info"];
+/// Functions behind them.
+const OTHER_SESSIONS_SQL_FUNCTIONS: &[&str] = &["pg_stat_get_activity", "pg_stat_statements"];
+
+/// Why a masked identity may not run `f`, if it reads other sessions' SQL.
+fn reads_other_sessions(f: &sql::StatementFacts) -> Option<String> {
+    let rel = f.reads.iter().find(|r| {
+        OTHER_SESSIONS_SQL.contains(&r.name.as_str()) && r.schema.as_deref().is_none_or(|s| s == "pg_catalog" || s == "public")
+    });
+    if let Some(r) = rel {
+        return Some(format!("{} shows other sessions' statements, with their values", r.name));
+    }
+    f.functions
+        .iter()
+        .find(|n| OTHER_SESSIONS_SQL_FUNCTIONS.contains(&n.as_str()))
+        .map(|n| format!("{n}() shows other sessions' statements, with their values"))
 }
 
 /// The masks of every statement of one message, or why it is refused.
 pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
-    let PlanInput { catalog, policy, profile, masker, analysis, named } = input;
+    let PlanInput { catalog, policy, profile, masker, analysis, named, own } = input;
     let trace = policy.masks_tags_for(&profile);
+    if !profile.sees_all_raw()
+        && let Ok(a) = analysis.as_ref()
+        && let Some(why) = a.statements.iter().find_map(reads_other_sessions)
+    {
+        return Err(why);
+    }
     let unknown_all = |why: &str| -> Result<StmtMask, String> {
         match profile.unknown {
             UnknownLineage::Refuse => Err(format!("{why}, and masked data may be in reach")),
@@ -247,6 +303,8 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
                 sensitive: true,
                 masker: masker.clone(),
                 origins: Arc::default(),
+                // Code ran that the proxy cannot see.
+                effects: Arc::from([Effect::Taint, Effect::SearchPath { value: SearchPath::Unknown, local: false }]),
             }),
         }
     };
@@ -256,10 +314,18 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         Err(_) => return Ok(vec![clean(&masker, None)]),
     };
     let snapshot = if trace {
-        let rels: Vec<_> = a.statements.iter().flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned()).collect();
+        let mut rels: Vec<_> = a.statements.iter().flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned()).collect();
+        let view_reads = own.view_reads(&rels);
+        rels.extend(view_reads);
         let funcs: Vec<_> = a.statements.iter().flat_map(|f| f.functions.iter().cloned()).collect();
+        let path = match &own.search_path {
+            SearchPath::Set(p) => Some(p.as_str()),
+            SearchPath::Default | SearchPath::Unknown => None,
+        };
         match &catalog {
-            Some(c) => Some(c.snapshot(&rels, &funcs).await.map_err(|e| format!("masking needs the catalog and it could not be read ({e})"))?),
+            Some(c) => Some(
+                c.snapshot(&rels, &funcs, path).await.map_err(|e| format!("masking needs the catalog and it could not be read ({e})"))?,
+            ),
             None => return Err("masking needs the catalog and no catalog connection is configured".into()),
         }
     } else {
@@ -269,6 +335,9 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
     let clean = |masker: &Masker, copy| StmtMask { origins: Arc::clone(&origins), ..clean(masker, copy) };
     let limits = sql::Limits::default();
     let mut out = Vec::with_capacity(a.statements.len());
+    // Later statements of the message run only if the earlier ones did:
+    // they are planned with those effects assumed.
+    let mut own_local = (*own).clone();
     for f in &a.statements {
         let stmt = if trace || f.command == "COPY" { sql::parse_one(&f.text, &limits).ok() } else { None };
         let Some(snap) = &snapshot else {
@@ -282,13 +351,30 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         };
         let Some(stmt) = stmt else {
             if f.classes.contains(&StatementClass::Code) {
-                out.push(unknown_all(&format!("{} runs code the masking cannot trace", f.command))?);
+                let m = unknown_all(&format!("{} runs code the masking cannot trace", f.command))?;
+                own_local.assume(&m.effects);
+                out.push(m);
             } else {
                 out.push(clean(&masker, None));
             }
             continue;
         };
-        let t = Tracer::new(snap, &policy).trace(&stmt);
+        let resolver = Resolver { snap, own: &own_local };
+        let t = Tracer::new(&resolver, &policy).trace(&stmt);
+        let writes: Vec<_> = f.writes.iter().cloned().collect();
+        let code = f.classes.contains(&StatementClass::Code) || f.functions.iter().any(|x| resolver.user_function(x));
+        let mut effects = own::effects(&stmt, t.created.as_deref(), &t.written, &writes, code);
+        for (name, value) in &f.settings {
+            if name == "search_path" {
+                effects.push(own::search_path_effect(&stmt, value));
+            }
+        }
+        if code {
+            // A function or procedure may SET search_path.
+            effects.push(Effect::SearchPath { value: SearchPath::Unknown, local: false });
+        }
+        own_local.assume(&effects);
+        let effects: Arc<[Effect]> = Arc::from(effects);
         let lookup = |name: &Option<String>, what: &str, cursor: bool| -> Option<Result<StmtMask, String>> {
             let name = name.as_ref()?;
             let n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -303,12 +389,23 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
             continue;
         }
         if let Some(m) = lookup(&t.executes, "prepared statement", false) {
-            out.push(m?);
+            // Its effects are the prepared statement's.
+            let m = m?;
+            own_local.assume(&m.effects);
+            out.push(m);
             continue;
         }
         let p = plan(&t, &profile)?;
         let sensitive = !p.is_clean() || !t.reach.is_clean();
-        let m = StmtMask { plan: p, copy: t.copy, copy_header: t.copy_header, sensitive, masker: masker.clone(), origins: Arc::clone(&origins) };
+        let m = StmtMask {
+            plan: p,
+            copy: t.copy,
+            copy_header: t.copy_header,
+            sensitive,
+            masker: masker.clone(),
+            origins: Arc::clone(&origins),
+            effects,
+        };
         let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = &t.declares {
             Named::bound(&mut n.cursors, c.clone(), m.clone());
@@ -326,7 +423,15 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
 }
 
 fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
-    StmtMask { plan: StmtPlan::Clean, copy, copy_header: false, sensitive: false, masker: masker.clone(), origins: Arc::default() }
+    StmtMask {
+        plan: StmtPlan::Clean,
+        copy,
+        copy_header: false,
+        sensitive: false,
+        masker: masker.clone(),
+        origins: Arc::default(),
+        effects: Arc::from([]),
+    }
 }
 
 /// Tagged columns of the relations in `snap` that `profile` sees masked.
@@ -362,6 +467,7 @@ mod tests {
             sensitive: false,
             masker,
             origins: Arc::new(HashMap::from([((16384, 4), ssn.clone())])),
+            effects: Arc::from([]),
         };
         let d = Desc {
             types: vec![25, 25],

@@ -38,6 +38,7 @@ use crate::{
     mask::{
         catalog::CatalogPool,
         lineage::CopyFormat,
+        own::SearchPath,
         rows::{CopyOut, Masker, Shape, Stats},
     },
     proxy::hooks::{HooksFactory, SessionHooks, SessionInfo, SessionSummary, Verdict},
@@ -239,8 +240,43 @@ impl HooksFactory for PolicyFactory {
             held: None,
             approve_sql: HashMap::new(),
             bound: HashMap::new(),
-            mask: SessionMask::new(self.catalogs.as_ref().map(|c| c.for_session(info)), Arc::clone(&self.mask_key)),
+            mask: SessionMask {
+                catalogs: self.catalogs.clone(),
+                ..SessionMask::with_search_path(
+                    self.catalogs.as_ref().map(|c| c.for_session(info)),
+                    Arc::clone(&self.mask_key),
+                    startup_search_path(info),
+                )
+            },
         }))
+    }
+}
+
+/// The `search_path` a session starts with: a startup parameter, or
+/// `-c search_path=...` in `options`; else the role's default.
+fn startup_search_path(info: &SessionInfo) -> SearchPath {
+    let from_options = info
+        .parameters
+        .get("options")
+        .and_then(|o| super::startup::parse_options(o).into_iter().rev().find(|(k, _)| k.eq_ignore_ascii_case("search_path")))
+        .map(|(_, v)| v);
+    match info.parameters.get("search_path").cloned().or(from_options) {
+        Some(v) => SearchPath::Set(v),
+        None => SearchPath::Default,
+    }
+}
+
+/// Whether a message may change what the session itself created (so the
+/// next one is planned against an uncertain state until it is answered).
+fn may_change_own(analysis: &Result<sql::Analysis, sql::SqlError>) -> bool {
+    use sql::StatementClass as C;
+    match analysis {
+        Ok(a) => a.statements.iter().any(|f| {
+            f.classes.iter().any(|c| matches!(c, C::Ddl | C::Transaction | C::Code))
+                || f.settings.iter().any(|(n, _)| n == "search_path")
+                || !f.functions.is_empty() && f.classes.contains(&C::Write)
+        }),
+        Err(_) => true,
     }
 }
 
@@ -589,16 +625,13 @@ impl PolicyHooks {
     /// What planning a statement's result masks needs, if this identity's
     /// results are masked at all.
     fn plan_input(&mut self, analysis: Arc<Result<sql::Analysis, sql::SqlError>>) -> Option<PlanInput> {
+        self.before_send(&analysis);
         let set = self.store.current();
         let profile = set.masking.profile(&self.identity);
         let masker = self.mask.masker(&set.masking, &profile)?;
-        if let Ok(a) = analysis.as_ref()
-            && a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl))
-        {
-            self.mask.ddl = true;
-            if let Some(c) = &self.mask.catalog {
-                c.invalidate();
-            }
+        let own = self.mask.own_for_planning();
+        if may_change_own(&analysis) {
+            self.mask.own_inflight = true;
         }
         Some(PlanInput {
             catalog: self.mask.catalog.clone(),
@@ -607,7 +640,37 @@ impl PolicyHooks {
             masker,
             analysis,
             named: Arc::clone(&self.mask.named),
+            own,
         })
+    }
+
+    /// Catalog bookkeeping for a statement about to be sent, whoever sends
+    /// it: DDL makes the catalog's answers stale (now, and again when its
+    /// transaction ends).
+    fn before_send(&mut self, analysis: &Result<sql::Analysis, sql::SqlError>) {
+        let ddl = match analysis {
+            Ok(a) => a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl)),
+            // Unanalysable SQL may be anything.
+            Err(_) => true,
+        };
+        if ddl {
+            self.mask.ddl = true;
+            if let Some(c) = &self.mask.catalog {
+                c.invalidate();
+            }
+        }
+    }
+
+    /// `DROP DATABASE`, `ALTER DATABASE` and `CREATE DATABASE` (whose
+    /// `TEMPLATE` must have no other sessions) find the proxy's own catalog
+    /// connections in their way: those of this target are closed first.
+    fn database_command(&self, analysis: &Result<sql::Analysis, sql::SqlError>) -> Option<Arc<crate::mask::catalog::CatalogPool>> {
+        let a = analysis.as_ref().ok()?;
+        a.statements
+            .iter()
+            .any(|f| matches!(f.command.as_str(), "DROP DATABASE" | "ALTER DATABASE" | "CREATE DATABASE"))
+            .then(|| self.mask.catalogs.clone())
+            .flatten()
     }
 
     fn record_masked(
@@ -619,29 +682,24 @@ impl PolicyHooks {
         analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
         slot: &Slot,
     ) -> Verdict {
-        let set = self.store.current();
-        let profile = set.masking.profile(&self.identity);
-        let Some(masker) = self.mask.masker(&set.masking, &profile) else {
-            return self.record_then(event, frame, kind, name);
+        let close = self.database_command(&analysis);
+        let Some(input) = self.plan_input(analysis) else {
+            let verdict = self.record_then(event, frame, kind, name);
+            return match (close, &self.info.target) {
+                (Some(pool), target) => {
+                    let target = target.clone();
+                    Verdict::Await(Box::pin(async move {
+                        pool.close_target(&target).await;
+                        match verdict {
+                            Verdict::Await(next) => next.await,
+                            other => other,
+                        }
+                    }))
+                }
+                (None, _) => verdict,
+            };
         };
-        if let Ok(a) = analysis.as_ref()
-            && a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl))
-        {
-            // Views and tables may change: ask the catalog afresh, now and
-            // once the DDL has run.
-            self.mask.ddl = true;
-            if let Some(c) = &self.mask.catalog {
-                c.invalidate();
-            }
-        }
-        let input = PlanInput {
-            catalog: self.mask.catalog.clone(),
-            policy: Arc::clone(&set.masking),
-            profile,
-            masker,
-            analysis,
-            named: Arc::clone(&self.mask.named),
-        };
+        let target = self.info.target.clone();
         let token = self.token();
         let refusal_frame = sentinel_frame(kind, name, &token);
         let fallback_token = self.token();
@@ -652,6 +710,9 @@ impl PolicyHooks {
         let detail = self.refusal_detail();
         let slot = Arc::clone(slot);
         Verdict::Await(Box::pin(async move {
+            if let Some(pool) = close {
+                pool.close_target(&target).await;
+            }
             let send = match plan_message(input).await {
                 Ok(masks) => {
                     *lock(&slot) = masks.into();
@@ -1164,6 +1225,14 @@ impl SessionHooks for PolicyHooks {
                 if is_copy_done {
                     return Verdict::Forward(frame);
                 }
+                if let Some(tag) = &tag
+                    && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
+                    && !m.effects.is_empty()
+                {
+                    // What the statement created, dropped or wrote into the
+                    // session's own relations now holds.
+                    self.mask.own.completed(&m.effects, tag);
+                }
                 // One result per statement (a multi-statement Query has
                 // several): record it and start counting afresh.
                 let done = std::mem::replace(
@@ -1192,6 +1261,8 @@ impl SessionHooks for PolicyHooks {
                 Verdict::Forward(frame)
             }
             be::ERROR_RESPONSE => {
+                // Outside a block the implicit transaction is undone.
+                self.mask.own.error();
                 let frame = self.rewrite_sentinel(frame);
                 if self.drain {
                     return Verdict::Drop;
@@ -1214,8 +1285,17 @@ impl SessionHooks for PolicyHooks {
             be::READY_FOR_QUERY => {
                 self.drain = false;
                 self.mask.batch_done();
+                let status = frame.body().first().copied().unwrap_or(b'I');
+                self.mask.own.ready(status);
+                if self.mask.batches_done >= self.mask.batches_sent {
+                    self.mask.own_inflight = false;
+                }
                 if self.mask.ddl {
-                    self.mask.ddl = false;
+                    // Again when the transaction ends: the catalog
+                    // connection only sees DDL once it is committed.
+                    if status == b'I' {
+                        self.mask.ddl = false;
+                    }
                     if let Some(c) = &self.mask.catalog {
                         c.invalidate();
                     }
