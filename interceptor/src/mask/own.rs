@@ -560,6 +560,10 @@ pub fn search_path_effect(stmt: &Statement, value: &str) -> Effect {
             Effect::SearchPath { value: v, local }
         }
         Statement::Set(_) => Effect::SearchPath { value: SearchPath::Unknown, local: false },
+        _ if value.eq_ignore_ascii_case("default") && set_config_local(stmt).is_none() => {
+            // RESET search_path, RESET ALL.
+            Effect::SearchPath { value: SearchPath::Default, local: false }
+        }
         _ => match set_config_local(stmt) {
             Some(local) => Effect::SearchPath { value: SearchPath::Set(value.to_owned()), local },
             None => Effect::SearchPath { value: SearchPath::Unknown, local: false },
