@@ -157,6 +157,7 @@ impl OwnState {
             Effect::Alter(rel, change) => self.alter(rel, change),
             Effect::Write(rels, lin) => self.write(rels, lin),
             Effect::Taint => self.taint(),
+            Effect::DropTemp => self.rels.retain(|r| !r.temp),
             Effect::SearchPath { value, .. } => self.search_path = value.clone(),
             Effect::Begin | Effect::Commit | Effect::Rollback | Effect::Savepoint(_) | Effect::RollbackTo(_) | Effect::Release(_) => {}
         }
@@ -289,6 +290,8 @@ pub enum Effect {
     /// Code the proxy cannot see ran: anything may have been written into
     /// the session's relations.
     Taint,
+    /// `DISCARD TEMP` / `DISCARD ALL`: every temporary relation is gone.
+    DropTemp,
     SearchPath { value: SearchPath, local: bool },
     Begin,
     /// COMMIT (the server's tag says whether it committed or rolled back).
@@ -326,7 +329,9 @@ impl OwnRelations {
     pub fn completed(&mut self, effects: &[Effect], tag: &str) {
         for e in effects {
             match e {
-                Effect::Create(_) | Effect::Drop(_) | Effect::Alter(..) | Effect::Write(..) | Effect::Taint => self.current.apply(e),
+                Effect::Create(_) | Effect::Drop(_) | Effect::Alter(..) | Effect::Write(..) | Effect::Taint | Effect::DropTemp => {
+                    self.current.apply(e);
+                }
                 Effect::SearchPath { value, local } => {
                     if *local {
                         if self.in_block {
@@ -533,6 +538,14 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
                 }
             }
         }
+        Statement::Discard { object_type } => match object_type {
+            sqlparser::ast::DiscardObject::TEMP => out.push(Effect::DropTemp),
+            sqlparser::ast::DiscardObject::ALL => {
+                out.push(Effect::DropTemp);
+                out.push(Effect::SearchPath { value: SearchPath::Default, local: false });
+            }
+            _ => {}
+        },
         Statement::StartTransaction { .. } => out.push(Effect::Begin),
         Statement::Commit { .. } => out.push(Effect::Commit),
         Statement::Rollback { savepoint: Some(name), .. } => out.push(Effect::RollbackTo(names::fold_ident(name))),
