@@ -249,7 +249,7 @@ fn the_catalog_connection_is_reopened_closed_for_drop_database_and_immune_to_sha
         DB,
         r#"
         create function public.json_build_array(name, smallint) returns json language sql as $$ select '["id", 1]'::json $$;
-        create function public.json_build_array(variadic "any") returns json language sql as $$ select '["id", 1]'::json $$;
+        create function public.json_build_array(text, integer) returns json language sql as $$ select '["id", 1]'::json $$;
         create function public.quote_ident(text) returns text language sql as $$ select 'orders'::text $$;
         create function public.to_regclass(text) returns regclass language sql as $$ select 'pg_class'::regclass $$;
         create function public.array_position(text[], text) returns int language sql as $$ select 1 $$;

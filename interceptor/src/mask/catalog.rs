@@ -245,13 +245,13 @@ impl DbCatalog {
         }
         let setting = match search_path {
             Some(p) => literal(p),
-            None => "NULL".into(),
+            None => "NULL::pg_catalog.text".into(),
         };
         // set_config(..., true) lasts until the end of this message's
         // implicit transaction; the connection's own path is back after it.
         let sets = self
             .query(&format!(
-                "SELECT pg_catalog.set_config('search_path', pg_catalog.coalesce({setting}, pg_catalog.current_setting('interceptor.default_path', true), ''), true); \
+                "SELECT pg_catalog.set_config('search_path', COALESCE({setting}, pg_catalog.current_setting('interceptor.default_path', true), ''), true); \
                  SELECT pg_catalog.array_to_json(pg_catalog.current_schemas(true))"
             ))
             .await?;
