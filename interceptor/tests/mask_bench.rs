@@ -73,7 +73,7 @@ async fn guarded(config: &str, masked: bool) -> (Proxy, interceptor::audit::Audi
     let audit = interceptor::audit::AuditLog::open(&interceptor::audit::AuditConfig::in_dir(dir.path().join("audit"))).unwrap();
     let cfg = Arc::new(interceptor::config::Config::parse(Path::new("bench.toml"), config).unwrap());
     let connector = interceptor::proxy::UpstreamConnector::new(cfg).unwrap();
-    let pool = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector)));
+    let pool = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector), &interceptor::mask::catalog::CatalogConfig::default()));
     let hooks = Arc::new(interceptor::policy::session::PolicyFactory::new(store, audit.clone()).with_masking(pool, [9; 32]));
     (Proxy::start_with_hooks(config, hooks).await, audit, dir)
 }
