@@ -32,7 +32,14 @@ name = "dba"
 
 [[rule]]
 id = "work"
-identities = ["*"]
+identities = ["agent", "dba"]
+classes = ["read", "write", "transaction", "session", "ddl", "admin"]
+allow_settings = ["search_path"]
+action = "allow"
+
+[[rule]]
+id = "probe"
+identities = ["prober"]
 classes = ["read", "write", "transaction", "session", "ddl", "admin"]
 action = "allow"
 
@@ -298,4 +305,30 @@ fn derived_values_strict_mode_and_other_sessions_sql() {
         assert_no_leak(probe, &out);
         assert!(!out.contains("division by zero"), "{probe} reached the server: {out}");
     }
+}
+
+#[test]
+fn startup_settings_are_decided_like_set() {
+    let (s, _p) = stack();
+    // PGOPTIONS / pgjdbc's currentSchema: allowed where SET would be.
+    let mut cmd = s.psql(&s.conninfo(), &["SHOW search_path", "SELECT ssn FROM customers WHERE id = 1", "SET search_path = public, pg_catalog", "SELECT ssn FROM customers WHERE id = 2"]);
+    cmd.env("PGOPTIONS", "-c search_path=public");
+    process::as_user(&mut cmd, "nobody").unwrap();
+    let o = s.run_inside(&mut cmd).unwrap();
+    assert!(o.success(), "{o:?}\n{}", s.daemon.output());
+    assert!(o.stdout.starts_with("public\n") && o.stdout.contains("***-**-6789") && o.stdout.contains("***-**-4321"), "{o:?}");
+    // Refused where SET would be (no allow_settings for the prober), naming
+    // the rule, before the session starts.
+    let mut cmd = s.psql(&s.conninfo(), &["SELECT 1"]);
+    cmd.env("PGOPTIONS", "-c search_path=public");
+    let o = s.run_inside(&mut cmd).unwrap();
+    assert!(!o.success() && o.stderr.contains("builtin.guarded-setting") && o.stderr.contains("search_path"), "{o:?}");
+    let (ok, out) = psql(&s, &["SET search_path = public"]);
+    assert!(!ok && out.contains("builtin.guarded-setting"), "{out}");
+    // Lexing settings stay pinned, for everyone.
+    let mut cmd = s.psql(&s.conninfo(), &["SELECT 1"]);
+    cmd.env("PGOPTIONS", "-c standard_conforming_strings=off");
+    process::as_user(&mut cmd, "nobody").unwrap();
+    let o = s.run_inside(&mut cmd).unwrap();
+    assert!(!o.success() && o.stderr.contains("builtin.lexing-setting"), "{o:?}");
 }

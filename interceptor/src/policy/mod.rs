@@ -8,7 +8,7 @@
 //! - `builtin`: guards that hold whatever the rules say.
 //! - `cases`: policy test cases kept beside the policies.
 //! - `session`: enforcement on a live session (the proxy's hooks); `startup`:
-//!   the startup packet's allow-list.
+//!   startup settings decided like `SET`.
 
 pub mod builtin;
 pub mod cases;

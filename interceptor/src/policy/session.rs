@@ -210,7 +210,7 @@ impl HooksFactory for PolicyFactory {
         let (Some(identity), None) = (identity, &refused) else {
             return Err(refused.map_or_else(|| refusal(info, false).1, |(_, err)| err));
         };
-        check_startup(info)?;
+        check_startup(info, &set, identity)?;
         tracing::info!(
             event = "identity",
             session = info.id,
