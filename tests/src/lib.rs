@@ -18,6 +18,8 @@
 //! - [`daemon`]: [`Daemon`], `interceptor run` with a generated config and
 //!   credentials file, its JSON events collected.
 //! - [`http`]: a tiny HTTP client for the approvals API and a webhook receiver.
+//! - [`compat`]: where setup put the compatibility suite's drivers (venv,
+//!   node_modules, pgjdbc).
 //! - [`cleanup`]: removes our cgroups and pins left by a run that was killed.
 //! - [`probe`]: a raw-socket Python client for peer addresses and bad bytes.
 //! - [`stack`]: [`Stack`], the usual arrangement of the three for one test,
@@ -35,6 +37,7 @@
 
 pub mod cgroup;
 pub mod cleanup;
+pub mod compat;
 pub mod daemon;
 pub mod http;
 pub mod paths;

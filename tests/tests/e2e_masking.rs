@@ -139,6 +139,13 @@ const MASKED: &[&str] = &[
     "copy customers to stdout with (format csv, header)",
     "copy (select upper(secret) from customers) to stdout",
     "copy customers to stdout with (format binary)",
+    // COPY options, both syntaxes (psycopg2's copy_to sends the old one).
+    "copy customers to stdout with (format csv, delimiter ';')",
+    r"copy customers to stdout with delimiter as E'\t' null as '\N'",
+    "copy customers to stdout with (delimiter '|', null 'NIL')",
+    r"copy customers to stdout with (format csv, quote '''', escape '\', force_quote *, header)",
+    "copy customers to stdout csv header delimiter '-' quote as '~'",
+    "copy (select ssn || '|' || secret as both, secret from customers) to stdout with (delimiter '|')",
     "update customers set name = name where id = 1 returning secret, ssn",
     "select secret::int from customers",
     "insert into customers (id, name, email, ssn) values (99, 'x', 'x@example.org', '123-45-6789')",
@@ -164,7 +171,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("select query_to_xml('select secret from customers', true, false, '')", "query_to_xml"),
     ("select table_to_xml('customers', true, false, '')", "table_to_xml"),
     ("select * from pg_stats where tablename = 'customers'", "holds column values"),
-    ("copy customers to stdout with (format csv, delimiter ';')", "custom DELIMITER"),
+    ("copy customers to stdout with (format csv, encoding 'SJIS')", "ENCODING 'SJIS'"),
 ];
 
 fn stack() -> (Stack, tempfile::TempDir) {
@@ -246,6 +253,11 @@ fn agent_sees_no_raw_value_through_any_evasion_and_dba_sees_them_all() {
     // A CSV header keeps the column names.
     let (ok, csv) = agent_psql(&s, "copy customers (id, ssn) to stdout with (format csv, header)");
     assert!(ok && csv.starts_with("id,ssn\n") && csv.contains("\"***-**-6789\""), "{csv}");
+    // With options of one's own, each masked value in its own field.
+    let (ok, csv) = agent_psql(&s, "copy (select id, ssn, name from customers where id = 1) to stdout with (format csv, delimiter ';', quote '~', header)");
+    assert!(ok && csv.trim_end() == "id;ssn;name\n1;~***-**-6789~;Ada Lovelace", "{csv:?}");
+    let (ok, txt) = agent_psql(&s, "copy (select id, ssn, null::text from customers where id = 1) to stdout with (delimiter '|', null 'NIL')");
+    assert!(ok && txt.trim_end() == "1|***-**-6789|NIL", "{txt:?}");
     assert!(first.starts_with("***-**-6789|************1111|tok_email_"), "{out}");
     assert!(first.ends_with("|[REDACTED:secret]|Ada Lovelace"), "{out}");
     let (_, again) = agent_psql(&s, "select email from customers where id = 1");

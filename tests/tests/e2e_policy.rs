@@ -111,12 +111,15 @@ fn psql_refusals_name_the_rule_and_leave_the_database_untouched() {
         ("COPY customers TO PROGRAM 'cat > /dev/null'", "builtin.copy-program"),
         ("COPY customers TO '/tmp/interceptor-copy-test'", "builtin.copy-file"),
         ("SELECT pg_read_file('/etc/hostname')", "builtin.dangerous-function"),
-        ("select set_config('search_path', 'secret', false)", "builtin.dangerous-function"),
+        ("select set_config('search_path', 'secret', false)", "builtin.guarded-setting"),
+        ("select set_config('standard_conforming_strings', 'off', false)", "builtin.lexing-setting"),
+        ("select set_config(name, 'off', false) from pg_settings limit 1", "builtin.dangerous-function"),
+        ("select set_config('sea' || 'rch_path', 'x', false)", "builtin.dangerous-function"),
         ("WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone", "deletes-need-approval"),
         ("SELECT 1; DROP TABLE customers", "no-destruction"),
         ("select 1 /* a /* nested */ comment */; drop table customers", "no-destruction"),
         ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", "default-deny"),
-        ("SELEC * FRM customers", "builtin.unparseable"),
+        ("SELEC * FRM customers", "builtin.syntax-error"),
     ];
     for (sql, rule) in cases {
         let mut psql = s.psql(&s.conninfo(), &[sql]);

@@ -7,15 +7,27 @@
 //! - rustup: a nightly toolchain with `rust-src` (the eBPF crate is built
 //!   with `-Z build-std`); an existing nightly is kept as it is.
 //! - `bpf-linker`, built against LLVM 22 (the nightly's LLVM).
+//! - The compatibility suite's real drivers (`tests/tests/e2e_compat.rs`):
+//!   a Python venv from `tests/compat/python/requirements.txt` (psycopg2,
+//!   psycopg 3, asyncpg, SQLAlchemy, Alembic, Django), node-postgres from
+//!   `tests/compat/node/package-lock.json` (`npm ci`), and pgjdbc from
+//!   Debian. Each cache is named by the hash of its pins (see
+//!   `interceptor_tests::compat`) and marked complete last, so an
+//!   interrupted build is redone and a second run is a no-op.
 
 use std::time::Instant;
 
 use anyhow::bail;
 
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
+
+use anyhow::Context as _;
+use interceptor_tests::compat;
+
 use crate::sh::{self, cmd};
 
 /// Debian packages the build and the tests need.
-const APT_PACKAGES: [&str; 9] = [
+const APT_PACKAGES: [&str; 11] = [
     "llvm-22-dev",
     "libclang-22-dev",
     "libpolly-22-dev",
@@ -25,6 +37,10 @@ const APT_PACKAGES: [&str; 9] = [
     "postgresql-client-15",
     "pgbouncer",
     "python3",
+    // The compatibility suite: Debian's Python with venv (psycopg2, Django ...
+    // come from PyPI into a venv) and pgjdbc (run by the JDK of the image).
+    "python3-venv",
+    "libpostgresql-jdbc-java",
 ];
 
 /// Where LLVM 22's tools are; first on PATH while bpf-linker is built.
@@ -35,6 +51,7 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    compat_drivers()?;
     println!("setup: done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -105,4 +122,80 @@ fn bpf_linker() -> anyhow::Result<()> {
         ])
         .env("PATH", format!("{LLVM_BIN}:{path}")),
     )
+}
+
+/// The venv and node_modules of the compatibility suite (pgjdbc is an apt
+/// package above).
+fn compat_drivers() -> anyhow::Result<()> {
+    let root = Path::new(compat::CACHE_ROOT);
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    // The clients of the suite run as `nobody` and load from here.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+
+    let venv = compat::venv_dir()?;
+    if venv.join(compat::DONE_MARKER).exists() {
+        println!("setup: compat venv present ({})", venv.display());
+    } else {
+        let started = Instant::now();
+        println!("setup: building the compat venv {}", venv.display());
+        // Built in place (a venv's launchers name their own path); the
+        // marker, written last, says it is complete, and a directory without
+        // it is an interrupted build, removed first.
+        if venv.exists() {
+            fs::remove_dir_all(&venv)?;
+        }
+        sh::run(cmd(compat::SYSTEM_PYTHON, &["-m", "venv"]).arg(&venv))?;
+        sh::run(
+            cmd(
+                venv.join("bin").join("python"),
+                &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "-r"],
+            )
+            .arg(compat::requirements()),
+        )?;
+        fs::set_permissions(&venv, fs::Permissions::from_mode(0o755))?;
+        fs::write(venv.join(compat::DONE_MARKER), "")?;
+        println!("setup: compat venv built in {:.1}s", started.elapsed().as_secs_f64());
+    }
+
+    let node = compat::node_dir()?;
+    if node.join(compat::DONE_MARKER).exists() {
+        println!("setup: compat node_modules present ({})", node.display());
+        return Ok(());
+    }
+    if !sh::succeeds(&mut cmd("npm", &["--version"])) {
+        bail!("npm is missing (node-postgres of the compat suite): install Debian's `nodejs npm`");
+    }
+    let started = Instant::now();
+    println!("setup: installing node-postgres into {}", node.display());
+    let scratch = scratch_dir(&node)?;
+    for f in ["package.json", "package-lock.json"] {
+        fs::copy(compat::node_project().join(f), scratch.join(f))?;
+    }
+    sh::run(
+        cmd("npm", &["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(&scratch),
+    )?;
+    finish(&scratch, &node)?;
+    fs::write(node.join(compat::DONE_MARKER), "")?;
+    println!("setup: node-postgres installed in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A fresh `<dir>.partial` (a leftover of an interrupted run is removed).
+fn scratch_dir(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let scratch = dir.with_extension("partial");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch)?;
+    }
+    fs::create_dir_all(&scratch)?;
+    Ok(scratch)
+}
+
+/// Moves a completed scratch directory to its final name, world-readable.
+fn finish(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::rename(scratch, dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    Ok(())
 }

@@ -143,6 +143,93 @@ pub enum CopyFormat {
     Binary,
 }
 
+/// How COPY ... TO STDOUT lays out its rows, from the statement's options
+/// (both the `WITH (...)` and the old syntax), with PostgreSQL's defaults
+/// for what is not given: the row rewriter splits and rebuilds fields with
+/// these, so a masked value lands in its own field whatever the options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyLayout {
+    /// Data format.
+    pub format: CopyFormat,
+    /// Field separator (one byte: PostgreSQL refuses anything else).
+    pub delimiter: u8,
+    /// The text of a NULL (`\N` in text, empty in CSV).
+    pub null: Vec<u8>,
+    /// CSV quote character.
+    pub quote: u8,
+    /// CSV escape character (the quote unless given).
+    pub escape: u8,
+    /// A header line comes first (`HEADER`).
+    pub header: bool,
+}
+
+impl CopyLayout {
+    /// PostgreSQL's defaults for `format`.
+    pub fn new(format: CopyFormat) -> Self {
+        let (delimiter, null): (u8, &[u8]) = match format {
+            CopyFormat::Csv => (b',', b""),
+            _ => (b'\t', b"\\N"),
+        };
+        Self { format, delimiter, null: null.to_vec(), quote: b'"', escape: b'"', header: false }
+    }
+
+    /// The layout of a COPY's options as PostgreSQL's grammar gave them
+    /// ([`crate::sql::CopyToClient`]), or why masking cannot rebuild its
+    /// fields (a delimiter or quote of more than one byte, an encoding other
+    /// than UTF-8, an option it does not know).
+    pub fn from_options(options: &[(String, Option<String>)]) -> Result<Self, String> {
+        let get = |name: &str| options.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone().unwrap_or_default());
+        let format = match get("format").map(|f| f.to_ascii_lowercase()).as_deref() {
+            None | Some("text") => CopyFormat::Text,
+            Some("csv") => CopyFormat::Csv,
+            Some("binary") => CopyFormat::Binary,
+            Some(other) => return Err(format!("COPY format {other:?} is not one PostgreSQL has")),
+        };
+        let mut l = Self::new(format);
+        let byte = |what: &str, v: &str| -> Result<u8, String> {
+            match v.as_bytes() {
+                [b] if b.is_ascii() => Ok(*b),
+                _ => Err(format!("COPY TO STDOUT with {what} {v:?} cannot be masked field by field (one ASCII character only)")),
+            }
+        };
+        let mut escape = None;
+        for (name, value) in options {
+            let v = value.as_deref().unwrap_or_default();
+            match name.as_str() {
+                "format" | "freeze" | "force_quote" | "force_not_null" | "force_null" => {}
+                "delimiter" => l.delimiter = byte("DELIMITER", v)?,
+                "null" => l.null = v.as_bytes().to_vec(),
+                "quote" => l.quote = byte("QUOTE", v)?,
+                "escape" => escape = Some(byte("ESCAPE", v)?),
+                "encoding" => check_copy_encoding(v)?,
+                // PostgreSQL's defGetBoolean: a bare HEADER is true.
+                "header" => {
+                    l.header = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                        None | Some("true" | "on" | "1" | "yes") => true,
+                        Some("false" | "off" | "0" | "no") => false,
+                        Some(other) => return Err(format!("COPY TO STDOUT with HEADER {other:?} cannot be masked")),
+                    }
+                }
+                other => return Err(format!("COPY TO STDOUT with option {other} cannot be masked field by field")),
+            }
+        }
+        l.escape = escape.unwrap_or(l.quote);
+        Ok(l)
+    }
+}
+
+/// Masked fields are rebuilt as UTF-8: another client-side encoding of the
+/// COPY stream (where a delimiter byte may also be part of a character)
+/// cannot be rebuilt safely.
+fn check_copy_encoding(e: &str) -> Result<(), String> {
+    let norm: String = e.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    if matches!(norm.as_str(), "utf8" | "unicode" | "sqlascii") {
+        Ok(())
+    } else {
+        Err(format!("COPY TO STDOUT with ENCODING '{e}' cannot be masked field by field (UTF8 only)"))
+    }
+}
+
 /// The result of tracing one statement.
 #[derive(Debug, Clone, Default)]
 pub struct Traced {
@@ -161,10 +248,8 @@ pub struct Traced {
     /// Reasons to refuse regardless of lineage (SQL run from strings,
     /// statistics views that hold column values).
     pub refusals: Vec<String>,
-    /// COPY ... TO STDOUT format.
-    pub copy: Option<CopyFormat>,
-    /// COPY ... TO STDOUT sends a header line first (CSV `HEADER`).
-    pub copy_header: bool,
+    /// COPY ... TO STDOUT: how its rows are laid out.
+    pub copy: Option<CopyLayout>,
     /// DECLARE: the cursor's name (its outputs are in `outputs`).
     pub declares: Option<String>,
     /// FETCH/MOVE: the cursor's name (its outputs come from the DECLARE).
@@ -424,23 +509,9 @@ impl<'a> Tracer<'a> {
                         }
                     };
                     if matches!(target, CopyTarget::Stdout) {
-                        t.copy = Some(copy_format(options, legacy_options));
-                        t.copy_header = options.iter().any(|o| matches!(o, CopyOption::Header(true)))
-                            || legacy_options.iter().any(|o| {
-                                matches!(o, CopyLegacyOption::Header)
-                                    || matches!(o, CopyLegacyOption::Csv(c) if c.iter().any(|x| matches!(x, sqlparser::ast::CopyLegacyCsvOption::Header)))
-                            });
-                        let custom = options.iter().any(|o| {
-                            matches!(o, CopyOption::Delimiter(_) | CopyOption::Quote(_) | CopyOption::Escape(_))
-                        }) || legacy_options.iter().any(|o| {
-                            matches!(o, CopyLegacyOption::Delimiter(_))
-                                || matches!(o, CopyLegacyOption::Csv(c) if c.iter().any(|x| !matches!(x, sqlparser::ast::CopyLegacyCsvOption::Header)))
-                        });
-                        if custom {
-                            self.refusals.borrow_mut().push(
-                                "COPY TO STDOUT with a custom DELIMITER, QUOTE or ESCAPE cannot be masked field by field (use the defaults)".into(),
-                            );
-                        }
+                        // The format only: the options' details come from
+                        // PostgreSQL's grammar (see `policy::masking`).
+                        t.copy = Some(CopyLayout::new(copy_format(options, legacy_options)));
                         if !t.returns_unknown {
                             t.outputs = Some(outs);
                         }
@@ -465,7 +536,6 @@ impl<'a> Tracer<'a> {
                 t.outputs = inner.outputs;
                 t.returns_unknown = inner.returns_unknown;
                 t.copy = inner.copy;
-                t.copy_header = inner.copy_header;
                 t.prepares = Some(names::fold_ident(name));
             }
             Statement::Execute { name: Some(name), .. } => {

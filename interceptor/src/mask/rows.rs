@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::{
     detect::Detectors,
-    lineage::CopyFormat,
+    lineage::{CopyFormat, CopyLayout},
     plan::{ColMask, StmtPlan},
     policy::Profile,
     strategy::Strategy,
@@ -262,13 +262,13 @@ impl Masker {
         if copy.plan.is_clean() && self.detectors.is_none() {
             return frame;
         }
-        if copy.header && copy.format != CopyFormat::Binary {
+        if copy.header && copy.layout.format != CopyFormat::Binary {
             // Column names, not values.
             copy.header = false;
             return frame;
         }
         let body = frame.body();
-        let out = match copy.format {
+        let out = match copy.layout.format {
             CopyFormat::Text => self.copy_text(copy, body, stats),
             CopyFormat::Csv => self.copy_csv(copy, body, stats),
             CopyFormat::Binary => self.copy_binary(copy, body, stats),
@@ -287,24 +287,25 @@ impl Masker {
     }
 
     fn copy_text(&self, copy: &CopyOut, body: &[u8], stats: &mut Stats) -> Option<Vec<u8>> {
+        let l = &copy.layout;
         let line = body.strip_suffix(b"\n").unwrap_or(body);
-        let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+        let fields = split_text(line, l.delimiter);
         let n = fields.len();
         let mut changed = false;
         let mut out = Vec::with_capacity(body.len() + 16);
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
-                out.push(b'\t');
+                out.push(l.delimiter);
             }
-            let new = if *f == b"\\N" {
+            let new = if *f == l.null.as_slice() {
                 None
             } else if let Some(m) = self.field_mask(copy, i, n, stats) {
                 Some(match m.strategy.apply(&m.category, &unescape_text(f), &self.key) {
-                    Some(v) => escape_text(&v),
-                    None => b"\\N".to_vec(),
+                    Some(v) => escape_text(&v, l.delimiter),
+                    None => l.null.clone(),
                 })
             } else {
-                self.detect(&unescape_text(f), stats).map(|v| escape_text(&v))
+                self.detect(&unescape_text(f), stats).map(|v| escape_text(&v, l.delimiter))
             };
             match new {
                 Some(v) => {
@@ -322,29 +323,33 @@ impl Masker {
         let text = String::from_utf8_lossy(body);
         let line = text.strip_suffix('\n').unwrap_or(&text);
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let fields = split_csv(line);
+        let l = &copy.layout;
+        let (delimiter, quote, escape) = (char::from(l.delimiter), char::from(l.quote), char::from(l.escape));
+        let null = String::from_utf8_lossy(&l.null);
+        let fields = split_csv(line, delimiter, quote, escape);
         let n = fields.len();
         let mut changed = false;
         let mut parts = Vec::with_capacity(n);
+        let requote = |v: &str| quote_csv(v, quote, escape);
         for (i, (value, quoted)) in fields.iter().enumerate() {
-            let is_null = value.is_empty() && !quoted;
+            let is_null = !quoted && *value == null;
             let new = if is_null {
                 None
             } else if let Some(m) = self.field_mask(copy, i, n, stats) {
-                Some(m.strategy.apply(&m.category, value, &self.key).map(|v| quote_csv(&v)).unwrap_or_default())
+                Some(m.strategy.apply(&m.category, value, &self.key).map_or_else(|| null.clone().into_owned(), |v| requote(&v)))
             } else {
-                self.detect(value, stats).map(|v| quote_csv(&v))
+                self.detect(value, stats).map(|v| requote(&v))
             };
             match new {
                 Some(v) => {
                     parts.push(v);
                     changed = true;
                 }
-                None if *quoted => parts.push(quote_csv(value)),
+                None if *quoted => parts.push(requote(value)),
                 None => parts.push(value.clone()),
             }
         }
-        changed.then(|| format!("{}\n", parts.join(",")).into_bytes())
+        changed.then(|| format!("{}\n", parts.join(delimiter.encode_utf8(&mut [0; 4]))).into_bytes())
     }
 
     fn copy_binary(&self, copy: &mut CopyOut, body: &[u8], stats: &mut Stats) -> Option<Vec<u8>> {
@@ -486,19 +491,20 @@ impl Masker {
 /// A COPY OUT in progress.
 #[derive(Debug, Clone)]
 pub struct CopyOut {
-    /// Data format.
-    pub format: CopyFormat,
+    /// How its rows are laid out.
+    pub layout: CopyLayout,
     /// Column masks.
     pub plan: StmtPlan,
     header_seen: bool,
-    /// A header line comes first (CSV `HEADER`).
-    pub header: bool,
+    /// The header line (`HEADER`) is still to come.
+    header: bool,
 }
 
 impl CopyOut {
-    /// A COPY OUT of `format` masked by `plan`.
-    pub fn new(format: CopyFormat, plan: StmtPlan) -> Self {
-        Self { format, plan, header_seen: false, header: false }
+    /// A COPY OUT laid out as `layout`, masked by `plan`.
+    pub fn new(layout: CopyLayout, plan: StmtPlan) -> Self {
+        let header = layout.header;
+        Self { layout, plan, header_seen: false, header }
     }
 }
 
@@ -543,7 +549,29 @@ fn unescape_text(f: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn escape_text(v: &str) -> Vec<u8> {
+/// A text-format line's fields, split at every `delimiter` that no
+/// backslash escapes (PostgreSQL writes a delimiter inside a value as
+/// `\<delimiter>`), still escaped.
+fn split_text(line: &[u8], delimiter: u8) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < line.len() {
+        if line[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if line[i] == delimiter {
+            out.push(&line[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.push(&line[start.min(line.len())..]);
+    out
+}
+
+/// A value as PostgreSQL's text format writes it (`CopyAttributeOutText`).
+fn escape_text(v: &str, delimiter: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     for b in v.bytes() {
         match b {
@@ -551,43 +579,60 @@ fn escape_text(v: &str) -> Vec<u8> {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\t' => out.extend_from_slice(b"\\t"),
             b'\r' => out.extend_from_slice(b"\\r"),
+            8 => out.extend_from_slice(b"\\b"),
+            12 => out.extend_from_slice(b"\\f"),
+            11 => out.extend_from_slice(b"\\v"),
+            _ if b == delimiter => out.extend_from_slice(&[b'\\', b]),
             _ => out.push(b),
         }
     }
     out
 }
 
-/// CSV fields: (value, was quoted).
-fn split_csv(line: &str) -> Vec<(String, bool)> {
+/// CSV fields: (value, was quoted), as PostgreSQL's CSV reader splits them
+/// (`CopyReadAttributesCSV`): inside quotes, `escape` before `quote` or
+/// `escape` takes it literally, and a lone `quote` ends the quoted part.
+fn split_csv(line: &str, delimiter: char, quote: char, escape: char) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     let mut in_quotes = false;
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
-        match (c, in_quotes) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
+        if in_quotes {
+            if c == escape && chars.peek().is_some_and(|n| *n == quote || *n == escape) {
+                cur.push(chars.next().unwrap_or(c));
+            } else if c == quote {
+                in_quotes = false;
+            } else {
+                cur.push(c);
             }
-            ('"', true) => in_quotes = false,
-            ('"', false) => {
-                in_quotes = true;
-                quoted = true;
-            }
-            (',', false) => {
-                out.push((std::mem::take(&mut cur), quoted));
-                quoted = false;
-            }
-            (c, _) => cur.push(c),
+        } else if c == quote {
+            in_quotes = true;
+            quoted = true;
+        } else if c == delimiter {
+            out.push((std::mem::take(&mut cur), quoted));
+            quoted = false;
+        } else {
+            cur.push(c);
         }
     }
     out.push((cur, quoted));
     out
 }
 
-fn quote_csv(v: &str) -> String {
-    format!("\"{}\"", v.replace('"', "\"\""))
+/// A value quoted as PostgreSQL's CSV writer does (`CopyAttributeOutCSV`).
+fn quote_csv(v: &str, quote: char, escape: char) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push(quote);
+    for c in v.chars() {
+        if c == quote || c == escape {
+            out.push(escape);
+        }
+        out.push(c);
+    }
+    out.push(quote);
+    out
 }
 
 #[cfg(test)]
@@ -645,18 +690,64 @@ mod tests {
         assert_eq!(values(&out), [Some("[REDACTED:ssn]".into()), Some("[REDACTED:ssn]".into())]);
     }
 
+    /// Rows as PostgreSQL writes them under each set of options; the masked
+    /// field is found and rebuilt with the same options.
+    #[test]
+    fn copy_with_options() {
+        let m = masker();
+        let plan = StmtPlan::Columns(Arc::new(vec![None, Some(ssn_mask(Strategy::Partial(4))), None]));
+        let layout = |format, delimiter, null: &str, quote, escape| CopyLayout {
+            format,
+            delimiter,
+            null: null.as_bytes().to_vec(),
+            quote,
+            escape,
+            header: false,
+        };
+        let cases: &[(CopyLayout, &[u8], &str)] = &[
+            // psycopg2's copy_to: DELIMITER E'\t' NULL '\N'.
+            (layout(CopyFormat::Text, b'\t', "\\N", b'"', b'"'), b"a\\tb\t123-45-6789\t\\N\n", "a\\tb\t***-**-6789\t\\N\n"),
+            // A delimiter inside a value is escaped; an escaped one is not a split.
+            (layout(CopyFormat::Text, b'|', "\\N", b'"', b'"'), b"x\\|y|123-45-6789|z\n", "x\\|y|***-**-6789|z\n"),
+            // A NULL string of one's own, in the masked column and beside it.
+            (layout(CopyFormat::Text, b'|', "NIL", b'"', b'"'), b"NIL|NIL|NIL\n", "NIL|NIL|NIL\n"),
+            (layout(CopyFormat::Text, b',', "", b'"', b'"'), b"1,987-65-4321,\n", "1,***-**-4321,\n"),
+            // CSV with ';', a quote and escape of one's own.
+            (layout(CopyFormat::Csv, b';', "", b'"', b'"'), b"\"a;b\";123-45-6789;\n", "\"a;b\";\"***-**-6789\";\n"),
+            (layout(CopyFormat::Csv, b',', "", b'\'', b'\\'), b"'it\\'s, x',123-45-6789,''\n", "'it\\'s, x','***-**-6789',''\n"),
+            (layout(CopyFormat::Csv, b',', "NULL", b'"', b'"'), b"NULL,\"123-45-6789\",\"NULL\"\n", "NULL,\"***-**-6789\",\"NULL\"\n"),
+            // A quoted value holding the delimiter and an escaped quote in the masked column.
+            (layout(CopyFormat::Csv, b'|', "", b'"', b'\\'), b"1|\"12\\\"3-45|6789\"|x\n", "1|\"**\\\"*-**|6789\"|x\n"),
+        ];
+        for (l, row, want) in cases {
+            let mut stats = Stats::default();
+            let mut copy = CopyOut::new(l.clone(), plan.clone());
+            let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, row), &mut stats);
+            assert_eq!(String::from_utf8_lossy(out.body()), *want, "{l:?} {}", String::from_utf8_lossy(row));
+        }
+        // A header line passes as it is, once.
+        let mut l = layout(CopyFormat::Csv, b';', "", b'"', b'"');
+        l.header = true;
+        let mut copy = CopyOut::new(l, plan.clone());
+        let mut stats = Stats::default();
+        let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, b"id;ssn;x\n"), &mut stats);
+        assert_eq!(out.body(), b"id;ssn;x\n");
+        let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, b"1;123-45-6789;x\n"), &mut stats);
+        assert_eq!(String::from_utf8_lossy(out.body()), "1;\"***-**-6789\";x\n");
+    }
+
     #[test]
     fn copy_formats() {
         let m = masker();
         let plan = StmtPlan::Columns(Arc::new(vec![None, Some(ssn_mask(Strategy::Partial(4)))]));
         let mut stats = Stats::default();
-        let mut text = CopyOut::new(CopyFormat::Text, plan.clone());
+        let mut text = CopyOut::new(CopyLayout::new(CopyFormat::Text), plan.clone());
         let out = m.copy_data(&mut text, Frame::new(be::COPY_DATA, b"a\\tb\t123-45-6789\n"), &mut stats);
         assert_eq!(out.body(), b"a\\tb\t***-**-6789\n");
-        let mut csv = CopyOut::new(CopyFormat::Csv, plan.clone());
+        let mut csv = CopyOut::new(CopyLayout::new(CopyFormat::Csv), plan.clone());
         let out = m.copy_data(&mut csv, Frame::new(be::COPY_DATA, b"\"x,\"\"y\",123-45-6789\n"), &mut stats);
         assert_eq!(String::from_utf8_lossy(out.body()), "\"x,\"\"y\",\"***-**-6789\"\n");
-        let mut bin = CopyOut::new(CopyFormat::Binary, plan);
+        let mut bin = CopyOut::new(CopyLayout::new(CopyFormat::Binary), plan);
         let mut body = b"PGCOPY\n\xff\r\n\0".to_vec();
         body.extend([0, 0, 0, 0, 0, 0, 0, 0]);
         body.extend(2i16.to_be_bytes());

@@ -10,6 +10,10 @@ use super::{
 };
 use crate::sql::{Analysis, Relation, SqlError, StatementFacts};
 
+/// The rule of SQL PostgreSQL's own grammar rejects: refused with the
+/// server's SQLSTATE 42601 (syntax_error) rather than 42501.
+pub const SYNTAX_ERROR_RULE: &str = "builtin.syntax-error";
+
 /// Where a statement is going: the session's identity and destination.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -315,9 +319,13 @@ impl PolicySet {
                         max_rows: self.defaults.max_rows,
                     };
                 }
+                // The server would reject it too: refused with PostgreSQL's
+                // own syntax_error (42601), as a client that branches on it
+                // expects; never forwarded.
+                let rule = if matches!(e, SqlError::PgParse(_)) { SYNTAX_ERROR_RULE } else { "builtin.unparseable" };
                 return Decision {
                     action: Action::Deny,
-                    rule: "builtin.unparseable".into(),
+                    rule: rule.into(),
                     reason: format!("{e}; statements that cannot be analysed are refused"),
                     max_rows: None,
                 };
@@ -616,6 +624,10 @@ action = "allow"
         assert_eq!(s.decide(&ctx("ci"), &Err(SqlError::Parse("x".into()))).action, Action::Allow);
         // Ambiguity between the two parsers is never let through.
         assert_eq!(s.decide(&ctx("ci"), &Err(SqlError::Disagreement("x".into()))).action, Action::Deny);
+        // What PostgreSQL's grammar rejects is a syntax error, even when
+        // unparseable SQL may pass.
+        let d = s.decide(&ctx("ci"), &Err(SqlError::PgParse("syntax error at or near \"SELEC\"".into())));
+        assert_eq!((d.action, d.rule.as_str()), (Action::Deny, SYNTAX_ERROR_RULE));
     }
 
     #[test]

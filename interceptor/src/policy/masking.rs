@@ -12,7 +12,7 @@ use crate::{
     mask::{
         MaskPolicy, Profile,
         catalog::{CatalogPool, DbCatalog},
-        lineage::{Catalog as _, CopyFormat, Snapshot, Tracer},
+        lineage::{Catalog as _, CopyLayout, Snapshot, Tracer},
         own::{self, Effect, OwnRelations, OwnState, Resolver, SearchPath},
         plan::{ColMask, StmtPlan, plan},
         policy::UnknownLineage,
@@ -28,10 +28,8 @@ use crate::{
 pub struct StmtMask {
     /// Column masks.
     pub plan: StmtPlan,
-    /// COPY TO STDOUT format.
-    pub copy: Option<CopyFormat>,
-    /// The COPY sends a header line first.
-    pub copy_header: bool,
+    /// COPY TO STDOUT: how its rows are laid out.
+    pub copy: Option<CopyLayout>,
     /// Sensitive data was in reach: values echoed in errors are redacted.
     pub sensitive: bool,
     /// The identity's masker when the statement was planned.
@@ -299,7 +297,6 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
             UnknownLineage::Mask => Ok(StmtMask {
                 plan: StmtPlan::All(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() }),
                 copy: None,
-                copy_header: false,
                 sensitive: true,
                 masker: masker.clone(),
                 origins: Arc::default(),
@@ -339,28 +336,46 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
     // they are planned with those effects assumed.
     let mut own_local = (*own).clone();
     for f in &a.statements {
-        let stmt = if trace || f.command == "COPY" { sql::parse_one(&f.text, &limits).ok() } else { None };
+        // A COPY to the client is traced as PostgreSQL's grammar reads it:
+        // the statement without its options (which sqlparser may not
+        // parse), laid out by the options as the server will apply them.
+        let copy_out = if f.command == "COPY" { sql::copy_to_client(&f.text, limits.max_depth).ok().flatten() } else { None };
+        let layout = copy_out.as_ref().map(|c| CopyLayout::from_options(&c.options)).transpose()?;
+        let text = copy_out.as_ref().map_or(f.text.as_str(), |c| c.bare.as_str());
+        let stmt = if trace || f.command == "COPY" { sql::parse_one(text, &limits).ok() } else { None };
         let Some(snap) = &snapshot else {
-            // Detectors only; COPY needs its format.
+            // Detectors only; COPY needs its layout.
             let t = stmt.as_ref().map(|s| Tracer::new(&Snapshot::default(), &policy).trace(s));
-            out.push(StmtMask {
-                copy_header: t.as_ref().is_some_and(|t| t.copy_header),
-                ..clean(&masker, t.and_then(|t| t.copy))
-            });
+            out.push(clean(&masker, layout.or_else(|| t.and_then(|t| t.copy))));
             continue;
         };
         let Some(stmt) = stmt else {
-            if f.classes.contains(&StatementClass::Code) {
-                let m = unknown_all(&format!("{} runs code the masking cannot trace", f.command))?;
-                own_local.assume(&m.effects);
-                out.push(m);
+            // Not traceable. Code runs what the masking cannot see; a read
+            // (a COPY or FETCH only PostgreSQL's grammar parses) may send
+            // rows of anything, with no RowDescription for a COPY: both are
+            // unknown lineage. Anything else returns no rows.
+            let why = if f.classes.contains(&StatementClass::Code) {
+                Some("runs code the masking cannot trace")
+            } else if f.classes.contains(&StatementClass::Read) || copy_out.is_some() {
+                Some("returns rows the masking cannot trace")
             } else {
-                out.push(clean(&masker, None));
+                None
+            };
+            match why {
+                Some(why) => {
+                    let m = unknown_all(&format!("{} {why}", f.command))?;
+                    own_local.assume(&m.effects);
+                    out.push(m);
+                }
+                None => out.push(clean(&masker, None)),
             }
             continue;
         };
         let resolver = Resolver { snap, own: &own_local };
-        let t = Tracer::new(&resolver, &policy).trace(&stmt);
+        let mut t = Tracer::new(&resolver, &policy).trace(&stmt);
+        if layout.is_some() {
+            t.copy = layout;
+        }
         let writes: Vec<_> = f.writes.iter().cloned().collect();
         let code = f.classes.contains(&StatementClass::Code) || f.functions.iter().any(|x| resolver.user_function(x));
         let mut effects = own::effects(&stmt, t.created.as_deref(), &t.written, &writes, code);
@@ -399,8 +414,7 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         let sensitive = !p.is_clean() || !t.reach.is_clean();
         let m = StmtMask {
             plan: p,
-            copy: t.copy,
-            copy_header: t.copy_header,
+            copy: t.copy.clone(),
             sensitive,
             masker: masker.clone(),
             origins: Arc::clone(&origins),
@@ -422,11 +436,10 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
     Ok(out)
 }
 
-fn clean(masker: &Masker, copy: Option<CopyFormat>) -> StmtMask {
+fn clean(masker: &Masker, copy: Option<CopyLayout>) -> StmtMask {
     StmtMask {
         plan: StmtPlan::Clean,
         copy,
-        copy_header: false,
         sensitive: false,
         masker: masker.clone(),
         origins: Arc::default(),
@@ -463,7 +476,6 @@ mod tests {
         let m = StmtMask {
             plan: StmtPlan::Clean,
             copy: None,
-            copy_header: false,
             sensitive: false,
             masker,
             origins: Arc::new(HashMap::from([((16384, 4), ssn.clone())])),

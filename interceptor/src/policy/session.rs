@@ -37,7 +37,7 @@ use crate::{
     audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
     mask::{
         catalog::CatalogPool,
-        lineage::CopyFormat,
+        lineage::{CopyFormat, CopyLayout},
         own::SearchPath,
         rows::{CopyOut, Masker, Shape, Stats},
     },
@@ -513,7 +513,8 @@ impl PolicyHooks {
             ),
             _ => format!("interceptor: statement refused by rule {}: {}", d.rule, d.reason),
         };
-        PgError::error(REFUSED, message).with_detail(self.refusal_detail())
+        let code = if d.rule == super::engine::SYNTAX_ERROR_RULE { SYNTAX_ERROR } else { REFUSED };
+        PgError::error(code, message).with_detail(self.refusal_detail())
     }
 
     /// A fresh sentinel word (not yet standing for anything).
@@ -1190,10 +1191,13 @@ impl SessionHooks for PolicyHooks {
                     && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
                 {
                     let binary = frame.body().first() == Some(&1);
-                    let format = m.copy.unwrap_or(if binary { CopyFormat::Binary } else { CopyFormat::Text });
-                    let mut copy = CopyOut::new(format, m.plan);
-                    copy.header = m.copy_header;
-                    c.copy = Some(copy);
+                    // The server's word on binary or not stands over the
+                    // statement's options.
+                    let layout = match m.copy {
+                        Some(l) if binary == (l.format == CopyFormat::Binary) => l,
+                        _ => CopyLayout::new(if binary { CopyFormat::Binary } else { CopyFormat::Text }),
+                    };
+                    c.copy = Some(CopyOut::new(layout, m.plan));
                     c.masker = Some(m.masker);
                 }
                 if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }

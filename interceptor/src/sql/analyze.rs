@@ -205,7 +205,17 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
 
     let mut functions: BTreeSet<String> = c.functions.into_iter().collect();
     functions.extend(found.functions);
+    let found_dynamic_set_config = functions.contains("set_config");
     functions.extend(pg.functions.iter().cloned());
+    // `set_config` with a literal name is the SET of that setting (the
+    // visitor recorded it in `settings`); PostgreSQL's summary lists every
+    // call, so its full tree says whether any call computes the name.
+    if functions.contains("set_config")
+        && !found_dynamic_set_config
+        && !pgcheck::tree_facts(text, limits.max_depth)?.functions.contains("set_config")
+    {
+        functions.remove("set_config");
+    }
     let mut settings = c.settings;
     settings.extend(found.settings);
     Ok(StatementFacts {

@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use analyze::{analyze, parse_one};
+pub use pgcheck::{CopyToClient, copy_to_client};
 pub use cache::analyze_cached;
 pub use names::MAX_IDENTIFIER_BYTES;
 

@@ -177,7 +177,17 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
                         .filter_map(|p| p.pointer("/node/String/sval").and_then(serde_json::Value::as_str))
                         .map(str::to_owned)
                         .collect();
-                    out.functions.insert(names::function_from_parts(&parts));
+                    let name = names::function_from_parts(&parts);
+                    // `set_config('name', ...)` with a literal name is the
+                    // `SET` of that setting (the visitor records it so); only
+                    // a computed name keeps the function on the dangerous list.
+                    let literal_setting = map
+                        .get("args")
+                        .and_then(|a| a.pointer("/0/node/AConst/val/Sval/sval"))
+                        .is_some_and(serde_json::Value::is_string);
+                    if !(name == "set_config" && literal_setting) {
+                        out.functions.insert(name);
+                    }
                 }
                 stack.extend(map.values());
             }
@@ -491,4 +501,60 @@ pub(crate) fn command_for_kind(kind: &str, text: &str) -> String {
         }
         _ => first,
     }
+}
+
+/// A `COPY ... TO STDOUT` as PostgreSQL's grammar reads it: the statement
+/// with its options taken out (deparsed by PostgreSQL's own deparser, so
+/// sqlparser can trace what it sends whatever option syntax was used) and
+/// the options as the server will see them (`DefElem` name and value; the
+/// old `WITH CSV HEADER DELIMITER AS ...` syntax arrives in the same form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyToClient {
+    /// The statement without options: `COPY t (a, b) TO STDOUT`.
+    pub bare: String,
+    /// (option name, value): `None` for a bare option (`HEADER`), `*` for
+    /// `FORCE_QUOTE *`, a list as its items joined by `,`.
+    pub options: Vec<(String, Option<String>)>,
+}
+
+/// [`CopyToClient`] of `text` when it is one `COPY ... TO STDOUT`.
+pub fn copy_to_client(text: &str, max_depth: usize) -> Result<Option<CopyToClient>, SqlError> {
+    use pg_query::NodeEnum;
+    let mut parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
+    let [raw] = parsed.protobuf.stmts.as_mut_slice() else { return Ok(None) };
+    let Some(NodeEnum::CopyStmt(c)) = raw.stmt.as_mut().and_then(|n| n.node.as_mut()) else { return Ok(None) };
+    if c.is_from || !c.filename.is_empty() {
+        return Ok(None);
+    }
+    let value = |n: &pg_query::protobuf::Node| -> Option<String> {
+        match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(s.sval.clone()),
+            NodeEnum::Boolean(b) => Some(b.boolval.to_string()),
+            NodeEnum::Integer(i) => Some(i.ival.to_string()),
+            NodeEnum::Float(f) => Some(f.fval.clone()),
+            NodeEnum::AStar(_) => Some("*".into()),
+            NodeEnum::List(l) => Some(
+                l.items
+                    .iter()
+                    .filter_map(|i| match i.node.as_ref() {
+                        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => Some(String::new()),
+        }
+    };
+    let options = c
+        .options
+        .iter()
+        .filter_map(|o| match o.node.as_ref() {
+            Some(NodeEnum::DefElem(d)) => Some((d.defname.to_ascii_lowercase(), d.arg.as_deref().and_then(value))),
+            _ => None,
+        })
+        .collect();
+    c.options.clear();
+    let bare = guarded(|| pg_query::deparse(&parsed.protobuf, Default::default()), max_depth)?;
+    Ok(Some(CopyToClient { bare, options }))
 }

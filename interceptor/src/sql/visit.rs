@@ -102,12 +102,18 @@ impl Walker {
                 Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(literal_text(e)),
                 _ => None,
             };
+            // A literal setting name makes the call what `SET` is: decided as
+            // that setting (allow_settings, the pinned lexing settings) in
+            // the session class. A computed name could be any setting: the
+            // function stays on the dangerous list.
             if let Some(Some(setting)) = lit(0) {
                 let value = match lit(1) {
                     Some(Some(v)) => v,
                     _ => list.args.get(1).map(ToString::to_string).unwrap_or_default(),
                 };
                 self.out.settings.push((setting.to_ascii_lowercase(), value));
+                self.out.classes.insert(StatementClass::Session);
+                return;
             }
         }
         self.out.functions.insert(fname);

@@ -151,7 +151,36 @@ fn filters_writes_and_paths() {
     assert_eq!(cols("with d as (delete from customers returning ssn) select * from d"), ["ssn"]);
 
     let t = trace("copy customers to stdout with (format csv)");
-    assert_eq!(t.copy, Some(CopyFormat::Csv));
+    assert_eq!(t.copy, Some(CopyLayout::new(CopyFormat::Csv)));
+    // Options in both syntaxes as PostgreSQL's grammar reads them, with its
+    // defaults for the rest; the statement traced without them.
+    let copy = |sql: &str| crate::sql::copy_to_client(sql, 64).unwrap().unwrap_or_else(|| panic!("{sql}: not a COPY TO STDOUT"));
+    let layout = |sql: &str| CopyLayout::from_options(&copy(sql).options).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let l = layout(r"copy customers to stdout with delimiter as E'\t' null as '\N'");
+    assert_eq!((l.format, l.delimiter, l.null.as_slice()), (CopyFormat::Text, b'\t', br"\N".as_slice()));
+    let l = layout(r"copy customers to stdout with (format csv, delimiter ';', null 'NULL', quote '''', escape '\', header, force_quote *, encoding 'UTF8')");
+    assert_eq!(
+        (l.format, l.delimiter, l.null.as_slice(), l.quote, l.escape, l.header),
+        (CopyFormat::Csv, b';', b"NULL".as_slice(), b'\'', b'\\', true)
+    );
+    let l = layout("copy customers to stdout csv header delimiter '-' quote as '~' force quote ssn");
+    assert_eq!((l.format, l.quote, l.escape, l.header, l.delimiter), (CopyFormat::Csv, b'~', b'~', true, b'-'));
+    let l = layout("copy (select 1) to stdout with (header false, format text, delimiter '|')");
+    assert_eq!((l.format, l.delimiter, l.header, l.null.as_slice()), (CopyFormat::Text, b'|', false, br"\N".as_slice()));
+    assert_eq!(layout("copy customers to stdout binary").format, CopyFormat::Binary);
+    let c = copy("COPY customers (id, ssn) TO STDOUT WITH CSV HEADER FORCE QUOTE *");
+    assert_eq!(cols(&c.bare), ["", "ssn"], "{}", c.bare);
+    assert!(crate::sql::copy_to_client("copy customers from stdin", 64).unwrap().is_none());
+    // What cannot be rebuilt field by field is refused, naming the option.
+    for (sql, why) in [
+        ("copy customers to stdout with (format csv, encoding 'SJIS')", "ENCODING 'SJIS'"),
+        ("copy customers to stdout with (encoding 'EUC_JP')", "ENCODING 'EUC_JP'"),
+        ("copy customers to stdout with (delimiter 'ab')", "DELIMITER"),
+        ("copy customers to stdout with (delimiter '§')", "DELIMITER"),
+    ] {
+        let e = CopyLayout::from_options(&copy(sql).options).unwrap_err();
+        assert!(e.contains(why), "{sql}: {e}");
+    }
     assert_eq!(t.outputs.unwrap().len(), 5);
     assert_eq!(cols("copy (select ssn from customers) to stdout"), ["ssn"]);
     assert_eq!(cols("copy customers (name, ssn) to stdout binary"), ["", "ssn"]);

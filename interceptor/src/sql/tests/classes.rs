@@ -246,11 +246,25 @@ fn dangerous_functions_are_reported_wherever_they_are_called() {
 
 #[test]
 fn set_config_is_a_setting() {
+    // A literal name: the SET of that setting, in the session class, and
+    // not a dangerous-function call (asyncpg's `set_config('jit', 'off',
+    // false)`, pg_dump's search_path).
     let s = one("SELECT set_config('search_path', '', false)");
     assert_eq!(
         (&s.functions, &s.settings),
-        (&funcs(&["set_config"]), &vec![("search_path".into(), String::new())])
+        (&funcs(&[]), &vec![("search_path".into(), String::new())])
     );
+    assert!(s.classes.contains(&StatementClass::Session), "{:?}", s.classes);
+    let s = one("SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new");
+    assert_eq!((&s.functions, &s.settings), (&funcs(&["current_setting"]), &vec![("jit".into(), "off".into())]));
+    // A computed name could be any setting: still the dangerous function.
+    for sql in [
+        "SELECT set_config(name, 'off', false) FROM pg_settings",
+        "SELECT set_config('sea' || 'rch_path', 'x', false)",
+        "SELECT set_config('jit', 'off', false), set_config(lower('ROLE'), 'x', false)",
+    ] {
+        assert!(one(sql).functions.contains("set_config"), "{sql}: {:?}", one(sql).functions);
+    }
     let s = one("SELECT pg_catalog.set_config('Standard_Conforming_Strings', 'off', false)");
     assert_eq!(
         s.settings,
