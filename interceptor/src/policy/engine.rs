@@ -166,7 +166,22 @@ impl CompiledRule {
         let s = &self.spec;
         s.identities.iter().any(|i| i == "*" || i == ctx.identity)
             && s.targets.as_ref().is_none_or(|t| t.iter().any(|t| t == ctx.target))
-            && (s.databases.is_none() || self.databases.any(ctx.database))
+    }
+
+    /// A rule's `databases` and the statement: an `allow` rule must cover
+    /// the database connected to and every database the statement names
+    /// (`DROP DATABASE x` from `postgres`); a `deny`/`approve` rule matches
+    /// when either is listed.
+    fn covers_databases(&self, ctx: &Context<'_>, f: &StatementFacts) -> bool {
+        if self.spec.databases.is_none() {
+            return true;
+        }
+        let connected = self.databases.any(ctx.database);
+        if self.spec.action == Action::Allow {
+            connected && f.databases.iter().all(|d| self.databases.any(d))
+        } else {
+            connected || f.databases.iter().any(|d| self.databases.any(d))
+        }
     }
 
     /// `allow` rules must cover every fact; `deny`/`approve` rules match when
@@ -254,7 +269,7 @@ impl PolicySet {
 
     /// Decides one statement.
     pub fn decide_statement(&self, ctx: &Context<'_>, f: &StatementFacts) -> Decision {
-        let Some(rule) = self.rules.iter().find(|r| r.applies_to(ctx) && r.matches(f)) else {
+        let Some(rule) = self.rules.iter().find(|r| r.applies_to(ctx) && r.covers_databases(ctx, f) && r.matches(f)) else {
             // Guards first: their reason is more precise than "no rule".
             if let Some(d) = builtin::check(f, None) {
                 return d;
@@ -387,6 +402,7 @@ mod tests {
             reads: reads.iter().map(rel).collect(),
             writes: writes.iter().map(rel).collect(),
             functions: functions.iter().map(|s| (*s).to_owned()).collect(),
+            databases: BTreeSet::new(),
             copy: None,
             settings: vec![],
             unbounded: true,
@@ -436,6 +452,42 @@ max_rows = 50
 
     fn ctx(identity: &str) -> Context<'_> {
         Context { identity, target: "db", database: "app" }
+    }
+
+    #[test]
+    fn databases_a_statement_names_must_be_covered_by_an_allow_rule() {
+        let s = set(r#"
+[[identity]]
+name = "ci"
+uid = [1000]
+
+[[rule]]
+id = "no-prod"
+identities = ["*"]
+databases = ["prod"]
+action = "deny"
+
+[[rule]]
+id = "test-dbs"
+identities = ["ci"]
+commands = ["CREATE DATABASE", "DROP DATABASE"]
+databases = ["postgres", "test_*"]
+action = "allow"
+"#);
+        let decide = |db: &str, sql: &str| {
+            let ctx = Context { identity: "ci", target: "db", database: db };
+            s.decide(&ctx, &crate::sql::analyze(sql, &crate::sql::Limits::default())).rule
+        };
+        assert_eq!(decide("postgres", "CREATE DATABASE test_app"), "test-dbs");
+        assert_eq!(decide("postgres", "DROP DATABASE IF EXISTS \"test_app\""), "test-dbs");
+        // Another database, or a copy of one, is not a test database.
+        assert_eq!(decide("postgres", "DROP DATABASE app"), "default-deny");
+        assert_eq!(decide("postgres", "CREATE DATABASE test_app TEMPLATE app"), "default-deny");
+        assert_eq!(decide("postgres", "ALTER DATABASE test_app RENAME TO app"), "default-deny");
+        // A deny rule matches when it names the database the statement touches.
+        assert_eq!(decide("postgres", "DROP DATABASE prod"), "no-prod");
+        assert_eq!(decide("postgres", "CREATE DATABASE test_x TEMPLATE prod"), "no-prod");
+        assert_eq!(decide("app", "CREATE DATABASE test_app"), "default-deny");
     }
 
     #[test]

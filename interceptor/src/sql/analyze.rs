@@ -226,6 +226,7 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
         reads,
         writes,
         functions,
+        databases: pgcheck::named_databases(text, &pg.kind, limits.max_depth)?,
         copy: c.copy,
         settings,
         unbounded,
@@ -244,6 +245,10 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
     if !is_copy && !is_set && kind_classes.is_none() {
         return None;
     }
+    let databases = match pgcheck::named_databases(text, &pg.kind, limits.max_depth) {
+        Ok(d) => d,
+        Err(e) => return Some(Err(e)),
+    };
     Some(pgcheck::tree_facts(text, limits.max_depth).map(|tree| {
         let mut classes: BTreeSet<StatementClass> = kind_classes.into_iter().flatten().copied().collect();
         let mut reads = BTreeSet::new();
@@ -295,6 +300,7 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
             reads,
             writes,
             functions,
+            databases,
             copy,
             settings,
             unbounded,

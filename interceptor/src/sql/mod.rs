@@ -114,6 +114,9 @@ pub struct StatementFacts {
     /// Functions called anywhere in the statement, lower-cased, schema
     /// dropped for `pg_catalog`, kept otherwise (`myschema.f`).
     pub functions: BTreeSet<String>,
+    /// Databases the statement creates, drops, alters, renames or copies
+    /// (`CREATE DATABASE ... TEMPLATE`), besides the one connected to.
+    pub databases: BTreeSet<String>,
     /// COPY endpoints, when the statement is a COPY.
     pub copy: Option<CopyFacts>,
     /// Session settings changed: (name lower-cased, value text). Includes

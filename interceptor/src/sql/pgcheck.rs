@@ -558,3 +558,68 @@ pub fn copy_to_client(text: &str, max_depth: usize) -> Result<Option<CopyToClien
     let bare = guarded(|| pg_query::deparse(&parsed.protobuf, Default::default()), max_depth)?;
     Ok(Some(CopyToClient { bare, options }))
 }
+
+/// Parse-node kinds that name databases other than the one connected to.
+const DATABASE_KINDS: &[&str] = &[
+    "CreatedbStmt",
+    "DropdbStmt",
+    "AlterDatabaseStmt",
+    "AlterDatabaseSetStmt",
+    "AlterDatabaseRefreshCollStmt",
+    "RenameStmt",
+    "AlterOwnerStmt",
+];
+
+/// The databases a statement creates, drops, alters, renames (old and new
+/// name) or copies (`CREATE DATABASE ... TEMPLATE`), as PostgreSQL reads
+/// the names. Empty for statements of other kinds.
+pub(crate) fn named_databases(text: &str, kind: &str, max_depth: usize) -> Result<BTreeSet<String>, SqlError> {
+    use pg_query::{NodeEnum, protobuf::ObjectType};
+    let mut out = BTreeSet::new();
+    if !DATABASE_KINDS.contains(&kind) {
+        return Ok(out);
+    }
+    let parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
+    let string = |n: &pg_query::protobuf::Node| match n.node.as_ref() {
+        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+        _ => None,
+    };
+    for raw in &parsed.protobuf.stmts {
+        match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::CreatedbStmt(c)) => {
+                out.insert(c.dbname.clone());
+                for o in &c.options {
+                    if let Some(NodeEnum::DefElem(d)) = o.node.as_ref()
+                        && d.defname == "template"
+                        && let Some(t) = d.arg.as_deref().and_then(string)
+                    {
+                        out.insert(t);
+                    }
+                }
+            }
+            Some(NodeEnum::DropdbStmt(d)) => {
+                out.insert(d.dbname.clone());
+            }
+            Some(NodeEnum::AlterDatabaseStmt(a)) => {
+                out.insert(a.dbname.clone());
+            }
+            Some(NodeEnum::AlterDatabaseSetStmt(a)) => {
+                out.insert(a.dbname.clone());
+            }
+            Some(NodeEnum::AlterDatabaseRefreshCollStmt(a)) => {
+                out.insert(a.dbname.clone());
+            }
+            Some(NodeEnum::RenameStmt(r)) if r.rename_type == ObjectType::ObjectDatabase as i32 => {
+                out.insert(r.subname.clone());
+                out.insert(r.newname.clone());
+            }
+            Some(NodeEnum::AlterOwnerStmt(a)) if a.object_type == ObjectType::ObjectDatabase as i32 => {
+                if let Some(n) = a.object.as_deref().and_then(string) {
+                    out.insert(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
