@@ -119,7 +119,10 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("/etc/interceptor/policies"), watch_secs: 2 }
+        Self {
+            dir: PathBuf::from("/etc/interceptor/policies"),
+            watch_secs: 2,
+        }
     }
 }
 
@@ -302,7 +305,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json }
+        Self {
+            format: LogFormat::Json,
+        }
     }
 }
 
@@ -335,11 +340,15 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -459,7 +468,10 @@ impl Config {
                     "set the database port, e.g. port = 5432",
                 ));
             }
-            for l in [Some(self.proxy.listen), self.proxy.listen6].into_iter().flatten() {
+            for l in [Some(self.proxy.listen), self.proxy.listen6]
+                .into_iter()
+                .flatten()
+            {
                 if t.matches(l) {
                     return Err(err(
                         "listen",
@@ -473,7 +485,10 @@ impl Config {
                 }
             }
         }
-        for l in [Some(self.proxy.listen), self.proxy.listen6].into_iter().flatten() {
+        for l in [Some(self.proxy.listen), self.proxy.listen6]
+            .into_iter()
+            .flatten()
+        {
             if !l.ip().is_loopback() {
                 return Err(err(
                     "listen",
@@ -483,10 +498,18 @@ impl Config {
             }
         }
         if self.proxy.listen6.is_some_and(|l| !l.is_ipv6()) {
-            return Err(err("listen6", "listen6 must be an IPv6 address".into(), "e.g. listen6 = \"[::1]:15432\""));
+            return Err(err(
+                "listen6",
+                "listen6 must be an IPv6 address".into(),
+                "e.g. listen6 = \"[::1]:15432\"",
+            ));
         }
         if !self.proxy.listen.is_ipv4() {
-            return Err(err("listen", "listen must be an IPv4 address".into(), "e.g. listen = \"127.0.0.1:15432\""));
+            return Err(err(
+                "listen",
+                "listen must be an IPv4 address".into(),
+                "e.g. listen = \"127.0.0.1:15432\"",
+            ));
         }
         if let Some(name) = &self.proxy.explicit_target
             && !self.targets.iter().any(|t| &t.name == name)
@@ -505,7 +528,11 @@ impl Config {
             ));
         }
         if self.proxy.tls_cert.is_some() != self.proxy.tls_key.is_some() {
-            return Err(err("tls_", "tls_cert and tls_key go together".into(), "set both or neither"));
+            return Err(err(
+                "tls_",
+                "tls_cert and tls_key go together".into(),
+                "set both or neither",
+            ));
         }
         if self.ebpf.mode == AttachMode::Task && self.ebpf.attach_to.is_none() {
             return Err(err(
@@ -515,7 +542,11 @@ impl Config {
             ));
         }
         if self.ebpf.max_connections < 16 {
-            return Err(err("max_connections", "max_connections is below 16".into(), "use e.g. 65536"));
+            return Err(err(
+                "max_connections",
+                "max_connections is below 16".into(),
+                "use e.g. 65536",
+            ));
         }
         if let Some(a) = &self.approvals
             && let Err((needle, message, fix)) = a.validate()
@@ -528,7 +559,11 @@ impl Config {
             });
         }
         if !self.admin.socket.is_absolute() {
-            return Err(err("socket", "[admin] socket must be an absolute path".into(), "e.g. socket = \"/run/interceptor/admin.sock\""));
+            return Err(err(
+                "socket",
+                "[admin] socket must be an absolute path".into(),
+                "e.g. socket = \"/run/interceptor/admin.sock\"",
+            ));
         }
         if let Err(e) = self.token.validate() {
             return Err(ConfigError {
@@ -543,12 +578,18 @@ impl Config {
 
     /// The host token signing key: `[token] host_key`, else `<state_dir>/tokens/host.key`.
     pub fn token_host_key(&self) -> PathBuf {
-        self.token.host_key.clone().unwrap_or_else(|| self.state_dir.join("tokens").join("host.key"))
+        self.token
+            .host_key
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("tokens").join("host.key"))
     }
 
     /// The host token store: `[token] store`, else `<state_dir>/tokens`.
     pub fn token_store(&self) -> PathBuf {
-        self.token.store.clone().unwrap_or_else(|| self.state_dir.join("tokens"))
+        self.token
+            .store
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("tokens"))
     }
 
     /// The target a connect to `dst` belongs to.
@@ -564,7 +605,11 @@ impl Config {
 
 /// 1-based line of byte offset `pos` in `text`.
 pub fn line_of(text: &str, pos: usize) -> usize {
-    text[..pos.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..pos.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// 1-based line of the first occurrence of `needle`, if any.
@@ -594,15 +639,27 @@ mod tests {
         let c = parse(base).unwrap();
         let a = c.approvals.unwrap();
         assert_eq!(a.default_expiry(), std::time::Duration::from_mins(15));
-        assert!(parse("[[target]]\nname = \"db\"\n").unwrap().approvals.is_none(), "no [approvals]: no workflow");
+        assert!(
+            parse("[[target]]\nname = \"db\"\n")
+                .unwrap()
+                .approvals
+                .is_none(),
+            "no [approvals]: no workflow"
+        );
         let e = parse(&format!("{base}default_expiry = \"soon\"\n")).unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
-        let e = parse(&format!("{base}[[approvals.approver]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n")).unwrap_err();
+        let e = parse(&format!(
+            "{base}[[approvals.approver]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.line, Some(8), "{e}");
         assert!(e.to_string().contains("64 hex digits"), "{e}");
         let e = parse(&format!("{base}[[approvals.webhook]]\nurl = \"ftp://x\"\n")).unwrap_err();
         assert_eq!(e.line, Some(7), "{e}");
-        let e = parse(&format!("{base}[[approvals.approver]]\nname = \"a\"\ntokn = \"x\"\n")).unwrap_err();
+        let e = parse(&format!(
+            "{base}[[approvals.approver]]\nname = \"a\"\ntokn = \"x\"\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.line, Some(8), "{e}");
     }
 
@@ -615,14 +672,16 @@ mod tests {
 
     #[test]
     fn listener_that_is_a_target_is_refused() {
-        let e = parse("[proxy]\nlisten = \"127.0.0.1:5432\"\n[[target]]\nname = \"db\"\n").unwrap_err();
+        let e =
+            parse("[proxy]\nlisten = \"127.0.0.1:5432\"\n[[target]]\nname = \"db\"\n").unwrap_err();
         assert!(e.message.contains("loop"), "{e}");
         assert_eq!(e.line, Some(2));
     }
 
     #[test]
     fn non_loopback_listener_is_refused() {
-        let e = parse("[proxy]\nlisten = \"0.0.0.0:15432\"\n[[target]]\nname = \"db\"\n").unwrap_err();
+        let e =
+            parse("[proxy]\nlisten = \"0.0.0.0:15432\"\n[[target]]\nname = \"db\"\n").unwrap_err();
         assert!(e.message.contains("loopback"), "{e}");
     }
 
@@ -645,19 +704,33 @@ mod tests {
                     jwks_url = \"http://jwks.example.invalid/jwks\"\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, Some(9), "{e}");
-        assert!(e.to_string().contains("non-loopback") && e.to_string().contains("fix:"), "{e}");
+        assert!(
+            e.to_string().contains("non-loopback") && e.to_string().contains("fix:"),
+            "{e}"
+        );
         let e = parse("[[target]]\nname = \"db\"\n[token]\nmax_ttl = \"forever\"\n").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         let ok = parse("[[target]]\nname = \"db\"\n[admin]\nsocket = \"/tmp/a.sock\"\n[token]\nmax_ttl = \"15m\"\n").unwrap();
         assert_eq!(ok.token.max_ttl, std::time::Duration::from_mins(15));
-        assert_eq!(ok.token_store(), PathBuf::from("/var/lib/interceptor/tokens"));
+        assert_eq!(
+            ok.token_store(),
+            PathBuf::from("/var/lib/interceptor/tokens")
+        );
     }
 
     #[test]
     fn target_matching() {
         let c = parse("[[target]]\nname = \"a\"\naddrs = [\"127.0.0.2\"]\n[[target]]\nname = \"b\"\nport = 6432\n").unwrap();
-        assert_eq!(c.target_for("127.0.0.2:5432".parse().unwrap()).unwrap().name, "a");
+        assert_eq!(
+            c.target_for("127.0.0.2:5432".parse().unwrap())
+                .unwrap()
+                .name,
+            "a"
+        );
         assert!(c.target_for("127.0.0.3:5432".parse().unwrap()).is_none());
-        assert_eq!(c.target_for("[::1]:6432".parse().unwrap()).unwrap().name, "b");
+        assert_eq!(
+            c.target_for("[::1]:6432".parse().unwrap()).unwrap().name,
+            "b"
+        );
     }
 }

@@ -5,14 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interceptor::{
-    admin,
-    approval,
+    admin, approval,
     audit::{self, AuditLog},
-    token::{HostIssuer, HostIssuerConfig, Validator, admin::TokenAdmin},
     config::{self, Config, LogFormat},
     ebpf::{self, ConnectRecord, Redirector},
     policy::{PolicyStore, session::PolicyFactory},
     proxy::{self, Listeners, OrigDstLookup},
+    token::{HostIssuer, HostIssuerConfig, Validator, admin::TokenAdmin},
 };
 use tokio::net::{TcpListener, UnixListener};
 
@@ -328,16 +327,31 @@ fn main() -> ExitCode {
         Command::Audit { command } => {
             let mut out = std::io::stdout().lock();
             ExitCode::from(match command {
-                AuditCommand::Verify { dir, pubkey } => audit::cli::audit_verify(&dir, pubkey.as_deref(), &mut out),
+                AuditCommand::Verify { dir, pubkey } => {
+                    audit::cli::audit_verify(&dir, pubkey.as_deref(), &mut out)
+                }
                 AuditCommand::Pubkey { dir } => audit::cli::audit_pubkey(&dir, &mut out),
-                AuditCommand::Export { dir, format, after } => audit::cli::audit_export(&dir, format, after, &mut out),
+                AuditCommand::Export { dir, format, after } => {
+                    audit::cli::audit_export(&dir, format, after, &mut out)
+                }
             })
         }
         Command::Sessions { command } => {
             let mut out = std::io::stdout().lock();
             ExitCode::from(match command {
-                SessionsCommand::List { dir, since, identity, host, decision } => {
-                    let filter = audit::SessionFilter { since, identity, host, decision };
+                SessionsCommand::List {
+                    dir,
+                    since,
+                    identity,
+                    host,
+                    decision,
+                } => {
+                    let filter = audit::SessionFilter {
+                        since,
+                        identity,
+                        host,
+                        decision,
+                    };
                     audit::cli::sessions_list(&dir, &filter, &mut out)
                 }
                 SessionsCommand::Show { id, dir } => audit::cli::sessions_show(&dir, &id, &mut out),
@@ -347,8 +361,17 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             ExitCode::from(audit::cli::replay(&dir, &id, speed, &mut out))
         }
-        Command::Token { command, socket, config } => token_command(command, socket, config),
-        Command::Approvals { command, socket, config, json } => approvals_command(command, socket, config, json),
+        Command::Token {
+            command,
+            socket,
+            config,
+        } => token_command(command, socket, config),
+        Command::Approvals {
+            command,
+            socket,
+            config,
+            json,
+        } => approvals_command(command, socket, config, json),
         Command::Uninstall { pin_dir, config } => {
             let pin_dir = match (pin_dir, config) {
                 (Some(p), _) => p,
@@ -377,7 +400,8 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("INTERCEPTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("INTERCEPTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     match format {
         LogFormat::Json => fmt()
             .json()
@@ -387,7 +411,10 @@ fn init_tracing(format: LogFormat) {
             .with_env_filter(filter)
             .with_writer(std::io::stdout)
             .init(),
-        LogFormat::Text => fmt().with_env_filter(filter).with_writer(std::io::stdout).init(),
+        LogFormat::Text => fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .init(),
     }
 }
 
@@ -414,16 +441,20 @@ fn mask_key(state_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     let path = state_dir.join("mask.key");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            return bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} is not 32 bytes (fix: delete it to make a new key; tokens will change)", path.display()));
+            return bytes.try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not 32 bytes (fix: delete it to make a new key; tokens will change)",
+                    path.display()
+                )
+            });
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()));
         }
         Err(_) => {}
     }
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let _ = std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700));
     let key: [u8; 32] = rand::random();
     let mut f = std::fs::OpenOptions::new()
@@ -438,6 +469,13 @@ fn mask_key(state_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Reloads are never lost: SIGHUP is caught from the start (its default
+    // would end the daemon), and the policy files' fingerprint is taken
+    // before they are read, so an edit made while the daemon starts is
+    // seen by the watcher.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let policy_seen = dir_fingerprint(&config.policy.dir);
     // Listen first: once the programs are attached, redirected connects must
     // find the proxy.
     let v4 = bind_tcp(config.proxy.listen).await?;
@@ -462,7 +500,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let audit = tokio::task::spawn_blocking(move || AuditLog::open(&audit_config))
         .await
         .context("audit log open panicked")?
-        .with_context(|| format!("cannot open the audit log in {}", config.audit.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the audit log in {}",
+                config.audit.dir.display()
+            )
+        })?;
     tracing::info!(event = "audit_open", dir = %audit.dir().display(), host = audit.host(), key = audit.key_fingerprint(), "audit log open");
     // Approvals next: what a previous run left pending is denied on the
     // record before anything new is intercepted.
@@ -480,7 +523,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // validator trusting it and the configured issuers.
     let host_issuer = Arc::new(
         HostIssuer::open(&HostIssuerConfig {
-            issuer: config.token.host_issuer.clone().unwrap_or_else(|| format!("interceptor://{}", audit.host())),
+            issuer: config
+                .token
+                .host_issuer
+                .clone()
+                .unwrap_or_else(|| format!("interceptor://{}", audit.host())),
             audience: config.token.host_audience.clone(),
             key: config.token_host_key(),
             store: config.token_store(),
@@ -501,8 +548,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         for (issuer, loaded) in prefetch.prefetch().await {
             match loaded {
-                Ok(keys) => tracing::info!(event = "token_issuer", issuer, keys, "trusted token issuer ready"),
-                Err(error) => tracing::warn!(event = "token_issuer", issuer, error, "token issuer keys not loaded yet; retried on use"),
+                Ok(keys) => tracing::info!(
+                    event = "token_issuer",
+                    issuer,
+                    keys,
+                    "trusted token issuer ready"
+                ),
+                Err(error) => tracing::warn!(
+                    event = "token_issuer",
+                    issuer,
+                    error,
+                    "token issuer keys not loaded yet; retried on use"
+                ),
             }
         }
     });
@@ -512,36 +569,65 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let host_iss = host_issuer.issuer().to_owned();
         // A host token is only worth issuing for an identity that can be
         // selected by one.
-        let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(move |name: &str| {
-            let set = store.current();
-            match set.identities.iter().find(|i| i.spec.name == name) {
-                Some(i) if i.accepts_issuer(interceptor::token::HOST_ISSUER_NAME, &host_iss) => Ok(()),
-                Some(_) => Err(format!(
-                    "identity `{name}` does not accept host-issued tokens: give it token = \"required\" \
+        let identity_check: interceptor::token::admin::IdentityCheck = Arc::new(
+            move |name: &str| {
+                let set = store.current();
+                match set.identities.iter().find(|i| i.spec.name == name) {
+                    Some(i)
+                        if i.accepts_issuer(interceptor::token::HOST_ISSUER_NAME, &host_iss) =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => Err(format!(
+                        "identity `{name}` does not accept host-issued tokens: give it token = \"required\" \
                      (and issuer = [\"host\"] if it lists issuers) in the policy"
-                )),
-                None => Err(format!("no identity `{name}` in the policy set in force (see `interceptor policy check`)")),
-            }
-        });
+                    )),
+                    None => Err(format!(
+                        "no identity `{name}` in the policy set in force (see `interceptor policy check`)"
+                    )),
+                }
+            },
+        );
         let handlers = admin::Handlers::new().register(
             "token.",
-            Arc::new(TokenAdmin::new(Arc::clone(&host_issuer), Some(audit.clone()), identity_check)),
+            Arc::new(TokenAdmin::new(
+                Arc::clone(&host_issuer),
+                Some(audit.clone()),
+                identity_check,
+            )),
         );
         match (&broker, &config.approvals) {
             (Some(b), Some(a)) => Arc::new(handlers.register(
                 "approvals.",
-                Arc::new(approval::admin::ApprovalsAdmin::new(Arc::clone(b), a, audit.host())),
+                Arc::new(approval::admin::ApprovalsAdmin::new(
+                    Arc::clone(b),
+                    a,
+                    audit.host(),
+                )),
             )),
             _ => Arc::new(handlers.register("approvals.", Arc::new(approval::admin::NotEnabled))),
         }
     };
-    let admin_listener = admin::bind(&config.admin.socket)
-        .with_context(|| format!("cannot listen on the admin socket {} ([admin] socket)", config.admin.socket.display()))?;
+    let admin_listener = admin::bind(&config.admin.socket).with_context(|| {
+        format!(
+            "cannot listen on the admin socket {} ([admin] socket)",
+            config.admin.socket.display()
+        )
+    })?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_handlers, admin_stop.clone().cancelled_owned()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_handlers,
+        admin_stop.clone().cancelled_owned(),
+    ));
     let redirector = Redirector::start(&config).context("cannot set up the eBPF redirect")?;
     let config = Arc::new(config);
-    tokio::spawn(reload_policy(Arc::clone(&policy), config.policy.watch_secs));
+    tokio::spawn(reload_policy(
+        Arc::clone(&policy),
+        config.policy.watch_secs,
+        hup,
+        policy_seen,
+    ));
     tracing::info!(
         event = "ready",
         listen = %config.proxy.listen,
@@ -553,10 +639,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "interceptor is ready"
     );
     let listeners = Listeners { v4, v6, unix };
-    let connector = proxy::UpstreamConnector::new(Arc::clone(&config)).context("cannot load the upstream credentials")?;
+    let connector = proxy::UpstreamConnector::new(Arc::clone(&config))
+        .context("cannot load the upstream credentials")?;
     let mask_key = mask_key(&config.state_dir).context("cannot set up the masking key")?;
-    let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector), &config.catalog));
-    let hooks = Arc::new(factory.with_masking(catalogs, mask_key).with_tokens(validator));
+    let catalogs = Arc::new(interceptor::mask::catalog::CatalogPool::new(
+        Arc::new(connector),
+        &config.catalog,
+    ));
+    let hooks = Arc::new(
+        factory
+            .with_masking(catalogs, mask_key)
+            .with_tokens(validator),
+    );
     let stopping = {
         let broker = broker.clone();
         async move {
@@ -569,7 +663,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let served = proxy::run_with_hooks(config.clone(), listeners, Arc::new(KernelLookup(redirector)), hooks, stopping).await;
+    let served = proxy::run_with_hooks(
+        config.clone(),
+        listeners,
+        Arc::new(KernelLookup(redirector)),
+        hooks,
+        stopping,
+    )
+    .await;
     http_stop.cancel();
     admin_stop.cancel();
     let _ = admin_task.await;
@@ -580,7 +681,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     served.context("proxy stopped")?;
     // The pinned programs stay attached: until the daemon is back, watched
     // connects to database ports are refused rather than let through.
-    tracing::info!(event = "stopped", "interceptor stopped; redirect stays pinned (fail closed)");
+    tracing::info!(
+        event = "stopped",
+        "interceptor stopped; redirect stays pinned (fail closed)"
+    );
     Ok(())
 }
 
@@ -592,15 +696,25 @@ async fn open_approvals(
     audit: &AuditLog,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Arc<approval::Broker>> {
-    let state_file = a.state_file.clone().unwrap_or_else(|| config.state_dir.join("approvals.json"));
-    let broker = approval::Broker::open(a, state_file, audit.clone()).await.context("cannot start the approval workflow")?;
+    let state_file = a
+        .state_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("approvals.json"));
+    let broker = approval::Broker::open(a, state_file, audit.clone())
+        .await
+        .context("cannot start the approval workflow")?;
     if let Some(addr) = a.http {
         let listener = bind_tcp(addr).await.context("approvals HTTP API")?;
         let auth = Arc::new(
             approval::http::Authenticator::new(&a.approvers, a.oidc.as_ref())
                 .map_err(|e| anyhow::anyhow!("[approvals.oidc]: {e}"))?,
         );
-        tokio::spawn(approval::http::serve(listener, Arc::clone(&broker), auth, stop.clone()));
+        tokio::spawn(approval::http::serve(
+            listener,
+            Arc::clone(&broker),
+            auth,
+            stop.clone(),
+        ));
         tracing::info!(event = "approvals_http", listen = %addr, "approvals HTTP API listening");
         if !addr.ip().is_loopback() {
             tracing::warn!(
@@ -622,9 +736,11 @@ fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
         use std::os::unix::fs::FileTypeExt;
         m.file_type().is_socket()
     }) {
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let l =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     // Watched processes run as any user: the socket must be connectable by all;
     // who may do what is decided by attestation, not by file modes.
     use std::os::unix::fs::PermissionsExt;
@@ -635,17 +751,14 @@ fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 
 /// Swaps in a new policy set on SIGHUP or when a file in the directory
 /// changes; a broken set is logged with its errors and the old one stays.
-async fn reload_policy(store: Arc<PolicyStore>, watch_secs: u64) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(event = "policy_reload_disabled", error = %e, "cannot install the SIGHUP handler");
-            return;
-        }
-    };
+/// `seen`: the files as they were before the running set was read.
+async fn reload_policy(
+    store: Arc<PolicyStore>,
+    watch_secs: u64,
+    mut hup: tokio::signal::unix::Signal,
+    mut seen: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+) {
     let period = std::time::Duration::from_secs(watch_secs.max(1));
-    let mut seen = dir_fingerprint(store.dir());
     loop {
         let trigger = tokio::select! {
             _ = hup.recv() => "sighup",
@@ -660,7 +773,13 @@ async fn reload_policy(store: Arc<PolicyStore>, watch_secs: u64) {
         match tokio::task::spawn_blocking(move || store2.reload()).await {
             Ok(Ok(())) => {
                 let set = store.current();
-                tracing::info!(event = "policy_reloaded", trigger, identities = set.identities.len(), rules = set.rules.len(), "policy set swapped in");
+                tracing::info!(
+                    event = "policy_reloaded",
+                    trigger,
+                    identities = set.identities.len(),
+                    rules = set.rules.len(),
+                    "policy set swapped in"
+                );
             }
             Ok(Err(errors)) => tracing::error!(
                 event = "policy_rejected",
@@ -706,20 +825,37 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
         Ok(set) => Some(set),
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("policy set {} rejected: {} error(s)", dir.display(), errors.0.len());
+            eprintln!(
+                "policy set {} rejected: {} error(s)",
+                dir.display(),
+                errors.0.len()
+            );
             None
         }
     };
     match command {
         PolicyCommand::Check { dir } => match load(&dir) {
             Some(set) => {
-                println!("{}: ok ({} identities, {} rules)", dir.display(), set.identities.len(), set.rules.len());
+                println!(
+                    "{}: ok ({} identities, {} rules)",
+                    dir.display(),
+                    set.identities.len(),
+                    set.rules.len()
+                );
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(2),
         },
-        PolicyCommand::Explain { dir, identity, target, database, sql } => {
-            let Some(set) = load(&dir) else { return ExitCode::from(2) };
+        PolicyCommand::Explain {
+            dir,
+            identity,
+            target,
+            database,
+            sql,
+        } => {
+            let Some(set) = load(&dir) else {
+                return ExitCode::from(2);
+            };
             let resolved = if identity.trim_start().starts_with('{') {
                 match serde_json::from_str::<Subject>(&identity) {
                     Ok(subject) => cases::resolve_identity(&set, None, Some(&subject)),
@@ -732,9 +868,16 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
                 Some(identity.clone())
             };
             let analysis = interceptor::sql::analyze(&sql, &interceptor::sql::Limits::default());
-            let decision = resolved
-                .as_deref()
-                .map(|i| set.decide(&policy::Context { identity: i, target: &target, database: &database }, &analysis));
+            let decision = resolved.as_deref().map(|i| {
+                set.decide(
+                    &policy::Context {
+                        identity: i,
+                        target: &target,
+                        database: &database,
+                    },
+                    &analysis,
+                )
+            });
             let out = serde_json::json!({
                 "identity": resolved,
                 "action": decision.as_ref().map_or("deny", |d| match d.action {
@@ -754,7 +897,9 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         PolicyCommand::Test { dir } => {
-            let Some(set) = load(&dir) else { return ExitCode::from(2) };
+            let Some(set) = load(&dir) else {
+                return ExitCode::from(2);
+            };
             let outcomes = match cases::run_dir(&set, &dir) {
                 Ok(o) => o,
                 Err(e) => {
@@ -768,7 +913,11 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
                     || "deny (no identity)".to_owned(),
                     |d| format!("{:?} by {}", d.action, d.rule).to_lowercase(),
                 );
-                let label = o.case.name.clone().unwrap_or_else(|| o.case.sql.chars().take(60).collect());
+                let label = o
+                    .case
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| o.case.sql.chars().take(60).collect());
                 if o.passed {
                     println!("ok    {}  {label}  -> {got}", o.at);
                 } else {
@@ -776,7 +925,11 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
                         "FAIL  {}  {label}  -> {got}; expected {:?}{}",
                         o.at,
                         o.case.expect,
-                        o.case.rule.as_ref().map(|r| format!(" by {r}")).unwrap_or_default()
+                        o.case
+                            .rule
+                            .as_ref()
+                            .map(|r| format!(" by {r}"))
+                            .unwrap_or_default()
                     );
                     if let Some(d) = &o.decision {
                         println!("      reason: {}", d.reason);
@@ -784,7 +937,11 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
                 }
             }
             println!("{} passed, {failed} failed", outcomes.len() - failed);
-            if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if failed == 0 && !outcomes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -803,7 +960,11 @@ fn admin_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<Path
     }
 }
 
-fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+fn token_command(
+    command: TokenCommand,
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
     let socket = match admin_socket(socket, config) {
         Ok(s) => s,
         Err(e) => {
@@ -812,7 +973,12 @@ fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<
         }
     };
     let (op, params) = match &command {
-        TokenCommand::Issue { identity, ttl, claims, .. } => {
+        TokenCommand::Issue {
+            identity,
+            ttl,
+            claims,
+            ..
+        } => {
             let mut map = serde_json::Map::new();
             for c in claims {
                 let Some((k, v)) = c.split_once('=').filter(|(k, _)| !k.is_empty()) else {
@@ -821,9 +987,15 @@ fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<
                 };
                 map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
             }
-            ("token.issue", serde_json::json!({ "identity": identity, "ttl": ttl, "claims": map }))
+            (
+                "token.issue",
+                serde_json::json!({ "identity": identity, "ttl": ttl, "claims": map }),
+            )
         }
-        TokenCommand::Revoke { id, any_issuer } => ("token.revoke", serde_json::json!({ "id": id, "any_issuer": any_issuer })),
+        TokenCommand::Revoke { id, any_issuer } => (
+            "token.revoke",
+            serde_json::json!({ "id": id, "any_issuer": any_issuer }),
+        ),
         TokenCommand::List { .. } => ("token.list", serde_json::json!({})),
     };
     let result = match admin::client::call(&socket, op, params) {
@@ -833,15 +1005,27 @@ fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<
             return ExitCode::FAILURE;
         }
     };
-    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let when = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(serde_json::Value::as_u64)
-            .map(|s| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string())
+            .map(|s| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                )
+                .to_string()
+            })
             .unwrap_or_default()
     };
     match command {
-        TokenCommand::Issue { json: true, .. } | TokenCommand::List { json: true } => println!("{result}"),
+        TokenCommand::Issue { json: true, .. } | TokenCommand::List { json: true } => {
+            println!("{result}")
+        }
         TokenCommand::Issue { .. } => {
             println!("{}", text(&result, "token"));
             eprintln!(
@@ -853,18 +1037,36 @@ fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<
             );
         }
         TokenCommand::Revoke { id, .. } => {
-            let again = result.get("newly_revoked").and_then(serde_json::Value::as_bool) == Some(false);
-            println!("{}token {id}", if again { "already revoked: " } else { "revoked " });
+            let again = result
+                .get("newly_revoked")
+                .and_then(serde_json::Value::as_bool)
+                == Some(false);
+            println!(
+                "{}token {id}",
+                if again {
+                    "already revoked: "
+                } else {
+                    "revoked "
+                }
+            );
         }
         TokenCommand::List { .. } => {
-            let tokens = result.get("tokens").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            let tokens = result
+                .get("tokens")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for t in &tokens {
                 println!(
                     "{}  {}  expires {}{}",
                     text(t, "id"),
                     text(t, "identity"),
                     when(t, "expires_at"),
-                    if t.get("revoked").and_then(serde_json::Value::as_bool) == Some(true) { "  revoked" } else { "" }
+                    if t.get("revoked").and_then(serde_json::Value::as_bool) == Some(true) {
+                        "  revoked"
+                    } else {
+                        ""
+                    }
                 );
             }
             if tokens.is_empty() {
@@ -875,7 +1077,12 @@ fn token_command(command: TokenCommand, socket: Option<PathBuf>, config: Option<
     ExitCode::SUCCESS
 }
 
-fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
+fn approvals_command(
+    command: ApprovalsCommand,
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
     let socket = match admin_socket(socket, config) {
         Ok(s) => s,
         Err(e) => {
@@ -886,10 +1093,14 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
     let (op, params) = match &command {
         ApprovalsCommand::List { all } => ("approvals.list", serde_json::json!({ "all": all })),
         ApprovalsCommand::Show { id } => ("approvals.show", serde_json::json!({ "id": id })),
-        ApprovalsCommand::Approve { id, scope, reason } => {
-            ("approvals.approve", serde_json::json!({ "id": id, "scope": scope, "reason": reason }))
-        }
-        ApprovalsCommand::Deny { id, reason } => ("approvals.deny", serde_json::json!({ "id": id, "reason": reason })),
+        ApprovalsCommand::Approve { id, scope, reason } => (
+            "approvals.approve",
+            serde_json::json!({ "id": id, "scope": scope, "reason": reason }),
+        ),
+        ApprovalsCommand::Deny { id, reason } => (
+            "approvals.deny",
+            serde_json::json!({ "id": id, "reason": reason }),
+        ),
     };
     let result = match admin::client::call(&socket, op, params) {
         Ok(r) => r,
@@ -902,11 +1113,26 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
         println!("{result}");
         return ExitCode::SUCCESS;
     }
-    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
-    let state = |v: &serde_json::Value| v.get("status").map(|s| text(s, "state")).unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let state = |v: &serde_json::Value| {
+        v.get("status")
+            .map(|s| text(s, "state"))
+            .unwrap_or_default()
+    };
     let line = |r: &serde_json::Value| {
-        let have = r.get("approvals").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
-        let need = r.get("approvers_required").and_then(serde_json::Value::as_u64).unwrap_or(1);
+        let have = r
+            .get("approvals")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        let need = r
+            .get("approvers_required")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1);
         format!(
             "{}  {:<9}  {have}/{need}  {}  {}@{}/{}  rule {}  expires {}  {}",
             text(r, "id"),
@@ -922,7 +1148,11 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
     };
     match command {
         ApprovalsCommand::List { .. } => {
-            let list = result.get("requests").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            let list = result
+                .get("requests")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for r in &list {
                 println!("{}", line(r));
             }
@@ -935,12 +1165,21 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
             Err(e) => eprintln!("interceptor: {e}"),
         },
         ApprovalsCommand::Approve { id, .. } => {
-            let approvals = result.get("approvals").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
-            let needed = result.get("approvers_required").and_then(serde_json::Value::as_u64).unwrap_or(1);
+            let approvals = result
+                .get("approvals")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            let needed = result
+                .get("approvers_required")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
             if state(&result) == "approved" {
                 println!("approved {id}");
             } else {
-                println!("approval recorded for {id}: {approvals} of {needed} approvers; still {}", state(&result));
+                println!(
+                    "approval recorded for {id}: {approvals} of {needed} approvers; still {}",
+                    state(&result)
+                );
             }
         }
         ApprovalsCommand::Deny { id, .. } => println!("denied {id}"),
@@ -950,7 +1189,11 @@ fn approvals_command(command: ApprovalsCommand, socket: Option<PathBuf>, config:
 
 /// `text` on one line (control characters shown as spaces), cut at `max` characters.
 fn one_line(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
     if text.chars().count() > max {
         out.push('…');
     }

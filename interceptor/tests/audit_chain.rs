@@ -9,7 +9,9 @@ use std::{
 };
 
 use audit_support::*;
-use interceptor::audit::{AuditLog, ExportFormat, Problem, SessionFilter, cli, list_sessions, session_records, verify};
+use interceptor::audit::{
+    AuditLog, ExportFormat, Problem, SessionFilter, cli, list_sessions, session_records, verify,
+};
 
 fn run(f: impl FnOnce(&mut Vec<u8>) -> u8) -> (u8, String) {
     let mut out = Vec::new();
@@ -21,7 +23,11 @@ fn run(f: impl FnOnce(&mut Vec<u8>) -> u8) -> (u8, String) {
 async fn append_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let ids = build_log(dir.path(), 12).await;
-    assert_eq!(ids[0].split('-').next(), Some("1"), "first run's daemon_start is seq 1: {ids:?}");
+    assert_eq!(
+        ids[0].split('-').next(),
+        Some("1"),
+        "first run's daemon_start is seq 1: {ids:?}"
+    );
 
     let report = verify(dir.path(), None).unwrap();
     assert!(report.segments >= 3, "{report:?}");
@@ -31,17 +37,27 @@ async fn append_and_verify() {
     // Every non-last segment ends with its seal.
     let segs = segments(dir.path());
     for seg in &segs[..segs.len() - 1] {
-        assert!(lines(seg).last().unwrap().contains(r#""reason":"seal""#), "{}", seg.display());
+        assert!(
+            lines(seg).last().unwrap().contains(r#""reason":"seal""#),
+            "{}",
+            seg.display()
+        );
     }
 
     let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(": intact") && out.contains("--pubkey"), "{out}");
+    assert!(
+        out.contains(": intact") && out.contains("--pubkey"),
+        "{out}"
+    );
 
     // The printed public key verifies the log; no warning then.
     let (code, pem) = run(|o| cli::audit_pubkey(dir.path(), o));
     assert_eq!(code, 0);
-    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----") && pem.contains("fingerprint: SHA256:"), "{pem}");
+    assert!(
+        pem.starts_with("-----BEGIN PUBLIC KEY-----") && pem.contains("fingerprint: SHA256:"),
+        "{pem}"
+    );
     let kept = dir.path().join("kept.pub");
     fs::write(&kept, &pem).unwrap();
     let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept), o));
@@ -57,9 +73,15 @@ async fn reopen_continues_the_chain_and_session_ids_stay_unique() {
     assert_ne!(first[0], second[0]);
     assert!(first.iter().all(|id| !second.contains(id)));
     verify(dir.path(), None).unwrap();
-    let starts: Vec<_> = records(dir.path()).into_iter().filter(|r| r.kind == "daemon_start").collect();
+    let starts: Vec<_> = records(dir.path())
+        .into_iter()
+        .filter(|r| r.kind == "daemon_start")
+        .collect();
     assert_eq!(starts.len(), 2);
-    assert_eq!(starts[1].event["resumed_after"].as_u64(), Some(starts[1].seq - 1));
+    assert_eq!(
+        starts[1].event["resumed_after"].as_u64(),
+        Some(starts[1].seq - 1)
+    );
 }
 
 #[tokio::test]
@@ -67,22 +89,34 @@ async fn unsigned_tail_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(dir.path())).unwrap();
     for n in 1..=3 {
-        log.append(statement("x-1", n, "SELECT 1", "allow")).await.unwrap();
+        log.append(statement("x-1", n, "SELECT 1", "allow"))
+            .await
+            .unwrap();
     }
     // Not closed: the 3 records wait for a checkpoint.
     let report = verify(dir.path(), None).unwrap();
     assert_eq!(report.unsigned, 3, "{report:?}");
     let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
     assert_eq!(code, 0);
-    assert!(out.contains("3 record(s) after the last checkpoint"), "{out}");
+    assert!(
+        out.contains("3 record(s) after the last checkpoint"),
+        "{out}"
+    );
     // Callers cannot write the log's own kinds.
-    let fake = interceptor::audit::AuditEvent::DaemonStop(interceptor::audit::DaemonStop { reason: "x".into() });
-    assert!(matches!(log.append(fake).await, Err(interceptor::audit::AuditError::Usage(_))));
+    let fake = interceptor::audit::AuditEvent::DaemonStop(interceptor::audit::DaemonStop {
+        reason: "x".into(),
+    });
+    assert!(matches!(
+        log.append(fake).await,
+        Err(interceptor::audit::AuditError::Usage(_))
+    ));
     drop(log);
 }
 
 /// Builds a multi-segment log, applies `tamper`, returns the finding.
-async fn tampered(tamper: impl FnOnce(&Path, &[PathBuf])) -> (Problem, interceptor::audit::Finding) {
+async fn tampered(
+    tamper: impl FnOnce(&Path, &[PathBuf]),
+) -> (Problem, interceptor::audit::Finding) {
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 12).await;
     verify(dir.path(), None).unwrap();
@@ -92,7 +126,10 @@ async fn tampered(tamper: impl FnOnce(&Path, &[PathBuf])) -> (Problem, intercept
     let f = finding(dir.path(), None);
     let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
     assert_eq!(code, f.problem.exit_code(), "{out}");
-    assert!(out.contains(&format!("FAIL {}", f.problem.as_str())), "{out}");
+    assert!(
+        out.contains(&format!("FAIL {}", f.problem.as_str())),
+        "{out}"
+    );
     (f.problem, f)
 }
 
@@ -107,12 +144,18 @@ async fn flipped_byte_is_modified() {
     let (p, f) = tampered(|_, segs| {
         let mut ls = lines(&segs[1]);
         want = (seq_of(&ls[4]), segs[1].clone());
-        ls[4] = ls[4].replacen("SELECT", "SELECt", 1).replacen("allow", "allov", 1);
+        ls[4] = ls[4]
+            .replacen("SELECT", "SELECt", 1)
+            .replacen("allow", "allov", 1);
         write_lines(&segs[1], &ls);
     })
     .await;
     assert_eq!(p, Problem::Modified, "{f}");
-    assert_eq!((f.seq, f.line, &f.segment), (Some(want.0), Some(5), &want.1), "{f}");
+    assert_eq!(
+        (f.seq, f.line, &f.segment),
+        (Some(want.0), Some(5), &want.1),
+        "{f}"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +168,10 @@ async fn raw_byte_flip_anywhere_is_detected() {
     bytes[i] ^= 0x20;
     fs::write(seg, bytes).unwrap();
     let f = finding(dir.path(), None);
-    assert!(matches!(f.problem, Problem::Modified | Problem::Truncated), "{f}");
+    assert!(
+        matches!(f.problem, Problem::Modified | Problem::Truncated),
+        "{f}"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +186,11 @@ async fn deleted_record_is_removed() {
     .await;
     assert_eq!(p, Problem::Removed, "{f}");
     assert_eq!(f.seq, Some(want), "{f}");
-    assert!(f.detail.contains(&format!("records {want}..{want} are missing")), "{f}");
+    assert!(
+        f.detail
+            .contains(&format!("records {want}..{want} are missing")),
+        "{f}"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +211,12 @@ async fn record_cut_midway_is_truncated() {
     let (p, f) = tampered(|_, segs| {
         let last = segs.last().unwrap();
         let len = fs::metadata(last).unwrap().len();
-        fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len - 40).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 40)
+            .unwrap();
     })
     .await;
     assert_eq!(p, Problem::Truncated, "{f}");
@@ -171,7 +226,12 @@ async fn record_cut_midway_is_truncated() {
     let (p, f) = tampered(|_, segs| {
         cut = segs[1].clone();
         let len = fs::metadata(&segs[1]).unwrap().len();
-        fs::OpenOptions::new().write(true).open(&segs[1]).unwrap().set_len(len - 100).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&segs[1])
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
     })
     .await;
     assert_eq!(p, Problem::Truncated, "{f}");
@@ -213,7 +273,10 @@ async fn rehashed_forgery_has_a_bad_signature() {
     let mut forged_seq = 0;
     let (p, f) = tampered(|dir, segs| {
         let mut ls = lines(&segs[1]);
-        let i = ls.iter().position(|l| l.contains(r#""action":"deny""#)).unwrap();
+        let i = ls
+            .iter()
+            .position(|l| l.contains(r#""action":"deny""#))
+            .unwrap();
         forged_seq = seq_of(&ls[i]);
         ls[i] = ls[i].replace(r#""action":"deny""#, r#""action":"allow""#);
         write_lines(&segs[1], &ls);
@@ -244,7 +307,10 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
     let forger = SigningKey::from_bytes(&[9; 32]);
     let segs = segments(dir.path());
     let mut ls = lines(&segs[0]);
-    let i = ls.iter().position(|l| l.contains("\"kind\":\"statement\"")).unwrap();
+    let i = ls
+        .iter()
+        .position(|l| l.contains("\"kind\":\"statement\""))
+        .unwrap();
     ls[i] = ls[i].replace("SELECT", "DELETE");
     write_lines(&segs[0], &ls);
     let mut prev = Some("0".repeat(64));
@@ -263,8 +329,16 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
                     p,
                     e["reason"].as_str().unwrap()
                 );
-                let sig = base64::engine::general_purpose::STANDARD.encode(forger.sign(msg.as_bytes()).to_bytes());
-                let old_sig = l.split("\"sig\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+                let sig = base64::engine::general_purpose::STANDARD
+                    .encode(forger.sign(msg.as_bytes()).to_bytes());
+                let old_sig = l
+                    .split("\"sig\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned();
                 *l = l.replace(&old_sig, &sig);
             }
             let (new, hash) = rehash_line(l, prev.as_deref().unwrap());
@@ -273,13 +347,19 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
         }
         write_lines(seg, &ls);
     }
-    let pem = forger.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let pem = forger
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     fs::write(dir.path().join("keys/host.pub"), pem).unwrap();
 
     // Without --pubkey the forgery passes (and the output says why not to trust that) ...
     let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("note: the key was read from the log directory itself"), "{out}");
+    assert!(
+        out.contains("note: the key was read from the log directory itself"),
+        "{out}"
+    );
     // ... with the key kept elsewhere it does not.
     let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept_path), o));
     assert_eq!(code, Problem::BadSignature.exit_code(), "{out}");
@@ -291,15 +371,24 @@ async fn export_sessions_show_and_replay() {
     let ids = build_log(dir.path(), 3).await;
     let log = AuditLog::open(&cfg(dir.path())).unwrap();
     let other = log.session_id(1);
-    log.append(session_start(&other, "/usr/bin/pg_dump", "ci-backup")).await.unwrap();
-    log.append(statement(&other, 1, "COPY secrets TO STDOUT", "approve")).await.unwrap();
-    log.append(statement(&other, 2, "SELECT '\u{1b}[2J' AS evil", "allow")).await.unwrap();
+    log.append(session_start(&other, "/usr/bin/pg_dump", "ci-backup"))
+        .await
+        .unwrap();
+    log.append(statement(&other, 1, "COPY secrets TO STDOUT", "approve"))
+        .await
+        .unwrap();
+    log.append(statement(&other, 2, "SELECT '\u{1b}[2J' AS evil", "allow"))
+        .await
+        .unwrap();
     log.close("test").await.unwrap();
 
     // Export: one object per record, stable fields.
     let (code, out) = run(|o| cli::audit_export(dir.path(), ExportFormat::Jsonl, None, o));
     assert_eq!(code, 0);
-    let all: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let all: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(all.len(), records(dir.path()).len());
     for (i, v) in all.iter().enumerate() {
         assert_eq!(v["seq"].as_u64(), Some(i as u64 + 1));
@@ -311,42 +400,111 @@ async fn export_sessions_show_and_replay() {
     let st = all.iter().find(|v| v["kind"] == "statement").unwrap();
     assert_eq!(st["session"], ids[0].as_str());
     assert_eq!(st["event"]["decision"]["action"], "allow");
-    let (_, tail) = run(|o| cli::audit_export(dir.path(), ExportFormat::Jsonl, Some(all.len() as u64 - 2), o));
+    let (_, tail) = run(|o| {
+        cli::audit_export(
+            dir.path(),
+            ExportFormat::Jsonl,
+            Some(all.len() as u64 - 2),
+            o,
+        )
+    });
     assert_eq!(tail.lines().count(), 2);
     assert!("xml".parse::<ExportFormat>().is_err());
 
     // sessions list and its filters.
     let all_sessions = list_sessions(dir.path(), &SessionFilter::default()).unwrap();
     assert_eq!(all_sessions.len(), 4);
-    assert_eq!((all_sessions[0].statements, all_sessions[0].refused), (5, 1));
+    assert_eq!(
+        (all_sessions[0].statements, all_sessions[0].refused),
+        (5, 1)
+    );
     assert_eq!(all_sessions[3].end_reason, None);
     assert_eq!(all_sessions[3].statements, 2);
-    let by =
-        |f: SessionFilter| list_sessions(dir.path(), &f).unwrap().into_iter().map(|s| s.session).collect::<Vec<_>>();
-    assert_eq!(by(SessionFilter { identity: Some("ci-backup".into()), ..Default::default() }), vec![other.clone()]);
-    assert_eq!(by(SessionFilter { identity: Some("pg_dump".into()), ..Default::default() }), vec![other.clone()]);
-    assert_eq!(by(SessionFilter { decision: Some("approve".into()), ..Default::default() }), vec![other.clone()]);
-    assert_eq!(by(SessionFilter { decision: Some("deny".into()), ..Default::default() }), ids);
-    assert!(by(SessionFilter { host: Some("elsewhere".into()), ..Default::default() }).is_empty());
-    let future = interceptor::audit::parse_since("2999-01-01T00:00:00Z").unwrap();
-    assert!(by(SessionFilter { since: Some(future), ..Default::default() }).is_empty());
+    let by = |f: SessionFilter| {
+        list_sessions(dir.path(), &f)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.session)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        by(SessionFilter { since: Some(interceptor::audit::parse_since("1h").unwrap()), ..Default::default() }).len(),
+        by(SessionFilter {
+            identity: Some("ci-backup".into()),
+            ..Default::default()
+        }),
+        vec![other.clone()]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            identity: Some("pg_dump".into()),
+            ..Default::default()
+        }),
+        vec![other.clone()]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            decision: Some("approve".into()),
+            ..Default::default()
+        }),
+        vec![other.clone()]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            decision: Some("deny".into()),
+            ..Default::default()
+        }),
+        ids
+    );
+    assert!(
+        by(SessionFilter {
+            host: Some("elsewhere".into()),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+    let future = interceptor::audit::parse_since("2999-01-01T00:00:00Z").unwrap();
+    assert!(
+        by(SessionFilter {
+            since: Some(future),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+    assert_eq!(
+        by(SessionFilter {
+            since: Some(interceptor::audit::parse_since("1h").unwrap()),
+            ..Default::default()
+        })
+        .len(),
         4
     );
 
     let (code, table) = run(|o| cli::sessions_list(dir.path(), &SessionFilter::default(), o));
     assert_eq!(code, 0);
     assert!(table.starts_with("SESSION"), "{table}");
-    assert!(table.contains("/usr/bin/pg_dump") && table.contains("main-db/app") && table.contains("(open)"), "{table}");
+    assert!(
+        table.contains("/usr/bin/pg_dump")
+            && table.contains("main-db/app")
+            && table.contains("(open)"),
+        "{table}"
+    );
     assert_eq!(table.lines().count(), 5, "{table}");
 
     // show: everything of one session, in order, attestation included.
     let (code, shown) = run(|o| cli::sessions_show(dir.path(), &ids[1], o));
     assert_eq!(code, 0);
-    assert_eq!(session_records(dir.path(), &ids[1]).unwrap().len(), 1 + 5 + 4 + 1);
-    assert!(shown.contains("started on test-host") && shown.contains("\"cmdline\""), "{shown}");
-    assert!(shown.contains("decision: deny (rule rule-deny)") && shown.contains("masked: email"), "{shown}");
+    assert_eq!(
+        session_records(dir.path(), &ids[1]).unwrap().len(),
+        1 + 5 + 4 + 1
+    );
+    assert!(
+        shown.contains("started on test-host") && shown.contains("\"cmdline\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("decision: deny (rule rule-deny)") && shown.contains("masked: email"),
+        "{shown}"
+    );
     assert!(shown.contains("session ended: client_terminate"), "{shown}");
     let (code, _) = run(|o| cli::sessions_show(dir.path(), "no-such", o));
     assert_eq!(code, cli::EXIT_ERROR);
@@ -355,8 +513,14 @@ async fn export_sessions_show_and_replay() {
     let (code, played) = run(|o| cli::replay(dir.path(), &other, 0.0, o));
     assert_eq!(code, 0);
     assert!(played.starts_with("[+    0.000s] session"), "{played}");
-    assert!(played.contains("COPY secrets TO STDOUT") && played.contains("decision: approve"), "{played}");
-    assert!(played.contains("\\u{1b}[2J") && !played.contains('\u{1b}'), "{played}");
+    assert!(
+        played.contains("COPY secrets TO STDOUT") && played.contains("decision: approve"),
+        "{played}"
+    );
+    assert!(
+        played.contains("\\u{1b}[2J") && !played.contains('\u{1b}'),
+        "{played}"
+    );
     let (code, _) = run(|o| cli::replay(dir.path(), &other, -1.0, o));
     assert_eq!(code, cli::EXIT_ERROR);
 }

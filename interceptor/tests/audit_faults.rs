@@ -33,18 +33,29 @@ async fn torn_tail_is_cut_recorded_and_the_chain_continues() {
     assert!(verify(dir.path(), None).is_err());
 
     let log = AuditLog::open(&cfg(dir.path())).unwrap();
-    log.append(statement("after-1", 1, "SELECT 'after'", "allow")).await.unwrap();
+    log.append(statement("after-1", 1, "SELECT 'after'", "allow"))
+        .await
+        .unwrap();
     log.close("test").await.unwrap();
 
     verify(dir.path(), None).unwrap();
     let after = records(dir.path());
     // No complete record lost: all but the cut one are there, unchanged.
     assert_eq!(&after[..before.len() - 1], &before[..before.len() - 1]);
-    let torn = after.iter().find(|r| r.kind == "torn_tail").expect("torn_tail recorded");
+    let torn = after
+        .iter()
+        .find(|r| r.kind == "torn_tail")
+        .expect("torn_tail recorded");
     assert_eq!(torn.seq, lost_seq, "the cut record's seq is reused");
     assert_eq!(torn.event["last_good_seq"].as_u64(), Some(lost_seq - 1));
-    assert_eq!(torn.event["bytes_dropped"].as_u64(), Some((lost.len() / 2) as u64));
-    assert_eq!(torn.event["dropped_seqs"], serde_json::json!([lost_seq, lost_seq]));
+    assert_eq!(
+        torn.event["bytes_dropped"].as_u64(),
+        Some((lost.len() / 2) as u64)
+    );
+    assert_eq!(
+        torn.event["dropped_seqs"],
+        serde_json::json!([lost_seq, lost_seq])
+    );
     assert_eq!(after[before.len()].kind, "daemon_start");
 }
 
@@ -59,7 +70,10 @@ async fn zeros_after_a_power_loss_are_a_torn_tail() {
     let log = AuditLog::open(&cfg(dir.path())).unwrap();
     log.close("test").await.unwrap();
     verify(dir.path(), None).unwrap();
-    let torn: Vec<_> = records(dir.path()).into_iter().filter(|r| r.kind == "torn_tail").collect();
+    let torn: Vec<_> = records(dir.path())
+        .into_iter()
+        .filter(|r| r.kind == "torn_tail")
+        .collect();
     assert_eq!(torn.len(), 1);
     assert_eq!(torn[0].event["bytes_dropped"].as_u64(), Some(4096));
 }
@@ -69,7 +83,9 @@ async fn damage_before_intact_records_is_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(dir.path())).unwrap();
     for n in 1..=5 {
-        log.append(statement("d-1", n, "SELECT 1", "allow")).await.unwrap();
+        log.append(statement("d-1", n, "SELECT 1", "allow"))
+            .await
+            .unwrap();
     }
     log.close("test").await.unwrap();
     let seg = segments(dir.path()).pop().unwrap();
@@ -85,11 +101,19 @@ async fn damage_before_intact_records_is_not_a_torn_tail() {
 #[tokio::test]
 async fn segments_rotate_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let c = AuditConfig { segment_max_bytes: 1 << 20, segment_max_age_secs: 1, ..cfg(dir.path()) };
+    let c = AuditConfig {
+        segment_max_bytes: 1 << 20,
+        segment_max_age_secs: 1,
+        ..cfg(dir.path())
+    };
     let log = AuditLog::open(&c).unwrap();
-    log.append(statement("a-1", 1, "SELECT 1", "allow")).await.unwrap();
+    log.append(statement("a-1", 1, "SELECT 1", "allow"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    log.append(statement("a-1", 2, "SELECT 2", "allow")).await.unwrap();
+    log.append(statement("a-1", 2, "SELECT 2", "allow"))
+        .await
+        .unwrap();
     log.close("test").await.unwrap();
     assert_eq!(segments(dir.path()).len(), 2);
     verify(dir.path(), None).unwrap();
@@ -98,11 +122,21 @@ async fn segments_rotate_by_age() {
 #[tokio::test]
 async fn periodic_checkpoints_by_time() {
     let dir = tempfile::tempdir().unwrap();
-    let c = AuditConfig { checkpoint_every_ms: 100, checkpoint_every_records: 1_000_000, ..cfg(dir.path()) };
+    let c = AuditConfig {
+        checkpoint_every_ms: 100,
+        checkpoint_every_records: 1_000_000,
+        ..cfg(dir.path())
+    };
     let log = AuditLog::open(&c).unwrap();
-    log.append(statement("p-1", 1, "SELECT 1", "allow")).await.unwrap();
+    log.append(statement("p-1", 1, "SELECT 1", "allow"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(verify(dir.path(), None).unwrap().unsigned, 0, "idle writer signed the tail");
+    assert_eq!(
+        verify(dir.path(), None).unwrap().unsigned,
+        0,
+        "idle writer signed the tail"
+    );
     drop(log);
 }
 
@@ -125,7 +159,14 @@ async fn load_n_tasks_by_m_appends() {
         tasks.spawn(async move {
             let id = log.session_id(t as u64 + 1);
             for m in 0..M {
-                log.append(statement(&id, m as u64 + 1, &format!("SELECT {t}, {m}"), "allow")).await.unwrap();
+                log.append(statement(
+                    &id,
+                    m as u64 + 1,
+                    &format!("SELECT {t}, {m}"),
+                    "allow",
+                ))
+                .await
+                .unwrap();
             }
         });
     }
@@ -135,9 +176,15 @@ async fn load_n_tasks_by_m_appends() {
     let stats = log.stats();
     log.close("test").await.unwrap();
     let report = verify(dir.path(), None).unwrap();
-    let statements: Vec<_> = records(dir.path()).into_iter().filter(|r| r.kind == "statement").collect();
+    let statements: Vec<_> = records(dir.path())
+        .into_iter()
+        .filter(|r| r.kind == "statement")
+        .collect();
     assert_eq!(statements.len(), N * M);
-    let distinct: HashSet<_> = statements.iter().map(|r| r.event["sql"].as_str().unwrap().to_owned()).collect();
+    let distinct: HashSet<_> = statements
+        .iter()
+        .map(|r| r.event["sql"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(distinct.len(), N * M);
     assert!(report.segments > 1);
     assert!(stats.syncs < (N * M) as u64, "group commit: {stats:?}");
@@ -147,14 +194,20 @@ async fn load_n_tasks_by_m_appends() {
 /// acknowledged seq. Does nothing unless started by that test.
 #[test]
 fn kill9_child() {
-    let Ok(dir) = std::env::var("INTERCEPTOR_AUDIT_KILL9_DIR") else { return };
+    let Ok(dir) = std::env::var("INTERCEPTOR_AUDIT_KILL9_DIR") else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let durability = match std::env::var("INTERCEPTOR_AUDIT_KILL9_MODE").as_deref() {
             Ok("written") => Durability::Written,
             _ => Durability::Sync,
         };
-        let c = AuditConfig { segment_max_bytes: 64 << 10, durability, ..cfg(Path::new(&dir)) };
+        let c = AuditConfig {
+            segment_max_bytes: 64 << 10,
+            durability,
+            ..cfg(Path::new(&dir))
+        };
         let log = AuditLog::open(&c).unwrap();
         let deadline = Instant::now() + Duration::from_mins(1);
         let mut tasks = Vec::new();
@@ -163,8 +216,15 @@ fn kill9_child() {
             tasks.push(tokio::spawn(async move {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
-                    let seq =
-                        log.append(statement(&format!("k-{t}"), i, &format!("burst {t} {i}"), "allow")).await.unwrap();
+                    let seq = log
+                        .append(statement(
+                            &format!("k-{t}"),
+                            i,
+                            &format!("burst {t} {i}"),
+                            "allow",
+                        ))
+                        .await
+                        .unwrap();
                     println!("ACK {seq} {t} {i}");
                     i += 1;
                 }
@@ -221,7 +281,11 @@ fn kill9_during_a_burst(mode: &str) {
     child.wait().unwrap();
     reader.join().unwrap();
     acked.extend(rx.try_iter());
-    assert!(acked.len() >= 3000, "{mode}: child acknowledged only {} appends", acked.len());
+    assert!(
+        acked.len() >= 3000,
+        "{mode}: child acknowledged only {} appends",
+        acked.len()
+    );
 
     // Restart: recovery, then everything acknowledged is there, intact.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -297,12 +361,20 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn disk_full_refuses_then_recovers() {
-    let Some(fs_) = Tmpfs::mount("1m") else { return };
+    let Some(fs_) = Tmpfs::mount("1m") else {
+        return;
+    };
     let dir = fs_.path().join("audit");
     {
-        let log = AuditLog::open(&AuditConfig { segment_max_bytes: 1 << 20, ..cfg(&dir) }).unwrap();
+        let log = AuditLog::open(&AuditConfig {
+            segment_max_bytes: 1 << 20,
+            ..cfg(&dir)
+        })
+        .unwrap();
         for n in 1..=5 {
-            log.append(statement("f-1", n, "SELECT 1", "allow")).await.unwrap();
+            log.append(statement("f-1", n, "SELECT 1", "allow"))
+                .await
+                .unwrap();
         }
         assert!(log.healthy());
 
@@ -310,7 +382,10 @@ async fn disk_full_refuses_then_recovers() {
         // Bigger than any slack left in the segment's last page: the write is
         // partial, then fails; it must be cut back.
         let big = "x".repeat(16 << 10);
-        let err = log.append(statement("f-1", 6, &big, "allow")).await.unwrap_err();
+        let err = log
+            .append(statement("f-1", 6, &big, "allow"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, AuditError::Unavailable { .. }), "{err}");
         assert!(err.to_string().contains("No space left"), "{err}");
         assert!(!log.healthy());
@@ -319,17 +394,35 @@ async fn disk_full_refuses_then_recovers() {
         verify(&dir, None).unwrap();
 
         fs::remove_file(filler).unwrap();
-        let seq = log.append(statement("f-1", 7, &big, "allow")).await.unwrap();
+        let seq = log
+            .append(statement("f-1", 7, &big, "allow"))
+            .await
+            .unwrap();
         assert!(log.healthy());
         assert!(seq > 5);
         log.close("test").await.unwrap();
     }
     verify(&dir, None).unwrap();
     let all = records(&dir);
-    let recovered = all.iter().find(|r| r.kind == "write_recovered").expect("write_recovered recorded");
-    assert!(recovered.event["refused"].as_u64().unwrap() >= 1, "{:?}", recovered.event);
-    assert!(recovered.event["error"].as_str().unwrap().contains("No space left"));
-    assert!(!all.iter().any(|r| r.event["statement"] == 6), "the refused append is not in the log");
+    let recovered = all
+        .iter()
+        .find(|r| r.kind == "write_recovered")
+        .expect("write_recovered recorded");
+    assert!(
+        recovered.event["refused"].as_u64().unwrap() >= 1,
+        "{:?}",
+        recovered.event
+    );
+    assert!(
+        recovered.event["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left")
+    );
+    assert!(
+        !all.iter().any(|r| r.event["statement"] == 6),
+        "the refused append is not in the log"
+    );
     assert!(all.iter().any(|r| r.event["statement"] == 7));
 }
 
@@ -338,22 +431,38 @@ async fn removed_directory_is_noticed_and_writing_resumes() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("audit");
     let log = AuditLog::open(&cfg(&dir)).unwrap();
-    log.append(statement("r-1", 1, "SELECT 1", "allow")).await.unwrap();
+    log.append(statement("r-1", 1, "SELECT 1", "allow"))
+        .await
+        .unwrap();
     fs::remove_dir_all(&dir).unwrap();
 
-    let err = log.append(statement("r-1", 2, "SELECT 2", "allow")).await.unwrap_err();
+    let err = log
+        .append(statement("r-1", 2, "SELECT 2", "allow"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("removed or replaced"), "{err}");
     assert!(!log.healthy());
 
     // The writer recreates the directory (root-only) and continues the chain
     // in a new segment; the key files are written again.
-    let seq = log.append(statement("r-1", 3, "SELECT 3", "allow")).await.unwrap();
+    let seq = log
+        .append(statement("r-1", 3, "SELECT 3", "allow"))
+        .await
+        .unwrap();
     assert!(log.healthy());
     log.close("test").await.unwrap();
-    assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let all = records(&dir);
     assert_eq!(all[0].kind, "write_recovered");
-    assert!(all[0].event["error"].as_str().unwrap().contains("removed or replaced"));
+    assert!(
+        all[0].event["error"]
+            .as_str()
+            .unwrap()
+            .contains("removed or replaced")
+    );
     assert!(all.iter().any(|r| r.seq == seq));
     // verify names what vanished with the directory.
     let f = finding(&dir, None);
@@ -364,11 +473,17 @@ async fn removed_directory_is_noticed_and_writing_resumes() {
 #[tokio::test]
 async fn written_durability_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let c = AuditConfig { durability: Durability::Written, sync_interval_ms: 20, ..cfg(dir.path()) };
+    let c = AuditConfig {
+        durability: Durability::Written,
+        sync_interval_ms: 20,
+        ..cfg(dir.path())
+    };
     let log = AuditLog::open(&c).unwrap();
     let before = log.stats().syncs;
     for n in 1..=5 {
-        log.append(statement("w-1", n, "SELECT 1", "allow")).await.unwrap();
+        log.append(statement("w-1", n, "SELECT 1", "allow"))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = log.stats().syncs;

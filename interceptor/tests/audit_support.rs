@@ -10,8 +10,8 @@ use std::{
 };
 
 use interceptor::audit::{
-    AuditConfig, AuditEvent, AuditLog, DecisionRecord, Finding, Record, ResultSummary, SessionEnd, SessionStart,
-    StatementEvent, VerifyError, read_records, verify,
+    AuditConfig, AuditEvent, AuditLog, DecisionRecord, Finding, Record, ResultSummary, SessionEnd,
+    SessionStart, StatementEvent, VerifyError, read_records, verify,
 };
 use sha2::{Digest, Sha256};
 
@@ -100,10 +100,19 @@ pub async fn build_log(dir: &Path, sessions: u64) -> Vec<String> {
     let mut ids = Vec::new();
     for s in 1..=sessions {
         let id = log.session_id(s);
-        log.append(session_start(&id, "/usr/bin/psql", "ci-readonly")).await.unwrap();
+        log.append(session_start(&id, "/usr/bin/psql", "ci-readonly"))
+            .await
+            .unwrap();
         for n in 1..=5 {
             let action = if n == 3 { "deny" } else { "allow" };
-            log.append(statement(&id, n, &format!("SELECT * FROM t{n} /* session {s} */"), action)).await.unwrap();
+            log.append(statement(
+                &id,
+                n,
+                &format!("SELECT * FROM t{n} /* session {s} */"),
+                action,
+            ))
+            .await
+            .unwrap();
             if action == "allow" {
                 log.append(result(&id, n)).await.unwrap();
             }
@@ -120,7 +129,12 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("segment-")
+        })
         .collect();
     v.sort();
     v
@@ -128,7 +142,11 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// The lines of a segment, each with its `\n`.
 pub fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path).unwrap().split_inclusive('\n').map(str::to_owned).collect()
+    fs::read_to_string(path)
+        .unwrap()
+        .split_inclusive('\n')
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn write_lines(path: &Path, lines: &[String]) {

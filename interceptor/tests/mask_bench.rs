@@ -34,20 +34,42 @@ fn policy(masked: bool) -> String {
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Seconds psql takes to read the whole result, and a checksum of it.
 fn read_all(port: u16, query: &str) -> (f64, String) {
     let started = Instant::now();
     let out = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "bench_user", "-d", "bench", "-c", query])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "bench_user",
+            "-d",
+            "bench",
+            "-c",
+            query,
+        ])
         .env("PGPASSWORD", PW)
         .env("PGSSLMODE", "disable")
         .output()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let sample = text.lines().next().unwrap_or_default().to_owned();
     (secs, sample)
@@ -56,7 +78,12 @@ fn read_all(port: u16, query: &str) -> (f64, String) {
 /// CPU seconds this process (the proxies' threads) has used.
 fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
@@ -66,15 +93,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn guarded(config: &str, masked: bool) -> (Proxy, interceptor::audit::AuditLog, tempfile::TempDir) {
+async fn guarded(
+    config: &str,
+    masked: bool,
+) -> (Proxy, interceptor::audit::AuditLog, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy(masked)).unwrap();
     let store = Arc::new(interceptor::policy::PolicyStore::open(dir.path()).unwrap());
-    let audit = interceptor::audit::AuditLog::open(&interceptor::audit::AuditConfig::in_dir(dir.path().join("audit"))).unwrap();
-    let cfg = Arc::new(interceptor::config::Config::parse(Path::new("bench.toml"), config).unwrap());
+    let audit = interceptor::audit::AuditLog::open(&interceptor::audit::AuditConfig::in_dir(
+        dir.path().join("audit"),
+    ))
+    .unwrap();
+    let cfg =
+        Arc::new(interceptor::config::Config::parse(Path::new("bench.toml"), config).unwrap());
     let connector = interceptor::proxy::UpstreamConnector::new(cfg).unwrap();
-    let pool = Arc::new(interceptor::mask::catalog::CatalogPool::new(Arc::new(connector), &interceptor::mask::catalog::CatalogConfig::default()));
-    let hooks = Arc::new(interceptor::policy::session::PolicyFactory::new(store, audit.clone()).with_masking(pool, [9; 32]));
+    let pool = Arc::new(interceptor::mask::catalog::CatalogPool::new(
+        Arc::new(connector),
+        &interceptor::mask::catalog::CatalogConfig::default(),
+    ));
+    let hooks = Arc::new(
+        interceptor::policy::session::PolicyFactory::new(store, audit.clone())
+            .with_masking(pool, [9; 32]),
+    );
     (Proxy::start_with_hooks(config, hooks).await, audit, dir)
 }
 
@@ -84,8 +124,15 @@ fn bench() {
     let _captured = Captured::install(tracing::Level::WARN);
     let rows = env_or("MASK_BENCH_ROWS", 1_000_000);
     let rounds = env_or("MASK_BENCH_ROUNDS", 3);
-    let pg = Postgres::start("mask-bench-super", "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n", "");
-    pg.psql_super("postgres", &format!("CREATE ROLE bench_user LOGIN PASSWORD '{PW}'"));
+    let pg = Postgres::start(
+        "mask-bench-super",
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        "",
+    );
+    pg.psql_super(
+        "postgres",
+        &format!("CREATE ROLE bench_user LOGIN PASSWORD '{PW}'"),
+    );
     pg.psql_super("postgres", "CREATE DATABASE bench OWNER bench_user");
     pg.psql_super(
         "bench",
@@ -97,11 +144,16 @@ fn bench() {
              ALTER TABLE people OWNER TO bench_user; ANALYZE people;"
         ),
     );
-    let work = tempfile::Builder::new().prefix("interceptor-bench-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("interceptor-bench-")
+        .tempdir()
+        .unwrap();
     let creds = work.path().join("credentials.toml");
     write_credentials(
         &creds,
-        &format!("[[credential]]\ntarget = \"db\"\nuser = \"bench_user\"\npassword = \"{PW}\"\ndefault = true\n"),
+        &format!(
+            "[[credential]]\ntarget = \"db\"\nuser = \"bench_user\"\npassword = \"{PW}\"\ndefault = true\n"
+        ),
     );
     let config = format!(
         "state_dir = \"{}\"\n[proxy]\nexplicit_target = \"db\"\n\
@@ -114,11 +166,16 @@ fn bench() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let (raw, raw_audit, _d1) = guarded(&config, false).await;
             let (masked, masked_audit, _d2) = guarded(&config, true).await;
-            ready_tx.send((raw.addr.port(), masked.addr.port())).unwrap();
+            ready_tx
+                .send((raw.addr.port(), masked.addr.port()))
+                .unwrap();
             let _ = stop_rx.await;
             raw.stop().await;
             masked.stop().await;
@@ -140,7 +197,14 @@ fn bench() {
         cpu_masked += cpu_secs() - c1;
         cpu_raw += c1 - c0;
         m.push(secs);
-        samples = (read_all(raw_port, "select id, name, ssn, card from people where id = 1").1, sample);
+        samples = (
+            read_all(
+                raw_port,
+                "select id, name, ssn, card from people where id = 1",
+            )
+            .1,
+            sample,
+        );
     }
     let rate = |s: f64| rows as f64 / s;
     let (direct, raw, masked) = (rate(median(d)), rate(median(r)), rate(median(m)));
@@ -156,8 +220,14 @@ fn bench() {
         cpu_raw / rounds as f64 * 1e6 / rows as f64,
         cpu_masked / rounds as f64 * 1e6 / rows as f64
     );
-    println!("  first row unmasked: {} | masked: {}", samples.0, samples.1);
-    assert!(!samples.1.contains("4111000000000001"), "the masked run returned a raw card number");
+    println!(
+        "  first row unmasked: {} | masked: {}",
+        samples.0, samples.1
+    );
+    assert!(
+        !samples.1.contains("4111000000000001"),
+        "the masked run returned a raw card number"
+    );
     stop_tx.send(()).unwrap();
     server.join().unwrap();
 }

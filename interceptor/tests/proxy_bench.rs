@@ -23,8 +23,8 @@ mod proxy_support;
 
 use std::{
     io::{Read, Write},
-    sync::Arc,
     process::Command,
+    sync::Arc,
     time::Duration,
 };
 
@@ -67,35 +67,78 @@ fn analyser_throughput() {
     let n: u32 = 20_000;
     let started = std::time::Instant::now();
     for i in 0..n {
-        let _ = std::hint::black_box(interceptor::sql::analyze(mix[i as usize % mix.len()], &limits));
+        let _ = std::hint::black_box(interceptor::sql::analyze(
+            mix[i as usize % mix.len()],
+            &limits,
+        ));
     }
     let per_sec = f64::from(n) / started.elapsed().as_secs_f64();
-    println!("analyser: {per_sec:.0} statements/s on a mix of {} statements (one core)", mix.len());
+    println!(
+        "analyser: {per_sec:.0} statements/s on a mix of {} statements (one core)",
+        mix.len()
+    );
 }
 
 fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Runs pgbench and returns its tps.
 fn pgbench(port: u16, args: &[&str], secs: u32, clients: u32) -> f64 {
     let out = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "bench_user", "-n", "-S"])
-        .args(["-T", &secs.to_string(), "-c", &clients.to_string(), "-j", &clients.min(4).to_string()])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "bench_user",
+            "-n",
+            "-S",
+        ])
+        .args([
+            "-T",
+            &secs.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(4).to_string(),
+        ])
         .args(args)
         .arg("bench")
         .env("PGPASSWORD", BENCH_PW)
         // Like for like: the test server has TLS off, so a default
         // (sslmode=prefer) pgbench would talk TLS to the proxy only.
-        .env("PGSSLMODE", std::env::var("PROXY_BENCH_SSLMODE").unwrap_or_else(|_| "disable".into()))
+        .env(
+            "PGSSLMODE",
+            std::env::var("PROXY_BENCH_SSLMODE").unwrap_or_else(|_| "disable".into()),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pgbench {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pgbench {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in: {stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        .find_map(|l| {
+            l.strip_prefix("tps = ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no tps in: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// A byte-level TCP forwarder to `port` on its own listener: the cost of
@@ -107,7 +150,10 @@ async fn forwarder(port: u16) -> u16 {
         while let Ok((mut client, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let _ = client.set_nodelay(true);
-                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    return;
+                };
                 let _ = server.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             });
@@ -125,7 +171,13 @@ fn vm_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap()
 }
 
@@ -142,20 +194,44 @@ fn bench() {
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
         &format!("-c max_connections={}", idle + 50),
     );
-    pg.psql_super("postgres", &format!("CREATE ROLE bench_user LOGIN PASSWORD '{BENCH_PW}'"));
+    pg.psql_super(
+        "postgres",
+        &format!("CREATE ROLE bench_user LOGIN PASSWORD '{BENCH_PW}'"),
+    );
     pg.psql_super("postgres", "CREATE DATABASE bench OWNER bench_user");
     let init = Command::new("pgbench")
-        .args(["-i", "-q", "-s", "10", "-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "bench_user", "bench"])
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "10",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "bench_user",
+            "bench",
+        ])
         .env("PGPASSWORD", BENCH_PW)
         .output()
         .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 
-    let work = tempfile::Builder::new().prefix("interceptor-bench-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("interceptor-bench-")
+        .tempdir()
+        .unwrap();
     let creds = work.path().join("credentials.toml");
     write_credentials(
         &creds,
-        &format!("[[credential]]\ntarget = \"db\"\nuser = \"bench_user\"\npassword = \"{BENCH_PW}\"\ndefault = true\n"),
+        &format!(
+            "[[credential]]\ntarget = \"db\"\nuser = \"bench_user\"\npassword = \"{BENCH_PW}\"\ndefault = true\n"
+        ),
     );
     let pg_port = pg.port;
     let config = format!(
@@ -172,13 +248,19 @@ fn bench() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
         let rt = match std::env::var("PROXY_BENCH_RUNTIME").as_deref() {
-            Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            Ok("current") => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
             Ok(n) if n.parse::<usize>().is_ok() => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n.parse().unwrap())
                 .enable_all()
                 .build()
                 .unwrap(),
-            _ => tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
+            _ => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         };
         rt.block_on(async move {
             let proxy = Proxy::start(&config).await;
@@ -186,12 +268,21 @@ fn bench() {
             // the daemon runs it.
             let policy_dir = tempfile::tempdir().unwrap();
             std::fs::write(policy_dir.path().join("bench.toml"), BENCH_POLICY).unwrap();
-            let store = Arc::new(interceptor::policy::PolicyStore::open(policy_dir.path()).unwrap());
+            let store =
+                Arc::new(interceptor::policy::PolicyStore::open(policy_dir.path()).unwrap());
             let audit_dir = tempfile::tempdir().unwrap();
-            let audit = interceptor::audit::AuditLog::open(&interceptor::audit::AuditConfig::in_dir(audit_dir.path().join("audit"))).unwrap();
-            let hooks = Arc::new(interceptor::policy::session::PolicyFactory::new(store, audit.clone()));
+            let audit = interceptor::audit::AuditLog::open(
+                &interceptor::audit::AuditConfig::in_dir(audit_dir.path().join("audit")),
+            )
+            .unwrap();
+            let hooks = Arc::new(interceptor::policy::session::PolicyFactory::new(
+                store,
+                audit.clone(),
+            ));
             let guarded = Proxy::start_with_hooks(&config, hooks).await;
-            ready_tx.send((proxy.addr, forwarder(pg_port).await, guarded.addr)).unwrap();
+            ready_tx
+                .send((proxy.addr, forwarder(pg_port).await, guarded.addr))
+                .unwrap();
             let _ = stop_rx.await;
             proxy.stop().await;
             guarded.stop().await;
@@ -241,7 +332,11 @@ fn bench() {
     let mut sessions = Vec::new();
     for _ in 0..idle {
         let mut s = std::net::TcpStream::connect(proxy_addr).unwrap();
-        s.write_all(&startup_packet(&[("user", "bench_user"), ("database", "bench")])).unwrap();
+        s.write_all(&startup_packet(&[
+            ("user", "bench_user"),
+            ("database", "bench"),
+        ]))
+        .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // Read the greeting up to ReadyForQuery ('Z', length 5, status).
         let mut seen = Vec::new();
@@ -256,7 +351,9 @@ fn bench() {
     std::thread::sleep(Duration::from_millis(500));
     let after = vm_rss_kib();
     let per_session = (after.saturating_sub(before)) * 1024 / u64::from(idle);
-    println!("idle sessions: {idle}, RSS {before} KiB -> {after} KiB, about {per_session} bytes per session");
+    println!(
+        "idle sessions: {idle}, RSS {before} KiB -> {after} KiB, about {per_session} bytes per session"
+    );
     drop(sessions);
     stop_tx.send(()).unwrap();
     server.join().unwrap();

@@ -19,7 +19,9 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use proxy_support::{Captured, Postgres, Proxy, free_port, startup_packet, test_pki, write_credentials};
+use proxy_support::{
+    Captured, Postgres, Proxy, free_port, startup_packet, test_pki, write_credentials,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -34,8 +36,7 @@ const SUPER_PW: &str = "super-pw-Jj7t";
 
 /// md5 in `pg_hba.conf` uses SCRAM for roles stored with SCRAM and md5 for roles
 /// stored with md5; `clear_user` gets the cleartext exchange.
-const HBA: &str =
-    "local all all trust\nhost all clear_user 127.0.0.1/32 password\nhost all all 127.0.0.1/32 md5\n";
+const HBA: &str = "local all all trust\nhost all clear_user 127.0.0.1/32 password\nhost all all 127.0.0.1/32 md5\n";
 
 fn start_postgres(cert: &str, key: &str) -> Postgres {
     let pg = Postgres::start_with_tls(SUPER_PW, HBA, "", Some((cert, key)));
@@ -57,7 +58,17 @@ fn start_postgres(cert: &str, key: &str) -> Postgres {
 
 fn psql(conninfo: &str, sql: &str, stdin: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new("psql")
-        .args(["-X", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            conninfo,
+            "-c",
+            sql,
+        ])
         .env_remove("PGPASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -78,8 +89,14 @@ fn psql(conninfo: &str, sql: &str, stdin: Option<&str>) -> (bool, String, String
 }
 
 /// psql, off the async runtime (it blocks until the proxy answers).
-async fn psql_async(conninfo: String, sql: &'static str, stdin: Option<&'static str>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || psql(&conninfo, sql, stdin)).await.unwrap()
+async fn psql_async(
+    conninfo: String,
+    sql: &'static str,
+    stdin: Option<&'static str>,
+) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || psql(&conninfo, sql, stdin))
+        .await
+        .unwrap()
 }
 
 async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -103,7 +120,10 @@ fn passthrough() {
     let captured = Captured::install(tracing::Level::TRACE);
     let (ca, cert, key) = test_pki();
     let pg = start_postgres(&cert, &key);
-    let work = tempfile::Builder::new().prefix("interceptor-proxy-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("interceptor-proxy-")
+        .tempdir()
+        .unwrap();
     let ca_file = work.path().join("ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
     let sock_dir = work.path().join("sock");
@@ -142,9 +162,16 @@ fn passthrough() {
         )
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let main = Proxy::start_with_unix(&config("main"), Some(&sock_dir.join(format!(".s.PGSQL.{}", pg.port)))).await;
+        let main = Proxy::start_with_unix(
+            &config("main"),
+            Some(&sock_dir.join(format!(".s.PGSQL.{}", pg.port))),
+        )
+        .await;
         let down = Proxy::start(&config("down")).await;
         let tls_require = Proxy::start(&config("tls-require")).await;
         let tls_verify = Proxy::start(&config("tls-verify")).await;
@@ -176,7 +203,10 @@ fn passthrough() {
 
     let logs = captured.text();
     for pw in [SCRAM_PW, MD5_PW, CLEAR_PW, WRONG_PW, SUPER_PW] {
-        assert!(!logs.contains(pw), "a password appears in the proxy's output");
+        assert!(
+            !logs.contains(pw),
+            "a password appears in the proxy's output"
+        );
     }
     let starts = captured.events("session_start");
     assert!(starts.len() >= 10, "session_start events: {}", starts.len());
@@ -184,12 +214,21 @@ fn passthrough() {
     assert_eq!(s["target"], "main");
     assert_eq!(s["database"], "app");
     assert_eq!(s["route"], "explicit");
-    let attestation: serde_json::Value = serde_json::from_str(s["attestation"].as_str().unwrap()).unwrap();
+    let attestation: serde_json::Value =
+        serde_json::from_str(s["attestation"].as_str().unwrap()).unwrap();
     assert!(attestation["pid"].as_u64().unwrap() > 0, "{attestation}");
     let ends = captured.events("session_end");
-    assert!(ends.iter().any(|e| e["fields"]["reason"] == "client_terminate"));
+    assert!(
+        ends.iter()
+            .any(|e| e["fields"]["reason"] == "client_terminate")
+    );
     assert!(ends.iter().all(|e| e["fields"]["frontend_bytes"].is_u64()));
-    assert!(captured.events("session_refused").iter().any(|e| e["fields"]["reason"] == "upstream_unavailable"));
+    assert!(
+        captured
+            .events("session_refused")
+            .iter()
+            .any(|e| e["fields"]["reason"] == "upstream_unavailable")
+    );
     assert!(starts.iter().any(|e| e["fields"]["route"] == "unix"));
     assert!(ends.iter().any(|e| e["fields"]["reason"] == "shutdown"));
     assert!(starts.iter().any(|e| e["fields"]["upstream_tls"] == true));
@@ -199,17 +238,28 @@ fn passthrough() {
 /// no kernel record) is refused, saying why.
 async fn not_redirected_without_explicit_target_is_refused(config: &str) {
     let proxy = Proxy::start(config).await;
-    let err = connect(&proxy.conninfo("scram_user", "app")).await.unwrap_err();
+    let err = connect(&proxy.conninfo("scram_user", "app"))
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
-    assert_eq!(db.code(), &SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION);
-    assert!(db.message().contains("no explicit_target"), "{}", db.message());
+    assert_eq!(
+        db.code(),
+        &SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION
+    );
+    assert!(
+        db.message().contains("no explicit_target"),
+        "{}",
+        db.message()
+    );
     proxy.stop().await;
 }
 
 /// Stopping the proxy ends established sessions with 57P01.
 async fn shutdown_says_goodbye(config: &str) {
     let proxy = Proxy::start(config).await;
-    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("scram_user", "app"), NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("scram_user", "app"), NoTls)
+        .await
+        .unwrap();
     let conn = tokio::spawn(conn);
     client.simple_query("SELECT 1").await.unwrap();
     proxy.stop().await;
@@ -220,7 +270,10 @@ async fn shutdown_says_goodbye(config: &str) {
 /// psql through the proxy's unix socket `.s.PGSQL.<port>`: the caller is
 /// the socket peer (`SO_PEERCRED`), the target the one with that port.
 async fn unix_socket(dir: &std::path::Path, port: u16) {
-    let conninfo = format!("host={} port={port} user=md5_user dbname=app", dir.display());
+    let conninfo = format!(
+        "host={} port={port} user=md5_user dbname=app",
+        dir.display()
+    );
     let (ok, out, err) = psql_async(conninfo, "SELECT current_user", None).await;
     assert!(ok, "{err}");
     assert_eq!(out, "md5_user");
@@ -234,49 +287,90 @@ async fn upstream_tls(require: &Proxy, verify: &Proxy, badname: &Proxy) {
         let client = connect(&proxy.conninfo("anyone", "app")).await.unwrap();
         let ssl: String = client.query_one(ssl_in_use, &[]).await.unwrap().get(0);
         assert_eq!(ssl, "true");
-        let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        let who: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, role);
         let token = client.cancel_token();
         let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         token.cancel_query(NoTls).await.unwrap();
         let err = sleeper.await.unwrap().unwrap_err();
-        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "cancel over TLS: {err}");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::QUERY_CANCELED),
+            "cancel over TLS: {err}"
+        );
     }
-    let err = connect(&badname.conninfo("anyone", "app")).await.unwrap_err();
+    let err = connect(&badname.conninfo("anyone", "app"))
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
-    assert_eq!(db.code(), &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
-    assert!(db.message().contains("TLS handshake with target `tls-badname`"), "{}", db.message());
+    assert_eq!(
+        db.code(),
+        &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
+    );
+    assert!(
+        db.message()
+            .contains("TLS handshake with target `tls-badname`"),
+        "{}",
+        db.message()
+    );
 }
 
 /// tokio-postgres: prepared statements, parameters, many rows, a
 /// transaction, NOTICE and NOTIFY.
 async fn extended_protocol(proxy: &Proxy) {
     let client = connect(&proxy.conninfo("scram_user", "app")).await.unwrap();
-    let row = client.query_one("SELECT $1::int + 1, current_user::text", &[&41_i32]).await.unwrap();
+    let row = client
+        .query_one("SELECT $1::int + 1, current_user::text", &[&41_i32])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
     assert_eq!(row.get::<_, String>(1), "scram_user");
-    let stmt = client.prepare("SELECT g, md5(g::text) FROM generate_series(1, $1) g").await.unwrap();
+    let stmt = client
+        .prepare("SELECT g, md5(g::text) FROM generate_series(1, $1) g")
+        .await
+        .unwrap();
     let rows = client.query(&stmt, &[&20_000_i32]).await.unwrap();
     assert_eq!(rows.len(), 20_000);
     assert_eq!(rows[19_999].get::<_, i32>(0), 20_000);
-    let big: String = client.query_one("SELECT repeat('x', 300000)", &[]).await.unwrap().get(0);
+    let big: String = client
+        .query_one("SELECT repeat('x', 300000)", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(big.len(), 300_000);
-    client.batch_execute("BEGIN; CREATE TEMP TABLE t (a int); INSERT INTO t VALUES (1), (2); COMMIT;").await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("BEGIN; CREATE TEMP TABLE t (a int); INSERT INTO t VALUES (1), (2); COMMIT;")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     let err = client.query_one("SELECT 1/0", &[]).await.unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
     // The session survives an error.
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
-    client.batch_execute("LISTEN ch; NOTIFY ch, 'hello'; DO $$ BEGIN RAISE NOTICE 'note'; END $$;").await.unwrap();
+    client
+        .batch_execute("LISTEN ch; NOTIFY ch, 'hello'; DO $$ BEGIN RAISE NOTICE 'note'; END $$;")
+        .await
+        .unwrap();
 }
 
 /// COPY FROM STDIN and COPY TO STDOUT through tokio-postgres.
 async fn copy_both_ways(proxy: &Proxy) {
     let client = connect(&proxy.conninfo("scram_user", "app")).await.unwrap();
-    client.batch_execute("DROP TABLE IF EXISTS copy_t; CREATE TABLE copy_t (id int, name text)").await.unwrap();
+    client
+        .batch_execute("DROP TABLE IF EXISTS copy_t; CREATE TABLE copy_t (id int, name text)")
+        .await
+        .unwrap();
     let sink = client.copy_in("COPY copy_t FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     let mut data = String::new();
@@ -309,7 +403,12 @@ async fn simple_protocol_and_tls_with_psql(proxy: &Proxy) {
     .await;
     assert!(ok, "{err}");
     assert!(out.ends_with("\n0"), "{out}");
-    let (ok, _, err) = psql_async(plain.clone(), "COPY psql_t FROM STDIN", Some("1\tone\n2\ttwo\n")).await;
+    let (ok, _, err) = psql_async(
+        plain.clone(),
+        "COPY psql_t FROM STDIN",
+        Some("1\tone\n2\ttwo\n"),
+    )
+    .await;
     assert!(ok, "{err}");
     let (ok, out, err) = psql_async(plain, "COPY psql_t TO STDOUT", None).await;
     assert!(ok, "{err}");
@@ -319,7 +418,8 @@ async fn simple_protocol_and_tls_with_psql(proxy: &Proxy) {
     let (ok, out, err) = psql_async(tls.clone(), "\\conninfo", None).await;
     assert!(ok, "{err}");
     assert!(out.contains("SSL connection"), "{out}");
-    let (ok, out, err) = psql_async(tls, "SELECT sum(g) FROM generate_series(1, 1000) g", None).await;
+    let (ok, out, err) =
+        psql_async(tls, "SELECT sum(g) FROM generate_series(1, 1000) g", None).await;
     assert!(ok, "{err}");
     assert_eq!(out, "500500");
 }
@@ -328,38 +428,73 @@ async fn simple_protocol_and_tls_with_psql(proxy: &Proxy) {
 /// from `INTERCEPTOR_PASSWORD_MAIN`), and the default credential for a user the
 /// proxy holds none for.
 async fn upstream_auth_methods(proxy: &Proxy) {
-    for (client_user, role) in
-        [("scram_user", "scram_user"), ("md5_user", "md5_user"), ("clear_user", "clear_user"), ("anyone", "scram_user")]
-    {
-        let client = connect(&proxy.conninfo(client_user, "app")).await.unwrap_or_else(|e| panic!("{client_user}: {e}"));
-        let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    for (client_user, role) in [
+        ("scram_user", "scram_user"),
+        ("md5_user", "md5_user"),
+        ("clear_user", "clear_user"),
+        ("anyone", "scram_user"),
+    ] {
+        let client = connect(&proxy.conninfo(client_user, "app"))
+            .await
+            .unwrap_or_else(|e| panic!("{client_user}: {e}"));
+        let who: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, role, "client user {client_user}");
     }
     // The client's own password is never asked for nor used.
-    let (ok, out, err) =
-        psql_async(format!("{} password=client-side-secret", proxy.conninfo("md5_user", "app")), "SELECT current_user", None)
-            .await;
+    let (ok, out, err) = psql_async(
+        format!(
+            "{} password=client-side-secret",
+            proxy.conninfo("md5_user", "app")
+        ),
+        "SELECT current_user",
+        None,
+    )
+    .await;
     assert!(ok, "{err}");
     assert_eq!(out, "md5_user");
 }
 
 async fn wrong_credential_is_a_clear_error(proxy: &Proxy) {
-    let err = connect(&proxy.conninfo("wrong_user", "app")).await.unwrap_err();
+    let err = connect(&proxy.conninfo("wrong_user", "app"))
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
     assert_eq!(db.code(), &SqlState::INVALID_PASSWORD);
-    assert!(db.message().contains("target `main` refused the session for role `wrong_user`"), "{}", db.message());
-    assert!(db.message().contains("password authentication failed"), "{}", db.message());
+    assert!(
+        db.message()
+            .contains("target `main` refused the session for role `wrong_user`"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        db.message().contains("password authentication failed"),
+        "{}",
+        db.message()
+    );
     let (ok, _, err) = psql_async(proxy.conninfo("wrong_user", "app"), "SELECT 1", None).await;
     assert!(!ok);
     assert!(err.contains("refused the session"), "{err}");
 }
 
 async fn upstream_down_is_08001(proxy: &Proxy, down_port: u16) {
-    let err = connect(&proxy.conninfo("scram_user", "app")).await.unwrap_err();
+    let err = connect(&proxy.conninfo("scram_user", "app"))
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
-    assert_eq!(db.code(), &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
+    assert_eq!(
+        db.code(),
+        &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
+    );
     assert!(db.message().contains("target `down`"), "{}", db.message());
-    assert!(db.message().contains(&format!("127.0.0.1:{down_port}")), "{}", db.message());
+    assert!(
+        db.message().contains(&format!("127.0.0.1:{down_port}")),
+        "{}",
+        db.message()
+    );
 }
 
 /// Two sessions sleep; the cancel key of one cancels that one only.
@@ -368,14 +503,19 @@ async fn cancel_reaches_the_right_backend(proxy: &Proxy) {
     let bystander = connect(&proxy.conninfo("scram_user", "app")).await.unwrap();
     let token = victim.cancel_token();
     let started = Instant::now();
-    let victim_query = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
-    let bystander_query = tokio::spawn(async move { bystander.simple_query("SELECT pg_sleep(2)").await });
+    let victim_query =
+        tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
+    let bystander_query =
+        tokio::spawn(async move { bystander.simple_query("SELECT pg_sleep(2)").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     token.cancel_query(NoTls).await.unwrap();
     let err = victim_query.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    bystander_query.await.unwrap().expect("the other session's query is not cancelled");
+    bystander_query
+        .await
+        .unwrap()
+        .expect("the other session's query is not cancelled");
 }
 
 /// A message over `max_message_bytes` gets 54000 and its session is closed;
@@ -383,7 +523,12 @@ async fn cancel_reaches_the_right_backend(proxy: &Proxy) {
 async fn oversized_message_is_refused(proxy: &Proxy) {
     // A raw client that announces a 2 MiB Query.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&startup_packet(&[("user", "scram_user"), ("database", "app")])).await.unwrap();
+    s.write_all(&startup_packet(&[
+        ("user", "scram_user"),
+        ("database", "app"),
+    ]))
+    .await
+    .unwrap();
     read_until_ready(&mut s).await;
     let mut q = BytesMut::new();
     q.put_u8(b'Q');
@@ -404,18 +549,34 @@ async fn oversized_message_is_refused(proxy: &Proxy) {
 
     // So does a result row over the limit, coming from the server.
     let client = connect(&proxy.conninfo("scram_user", "app")).await.unwrap();
-    let err = client.simple_query("SELECT repeat('z', 2000000)").await.unwrap_err();
+    let err = client
+        .simple_query("SELECT repeat('z', 2000000)")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{err}");
-    assert!(err.as_db_error().unwrap().message().contains("target `main` sent a message"), "{err}");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("target `main` sent a message"),
+        "{err}"
+    );
 }
 
 /// `GSSENCRequest` is declined with N, then the startup goes on; a malformed
 /// startup packet gets a clear 08P01.
 async fn startup_negotiation_raw(proxy: &Proxy) {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap();
     assert_eq!(s.read_u8().await.unwrap(), b'N');
-    s.write_all(&startup_packet(&[("user", "scram_user"), ("database", "app")])).await.unwrap();
+    s.write_all(&startup_packet(&[
+        ("user", "scram_user"),
+        ("database", "app"),
+    ]))
+    .await
+    .unwrap();
     read_until_ready(&mut s).await;
     let mut q = BytesMut::new();
     q.put_u8(b'Q');
@@ -434,12 +595,19 @@ async fn startup_negotiation_raw(proxy: &Proxy) {
 
     // A protocol 3.2 client with a protocol option is negotiated down to 3.0.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut p = startup_packet(&[("user", "scram_user"), ("database", "app"), ("_pq_.future", "1")]);
+    let mut p = startup_packet(&[
+        ("user", "scram_user"),
+        ("database", "app"),
+        ("_pq_.future", "1"),
+    ]);
     p[7] = 2;
     s.write_all(&p).await.unwrap();
     let (tag, body) = read_message(&mut s).await.unwrap();
     assert_eq!(tag, b'v');
-    assert!(body.starts_with("\0\u{3}\0\0\0\0\0\u{1}_pq_.future"), "{body:?}");
+    assert!(
+        body.starts_with("\0\u{3}\0\0\0\0\0\u{1}_pq_.future"),
+        "{body:?}"
+    );
     read_until_ready(&mut s).await;
 
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
@@ -450,7 +618,10 @@ async fn startup_negotiation_raw(proxy: &Proxy) {
     s.write_all(&bad).await.unwrap();
     let (tag, fields) = read_message(&mut s).await.unwrap();
     assert_eq!(tag, b'E');
-    assert!(fields.contains("C08P01") && fields.contains("invalid startup packet"), "{fields}");
+    assert!(
+        fields.contains("C08P01") && fields.contains("invalid startup packet"),
+        "{fields}"
+    );
 }
 
 /// One backend message: tag and body (as lossy text); `None` at EOF.

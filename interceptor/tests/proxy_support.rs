@@ -41,9 +41,19 @@ impl Postgres {
     }
 
     /// [`Postgres::start`], with `ssl = on` and this (certificate, key) PEM pair.
-    pub fn start_with_tls(super_password: &str, hba: &str, server_options: &str, tls: Option<(&str, &str)>) -> Self {
-        let pg = nix::unistd::User::from_name("postgres").unwrap().expect("a postgres user");
-        let dir = tempfile::Builder::new().prefix("interceptor-pg-").tempdir().unwrap();
+    pub fn start_with_tls(
+        super_password: &str,
+        hba: &str,
+        server_options: &str,
+        tls: Option<(&str, &str)>,
+    ) -> Self {
+        let pg = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("a postgres user");
+        let dir = tempfile::Builder::new()
+            .prefix("interceptor-pg-")
+            .tempdir()
+            .unwrap();
         let chown = |p: &Path| nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).unwrap();
         chown(dir.path());
         let data = dir.path().join("data");
@@ -84,7 +94,10 @@ impl Postgres {
             pg.dir.path().join("log").to_str().unwrap(),
             "-w",
             "-o",
-            &format!("-k {} -h 127.0.0.1 -p {port} {server_options}", sock.display()),
+            &format!(
+                "-k {} -h 127.0.0.1 -p {port} {server_options}",
+                sock.display()
+            ),
             "start",
         ]);
         pg
@@ -98,12 +111,27 @@ impl Postgres {
     /// Runs SQL as the superuser over the unix socket (needs `local ... trust`).
     pub fn psql_super(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db, "-h"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-h",
+            ])
             .arg(self.sock())
             .args(["-p", &self.port.to_string(), "-c", sql])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -112,7 +140,18 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"])
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ])
             .stdout(Stdio::null())
             .status();
     }
@@ -120,7 +159,12 @@ impl Drop for Postgres {
 
 /// Runs a command as the `postgres` user.
 pub fn run_as_postgres(args: &[&str]) {
-    let out = Command::new("runuser").args(["-u", "postgres", "--"]).args(args).current_dir("/").output().unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}\n{}",
@@ -131,7 +175,11 @@ pub fn run_as_postgres(args: &[&str]) {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Everything the proxy logs, as JSON lines (echoed to stderr when
@@ -157,7 +205,11 @@ impl Captured {
     pub fn install(level: tracing::Level) -> Self {
         let captured = Captured::default();
         let writer = captured.clone();
-        tracing_subscriber::fmt().json().with_max_level(level).with_writer(move || writer.clone()).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .init();
         captured
     }
 
@@ -199,7 +251,11 @@ impl Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy::run_with_hooks(
             Arc::new(config),
-            Listeners { v4, v6: None, unix: None },
+            Listeners {
+                v4,
+                v6: None,
+                unix: None,
+            },
             Arc::new(NoRedirect),
             hooks,
             async move {
@@ -207,8 +263,16 @@ impl Proxy {
             },
         ));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!task.is_finished(), "proxy stopped at start: {:?}", task.await.unwrap());
-        Proxy { addr, stop: Some(stop), task }
+        assert!(
+            !task.is_finished(),
+            "proxy stopped at start: {:?}",
+            task.await.unwrap()
+        );
+        Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// Starts `proxy::run`, with a unix socket listener at `unix` too.
@@ -228,19 +292,34 @@ impl Proxy {
         ));
         // Set-up errors (credentials, TLS) end `run` at once.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!task.is_finished(), "proxy stopped at start: {:?}", task.await.unwrap());
-        Proxy { addr, stop: Some(stop), task }
+        assert!(
+            !task.is_finished(),
+            "proxy stopped at start: {:?}",
+            task.await.unwrap()
+        );
+        Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// libpq connection string for `user` on database `db`.
     pub fn conninfo(&self, user: &str, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} dbname={db} connect_timeout=10", self.addr.port())
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname={db} connect_timeout=10",
+            self.addr.port()
+        )
     }
 
     /// Graceful shutdown; `run` must return `Ok`.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -269,7 +348,10 @@ pub fn test_pki() -> (String, String, String) {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 

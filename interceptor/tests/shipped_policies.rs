@@ -8,8 +8,15 @@ fn policies() -> PathBuf {
 }
 
 fn interceptor(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_interceptor")).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_interceptor"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -21,13 +28,48 @@ fn shipped_policies_check_and_pass_their_cases() {
     let (ok, out) = interceptor(&["policy", "test", &dir]);
     assert!(ok, "{out}");
     let last = out.lines().last().unwrap_or_default();
-    assert!(last.ends_with(" 0 failed") && !last.starts_with("0 passed"), "{out}");
+    assert!(
+        last.ends_with(" 0 failed") && !last.starts_with("0 passed"),
+        "{out}"
+    );
+}
+
+/// Every profile in policies/profiles is a valid set passing its own cases.
+#[test]
+fn profiles_check_and_pass_their_cases() {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(policies().join("profiles")).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let d = dir.display().to_string();
+        let (ok, out) = interceptor(&["policy", "check", &d]);
+        assert!(ok, "{out}");
+        let (ok, out) = interceptor(&["policy", "test", &d]);
+        assert!(ok, "{out}");
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with(" 0 failed") && !last.starts_with("0 passed"),
+            "{out}"
+        );
+        seen.push(dir.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["job-queue", "migrations", "pg-dump", "read-only-agent"]
+    );
 }
 
 #[test]
 fn a_broken_policy_names_file_and_line_and_fails() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.toml"), "[[rule]]\nid = \"r\"\nidentities = [\"*\"]\naction = \"alow\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[[rule]]\nid = \"r\"\nidentities = [\"*\"]\naction = \"alow\"\n",
+    )
+    .unwrap();
     let (ok, out) = interceptor(&["policy", "check", &dir.path().display().to_string()]);
     assert!(!ok);
     assert!(out.contains("a.toml:4"), "{out}");

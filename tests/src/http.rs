@@ -12,12 +12,21 @@ use std::{
 use serde_json::Value;
 
 /// One HTTP call: `(status, body as JSON or Null)`.
-pub fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
     anyhow::ensure!(addr.ip().is_loopback(), "tests only talk to loopback");
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.map(ToString::to_string).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if let Some(t) = token {
         req.push_str("Authorization: Bearer ");
         req.push_str(t);
@@ -34,8 +43,14 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, bod
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status: u16 = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
     Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
@@ -122,7 +137,9 @@ fn receive(stream: TcpStream, kept: &Mutex<Vec<Value>>) -> anyhow::Result<()> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    kept.lock().expect("lock").push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    kept.lock()
+        .expect("lock")
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     let mut w = stream;
     w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     Ok(())

@@ -72,7 +72,8 @@ struct Env {
 
 /// The RSA key of the token tests, as an OIDC provider's signing key.
 fn sso_key_pem() -> String {
-    std::fs::read_to_string(paths::workspace_root().join("interceptor/src/token/testdata_rsa.pem")).unwrap()
+    std::fs::read_to_string(paths::workspace_root().join("interceptor/src/token/testdata_rsa.pem"))
+        .unwrap()
 }
 
 /// The provider's JWKS (modulus read with openssl).
@@ -83,18 +84,29 @@ fn sso_jwks() -> String {
         .arg(paths::workspace_root().join("interceptor/src/token/testdata_rsa.pem"))
         .output()
         .unwrap();
-    let modulus = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("Modulus=").to_owned();
+    let modulus = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("Modulus=")
+        .to_owned();
     let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(modulus).unwrap());
     json!({"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "sso-1", "n": n, "e": "AQAB"}]}).to_string()
 }
 
 /// An ID token from the test provider with `email`.
 fn id_token(email: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = Some("sso-1".into());
     let claims = json!({"iss": "https://sso.example.test", "aud": "interceptor-approvals", "sub": email, "email": email, "iat": now, "exp": now + 300});
-    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_rsa_pem(sso_key_pem().as_bytes()).unwrap()).unwrap()
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(sso_key_pem().as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn start(approval: &str) -> Env {
@@ -108,7 +120,9 @@ fn start_policy(policy_text: &str) -> Env {
     std::fs::write(dir.path().join("policy.toml"), policy_text).unwrap();
     let hook = WebhookReceiver::start().unwrap();
     let slack = WebhookReceiver::start().unwrap();
-    let http: SocketAddr = format!("127.0.0.1:{}", paths::free_port().unwrap()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", paths::free_port().unwrap())
+        .parse()
+        .unwrap();
     // A port nothing listens on: a failing webhook must not hold anything up.
     let dead = paths::free_port().unwrap();
     let extra = format!(
@@ -170,7 +184,13 @@ attempts = 2
         c.targets[0].upstream = Some(pg.addr());
     })
     .unwrap();
-    Env { s, http, hook, slack, _policy: dir }
+    Env {
+        s,
+        http,
+        hook,
+        slack,
+        _policy: dir,
+    }
 }
 
 impl Env {
@@ -189,7 +209,9 @@ impl Env {
         if let Some(u) = user {
             process::as_user(&mut cmd, u).unwrap();
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         self.s.cg.spawn(&mut cmd).unwrap()
     }
 
@@ -211,7 +233,11 @@ impl Env {
             if let Some(r) = list.as_array().and_then(|a| a.first()) {
                 return r.clone();
             }
-            assert!(Instant::now() < deadline, "no approval request appeared:\n{}", self.s.daemon.output());
+            assert!(
+                Instant::now() < deadline,
+                "no approval request appeared:\n{}",
+                self.s.daemon.output()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -228,11 +254,17 @@ impl Env {
     }
 
     fn status_of(&self, id: &str) -> Value {
-        self.api("GET", &format!("/v1/approvals/{id}"), ALICE, None).1
+        self.api("GET", &format!("/v1/approvals/{id}"), ALICE, None)
+            .1
     }
 
     fn order_exists(&self, id: u32) -> bool {
-        self.s.pg.sql(DB, &format!("select count(*) from orders where id = {id}")).unwrap().trim() == "1"
+        self.s
+            .pg
+            .sql(DB, &format!("select count(*) from orders where id = {id}"))
+            .unwrap()
+            .trim()
+            == "1"
     }
 
     /// Every approval record of the audit log, as `(decision, event)`.
@@ -246,17 +278,33 @@ impl Env {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|r| r["kind"] == "approval")
-            .map(|r| (r["event"]["decision"].as_str().unwrap_or_default().to_owned(), r["event"].clone()))
+            .map(|r| {
+                (
+                    r["event"]["decision"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    r["event"].clone(),
+                )
+            })
             .collect()
     }
 
     fn wait_record(&self, id: &str, decision: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some((_, e)) = self.approval_records().into_iter().find(|(d, e)| d == decision && e["request"] == id) {
+            if let Some((_, e)) = self
+                .approval_records()
+                .into_iter()
+                .find(|(d, e)| d == decision && e["request"] == id)
+            {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no `{decision}` record for {id}: {:?}", self.approval_records());
+            assert!(
+                Instant::now() < deadline,
+                "no `{decision}` record for {id}: {:?}",
+                self.approval_records()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -267,7 +315,11 @@ const DELETE: &str = "DELETE FROM orders WHERE id = 104 RETURNING id, amount";
 #[test]
 fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     let env = start(r#"expires_after = "60s""#);
-    let psql = env.psql(&["select 'before'", DELETE, "select 'after', count(*) from orders"]);
+    let psql = env.psql(&[
+        "select 'before'",
+        DELETE,
+        "select 'after', count(*) from orders",
+    ]);
     let req = env.pending();
     let id = req["id"].as_str().unwrap().to_owned();
     assert_eq!(req["sql"], DELETE);
@@ -277,46 +329,121 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     assert_eq!(req["target"], TARGET);
     assert_eq!(req["user"], "nobody");
     assert_eq!(req["mode"], "hold");
-    assert!(req["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{req}");
-    assert!(req["attestation"]["exe"].as_str().is_some_and(|e| e.ends_with("psql")), "{req}");
-    assert!(env.order_exists(104), "a held statement must not reach the database");
+    assert!(
+        req["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{req}"
+    );
+    assert!(
+        req["attestation"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("psql")),
+        "{req}"
+    );
+    assert!(
+        env.order_exists(104),
+        "a held statement must not reach the database"
+    );
 
     // The webhook receivers hear about it (JSON and Slack shapes).
-    let note = env.hook.wait_for(Duration::from_secs(10), |b| b["event"] == "approval.requested").expect("no webhook for the request");
+    let note = env
+        .hook
+        .wait_for(Duration::from_secs(10), |b| {
+            b["event"] == "approval.requested"
+        })
+        .expect("no webhook for the request");
     assert_eq!(note["request"]["id"], id.as_str());
-    let slack = env.slack.wait_for(Duration::from_secs(10), |b| b["text"].as_str().is_some_and(|t| t.contains(&id))).expect("no slack webhook");
-    assert!(slack["text"].as_str().unwrap().contains("DELETE FROM orders"), "{slack}");
+    let slack = env
+        .slack
+        .wait_for(Duration::from_secs(10), |b| {
+            b["text"].as_str().is_some_and(|t| t.contains(&id))
+        })
+        .expect("no slack webhook");
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE FROM orders"),
+        "{slack}"
+    );
 
     // A bad token is refused; the requester's own identity cannot approve.
     let (status, _) = call(env.http, "GET", "/v1/approvals", Some("wrong"), None).unwrap();
     assert_eq!(status, 401);
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), CI, Some(&json!({})));
+    let (status, body) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        CI,
+        Some(&json!({})),
+    );
     assert_eq!(status, 403, "self-approval must be refused: {body}");
-    assert!(body["error"].as_str().unwrap().contains("never approves its own request"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("never approves its own request"),
+        "{body}"
+    );
     // A scope the rule does not allow is refused.
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(&json!({"scope": "session"})));
+    let (status, _) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        ALICE,
+        Some(&json!({"scope": "session"})),
+    );
     assert_eq!(status, 400);
     assert!(env.order_exists(104));
 
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, Some(&json!({"reason": "cleanup ticket 42"})));
+    let (status, body) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        ALICE,
+        Some(&json!({"reason": "cleanup ticket 42"})),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"]["state"], "approved");
     let out = env.finish(psql);
     assert!(out.success(), "{out}\n{}", env.s.daemon.output());
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines, ["before", "104|310.25", "DELETE 1", "after|3"], "{out}");
-    assert!(out.stderr.contains(&format!("held for approval: request {id}")), "psql shows the hold notice: {}", out.stderr);
+    assert_eq!(
+        lines,
+        ["before", "104|310.25", "DELETE 1", "after|3"],
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("held for approval: request {id}")),
+        "psql shows the hold notice: {}",
+        out.stderr
+    );
     assert!(!env.order_exists(104));
 
     // Deciding again is a conflict.
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "late"})));
+    let (status, _) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        BOB,
+        Some(&json!({"reason": "late"})),
+    );
     assert_eq!(status, 409);
 
     // The audit log holds the story, in order.
     env.wait_record(&id, "executed");
-    let story: Vec<String> = env.approval_records().into_iter().filter(|(_, e)| e["request"] == id.as_str()).map(|(d, _)| d).collect();
-    let pos = |d: &str| story.iter().position(|x| x == d).unwrap_or_else(|| panic!("no `{d}` in {story:?}"));
-    assert!(pos("requested") < pos("approved") && pos("approved") < pos("executed"), "{story:?}");
+    let story: Vec<String> = env
+        .approval_records()
+        .into_iter()
+        .filter(|(_, e)| e["request"] == id.as_str())
+        .map(|(d, _)| d)
+        .collect();
+    let pos = |d: &str| {
+        story
+            .iter()
+            .position(|x| x == d)
+            .unwrap_or_else(|| panic!("no `{d}` in {story:?}"))
+    };
+    assert!(
+        pos("requested") < pos("approved") && pos("approved") < pos("executed"),
+        "{story:?}"
+    );
     let approved = env.wait_record(&id, "approved");
     assert_eq!(approved["approver"], "alice");
     assert_eq!(approved["reason"], "cleanup ticket 42");
@@ -324,8 +451,15 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
     let notified = env.wait_record(&id, "notified");
     assert!(notified["detail"]["status"] == 200, "{notified}");
     let failed = env.wait_record(&id, "notify_failed");
-    assert!(failed["detail"]["url"].as_str().unwrap().ends_with("/gone"), "{failed}");
-    env.hook.wait_for(Duration::from_secs(10), |b| b["event"] == "approval.approved").expect("no webhook for the decision");
+    assert!(
+        failed["detail"]["url"].as_str().unwrap().ends_with("/gone"),
+        "{failed}"
+    );
+    env.hook
+        .wait_for(Duration::from_secs(10), |b| {
+            b["event"] == "approval.approved"
+        })
+        .expect("no webhook for the decision");
     // `sessions show` tells the story of the session, approvals included.
     let session = req["session"].as_str().unwrap();
     let out = Command::new(paths::interceptor_bin())
@@ -334,9 +468,22 @@ fn held_delete_runs_in_the_same_psql_session_once_approved_over_http() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains(&format!("approval {id} for #2: requested (hold mode, rule deletes-need-approval")), "{shown}");
-    assert!(shown.contains(&format!("approval {id} for #2: approved by alice (scope once): cleanup ticket 42")), "{shown}");
-    assert!(shown.contains(&format!("approval {id} for #2: executed")), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "approval {id} for #2: requested (hold mode, rule deletes-need-approval"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "approval {id} for #2: approved by alice (scope once): cleanup ticket 42"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("approval {id} for #2: executed")),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -344,24 +491,55 @@ fn denial_and_expiry_leave_the_row_and_give_psql_the_error() {
     let env = start(r#"expires_after = "3s""#);
     let psql = env.psql(&[DELETE]);
     let id = env.pending()["id"].as_str().unwrap().to_owned();
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({})));
+    let (status, body) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        BOB,
+        Some(&json!({})),
+    );
     assert_eq!(status, 400, "a denial needs a reason: {body}");
-    let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "not during the freeze"})));
+    let (status, body) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        BOB,
+        Some(&json!({"reason": "not during the freeze"})),
+    );
     assert_eq!(status, 200, "{body}");
     let out = env.finish(psql);
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains(&id) && out.stderr.contains("denied by bob") && out.stderr.contains("not during the freeze"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&id)
+            && out.stderr.contains("denied by bob")
+            && out.stderr.contains("not during the freeze"),
+        "{}",
+        out.stderr
+    );
     assert!(env.order_exists(104));
     let denied = env.wait_record(&id, "denied");
     assert_eq!(denied["approver"], "bob");
 
     // Nobody decides: it expires.
-    let psql = env.psql_with(&["select 'first'", DELETE, "select 'still usable'"], false, Some("nobody"));
+    let psql = env.psql_with(
+        &["select 'first'", DELETE, "select 'still usable'"],
+        false,
+        Some("nobody"),
+    );
     let out = env.finish(psql);
-    assert!(out.stderr.contains("expired without a decision"), "{}", out.stderr);
-    assert!(out.stdout.contains("still usable"), "the session goes on after the error: {out}");
+    assert!(
+        out.stderr.contains("expired without a decision"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("still usable"),
+        "the session goes on after the error: {out}"
+    );
     assert!(env.order_exists(104));
-    let expired: Vec<_> = env.approval_records().into_iter().filter(|(d, _)| d == "expired").collect();
+    let expired: Vec<_> = env
+        .approval_records()
+        .into_iter()
+        .filter(|(d, _)| d == "expired")
+        .collect();
     assert_eq!(expired.len(), 1, "{expired:?}");
     // Each session's record counts its statement that was not run as refused.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -391,9 +569,18 @@ fn a_cancel_or_a_disconnect_withdraws_the_held_statement() {
     let psql = env.psql(&[DELETE]);
     let id = env.pending()["id"].as_str().unwrap().to_owned();
     // Ctrl-C: psql sends a CancelRequest on a new (redirected) connection.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(psql.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(psql.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
     let out = env.finish(psql);
-    assert!(out.stderr.contains(&format!("approval request {id} withdrawn")), "{}\n{}", out.stderr, env.s.daemon.output());
+    assert!(
+        out.stderr
+            .contains(&format!("approval request {id} withdrawn")),
+        "{}\n{}",
+        out.stderr,
+        env.s.daemon.output()
+    );
     assert_eq!(env.status_of(&id)["status"]["state"], "withdrawn");
     assert!(env.order_exists(104));
     let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
@@ -404,7 +591,10 @@ fn a_cancel_or_a_disconnect_withdraws_the_held_statement() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let id2 = loop {
         let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
-        if let Some(r) = list.as_array().and_then(|a| a.iter().find(|r| r["id"] != id.as_str())) {
+        if let Some(r) = list
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] != id.as_str()))
+        {
             break r["id"].as_str().unwrap().to_owned();
         }
         assert!(Instant::now() < deadline);
@@ -437,17 +627,31 @@ fn retry_mode_refuses_at_once_then_allows_the_same_statement_once() {
         .find(|w| w.starts_with("apr-"))
         .unwrap_or_else(|| panic!("no request id in: {}", first.stderr))
         .to_owned();
-    assert!(first.stderr.contains("run the same statement again once it is approved"), "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("run the same statement again once it is approved"),
+        "{}",
+        first.stderr
+    );
     assert!(env.order_exists(104));
     // A re-run before the decision points at the same request.
     let again = run(DELETE);
-    assert!(again.stderr.contains(&id) && again.stderr.contains("still pending"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains(&id) && again.stderr.contains("still pending"),
+        "{}",
+        again.stderr
+    );
 
     let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
     assert_eq!(status, 200, "{body}");
     // Different SQL bytes are a new request, and do not use the approval.
     let other = run("DELETE FROM orders WHERE id = 104  RETURNING id, amount");
-    assert!(!other.success() && !other.stderr.contains(&id), "{}", other.stderr);
+    assert!(
+        !other.success() && !other.stderr.contains(&id),
+        "{}",
+        other.stderr
+    );
     assert!(env.order_exists(104));
     // The exact statement runs, once.
     let ok = run(DELETE);
@@ -455,7 +659,11 @@ fn retry_mode_refuses_at_once_then_allows_the_same_statement_once() {
     assert_eq!(ok.stdout.trim(), "104|310.25\nDELETE 1");
     assert!(!env.order_exists(104));
     let once_more = run(DELETE);
-    assert!(!once_more.success() && once_more.stderr.contains("was created"), "{}", once_more.stderr);
+    assert!(
+        !once_more.success() && once_more.stderr.contains("was created"),
+        "{}",
+        once_more.stderr
+    );
     env.wait_record(&id, "grant_used");
 }
 
@@ -466,7 +674,10 @@ fn two_distinct_approvers_are_needed_when_the_rule_says_so() {
     let id = env.pending()["id"].as_str().unwrap().to_owned();
     let (status, body) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"]["state"], "pending", "one approval of two: {body}");
+    assert_eq!(
+        body["status"]["state"], "pending",
+        "one approval of two: {body}"
+    );
     let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/approve"), ALICE, None);
     assert_eq!(status, 409, "the same approver twice does not count twice");
     assert!(env.order_exists(104));
@@ -476,20 +687,32 @@ fn two_distinct_approvers_are_needed_when_the_rule_says_so() {
     assert_eq!(body["status"]["by"], json!(["alice", "bob"]));
     let out = env.finish(psql);
     assert!(out.success(), "{out}");
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["104|310.25", "DELETE 1", "3"]);
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["104|310.25", "DELETE 1", "3"]
+    );
 }
 
 #[test]
 fn extended_protocol_holds_the_execute_with_its_parameters() {
     let env = start(r#"scopes = ["once", "session"]"#);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let port = env.s.daemon.listen().port();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} dbname={DB} user=app"), tokio_postgres::NoTls)
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} dbname={DB} user=app"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let stmt = client
+            .prepare("DELETE FROM orders WHERE id = $1")
             .await
             .unwrap();
-        tokio::spawn(conn);
-        let stmt = client.prepare("DELETE FROM orders WHERE id = $1").await.unwrap();
         let http = env.http;
         let approver = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -502,7 +725,14 @@ fn extended_protocol_holds_the_execute_with_its_parameters() {
                 std::thread::sleep(Duration::from_millis(100));
             };
             let id = req["id"].as_str().unwrap().to_owned();
-            let (status, body) = call(http, "POST", &format!("/v1/approvals/{id}/approve"), Some(ALICE), Some(&json!({"scope": "session"}))).unwrap();
+            let (status, body) = call(
+                http,
+                "POST",
+                &format!("/v1/approvals/{id}/approve"),
+                Some(ALICE),
+                Some(&json!({"scope": "session"})),
+            )
+            .unwrap();
             assert_eq!(status, 200, "{body}");
             req
         });
@@ -512,12 +742,25 @@ fn extended_protocol_holds_the_execute_with_its_parameters() {
         assert_eq!(req["protocol"], "extended");
         assert_eq!(req["sql"], "DELETE FROM orders WHERE id = $1");
         // Parameters are masked for approvers by default.
-        assert!(req["params"][0].as_str().unwrap().starts_with("<masked: 4 bytes"), "{req}");
+        assert!(
+            req["params"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("<masked: 4 bytes"),
+            "{req}"
+        );
         // Session scope: the same statement with the same parameter runs again
         // without a new request; another parameter is a new request.
         assert_eq!(client.execute(&stmt, &[&103_i32]).await.unwrap(), 0);
-        let other = tokio::time::timeout(Duration::from_millis(1500), client.execute(&stmt, &[&101_i32])).await;
-        assert!(other.is_err(), "a different parameter must be held, not run");
+        let other = tokio::time::timeout(
+            Duration::from_millis(1500),
+            client.execute(&stmt, &[&101_i32]),
+        )
+        .await;
+        assert!(
+            other.is_err(),
+            "a different parameter must be held, not run"
+        );
     });
     assert!(!env.order_exists(103));
     assert!(env.order_exists(101));
@@ -532,7 +775,11 @@ fn a_restart_denies_pending_requests_on_the_record() {
     env.s.daemon.restart_clean().unwrap();
     let out = env.finish(psql);
     assert!(!out.success());
-    assert!(out.stderr.contains(&id) && out.stderr.contains("interceptor stopped"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&id) && out.stderr.contains("interceptor stopped"),
+        "{}",
+        out.stderr
+    );
     assert!(env.order_exists(104));
     env.wait_record(&id, "denied_by_restart");
 
@@ -554,9 +801,16 @@ fn a_restart_denies_pending_requests_on_the_record() {
     assert!(!out.success(), "{out}");
     assert!(env.order_exists(104));
     let rec = env.wait_record(&id2, "denied_by_restart");
-    assert!(rec["reason"].as_str().unwrap().contains("restarted"), "{rec}");
+    assert!(
+        rec["reason"].as_str().unwrap().contains("restarted"),
+        "{rec}"
+    );
     let (_, list) = env.api("GET", "/v1/approvals", ALICE, None);
-    assert_eq!(list, json!([]), "nothing is pending (or approved) after the restart");
+    assert_eq!(
+        list,
+        json!([]),
+        "nothing is pending (or approved) after the restart"
+    );
 }
 
 #[test]
@@ -566,19 +820,32 @@ fn the_cli_approves_and_denies_over_the_admin_socket_but_not_for_its_own_uid() {
     let id = env.pending()["id"].as_str().unwrap().to_owned();
     let list = env.cli(&["list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(list.status.success() && listed.contains(&id) && listed.contains("pending") && listed.contains("DELETE FROM orders"), "{listed}");
+    assert!(
+        list.status.success()
+            && listed.contains(&id)
+            && listed.contains("pending")
+            && listed.contains("DELETE FROM orders"),
+        "{listed}"
+    );
     let show = env.cli(&["show", &id]);
     let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["sql"], DELETE);
     let out = env.cli(&["approve", &id, "--reason", "ticket 7"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("approved {id}")));
     let psql_out = env.finish(psql);
     assert!(psql_out.success(), "{psql_out}");
     assert!(psql_out.stdout.starts_with("104|310.25"), "{psql_out}");
     assert!(!env.order_exists(104));
     let rec = env.wait_record(&id, "approved");
-    assert!(rec["approver"].as_str().unwrap().starts_with("root@"), "{rec}");
+    assert!(
+        rec["approver"].as_str().unwrap().starts_with("root@"),
+        "{rec}"
+    );
 
     // A statement made by root: root at the CLI is the same person.
     let psql = env.psql_with(&["DELETE FROM orders WHERE id = 103"], true, None);
@@ -591,14 +858,30 @@ fn the_cli_approves_and_denies_over_the_admin_socket_but_not_for_its_own_uid() {
     };
     let out = env.cli(&["approve", &id2]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("never approves its own request"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never approves its own request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(env.order_exists(103));
     let out = env.cli(&["deny", &id2, "--reason", "use the migration pipeline"]);
-    assert!(!out.status.success(), "root cannot deny its own request either");
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id2}/deny"), ALICE, Some(&json!({"reason": "use the migration pipeline"})));
+    assert!(
+        !out.status.success(),
+        "root cannot deny its own request either"
+    );
+    let (status, _) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id2}/deny"),
+        ALICE,
+        Some(&json!({"reason": "use the migration pipeline"})),
+    );
     assert_eq!(status, 200);
     let psql_out = env.finish(psql);
-    assert!(psql_out.stderr.contains("denied by alice") && psql_out.stderr.contains("use the migration pipeline"), "{psql_out}");
+    assert!(
+        psql_out.stderr.contains("denied by alice")
+            && psql_out.stderr.contains("use the migration pipeline"),
+        "{psql_out}"
+    );
     assert!(env.order_exists(103));
 }
 
@@ -608,9 +891,23 @@ fn an_approver_signs_in_with_an_oidc_id_token() {
     let psql = env.psql(&[DELETE]);
     let id = env.pending()["id"].as_str().unwrap().to_owned();
     // A valid ID token for someone who is not a configured approver.
-    let (status, body) = call(env.http, "GET", "/v1/approvals", Some(&id_token("mallory@example.test")), None).unwrap();
+    let (status, body) = call(
+        env.http,
+        "GET",
+        "/v1/approvals",
+        Some(&id_token("mallory@example.test")),
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 401, "{body}");
-    let (status, body) = call(env.http, "POST", &format!("/v1/approvals/{id}/approve"), Some(&id_token("carol@example.test")), Some(&json!({"reason": "checked"}))).unwrap();
+    let (status, body) = call(
+        env.http,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&id_token("carol@example.test")),
+        Some(&json!({"reason": "checked"})),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     let out = env.finish(psql);
     assert!(out.success(), "{out}");
@@ -622,17 +919,43 @@ fn an_approver_signs_in_with_an_oidc_id_token() {
 #[test]
 fn a_denial_inside_a_transaction_block_fails_the_block_as_postgresql_would() {
     let env = start("");
-    let psql = env.psql_with(&["BEGIN", "UPDATE orders SET amount = 1 WHERE id = 101", DELETE, "select 'in block'", "COMMIT"], false, Some("nobody"));
+    let psql = env.psql_with(
+        &[
+            "BEGIN",
+            "UPDATE orders SET amount = 1 WHERE id = 101",
+            DELETE,
+            "select 'in block'",
+            "COMMIT",
+        ],
+        false,
+        Some("nobody"),
+    );
     let id = env.pending()["id"].as_str().unwrap().to_owned();
-    let (status, _) = env.api("POST", &format!("/v1/approvals/{id}/deny"), BOB, Some(&json!({"reason": "no"})));
+    let (status, _) = env.api(
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        BOB,
+        Some(&json!({"reason": "no"})),
+    );
     assert_eq!(status, 200);
     let out = env.finish(psql);
     assert!(out.stderr.contains("denied by bob"), "{out}");
-    assert!(out.stderr.contains("current transaction is aborted"), "{out}");
+    assert!(
+        out.stderr.contains("current transaction is aborted"),
+        "{out}"
+    );
     assert_eq!(out.stdout.lines().last(), Some("ROLLBACK"), "{out}");
     assert!(env.order_exists(104));
-    let amount = env.s.pg.sql(DB, "select amount from orders where id = 101").unwrap();
-    assert_eq!(amount.trim(), "120.50", "the block's earlier update was rolled back");
+    let amount = env
+        .s
+        .pg
+        .sql(DB, "select amount from orders where id = 101")
+        .unwrap();
+    assert_eq!(
+        amount.trim(),
+        "120.50",
+        "the block's earlier update was rolled back"
+    );
 }
 
 #[test]
@@ -645,14 +968,22 @@ fn without_an_approvals_table_approve_is_refused_and_the_cli_says_why() {
     process::as_user(&mut cmd, "nobody").unwrap();
     let out = s.run_inside(&mut cmd).unwrap();
     assert!(!out.success());
-    assert!(out.stderr.contains("no approval workflow is enabled on this host"), "{out}");
+    assert!(
+        out.stderr
+            .contains("no approval workflow is enabled on this host"),
+        "{out}"
+    );
     let cli = Command::new(paths::interceptor_bin())
         .args(["approvals", "list", "--socket"])
         .arg(&s.daemon.layout().admin_socket)
         .output()
         .unwrap();
     assert!(!cli.status.success());
-    assert!(String::from_utf8_lossy(&cli.stderr).contains("approvals are not enabled on this daemon"), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("approvals are not enabled on this daemon"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
 }
 
 #[test]
@@ -697,5 +1028,8 @@ strategies = { email = "redact" }
     let out = env.finish(psql);
     assert!(out.success(), "{out}\n{}", env.s.daemon.output());
     assert!(out.stdout.starts_with("Ada Lovelace|"), "{out}");
-    assert!(!out.stdout.contains("ada@example.com"), "an approved read returned a masked column raw: {out}");
+    assert!(
+        !out.stdout.contains("ada@example.com"),
+        "an approved read returned a masked column raw: {out}"
+    );
 }

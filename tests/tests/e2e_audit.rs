@@ -20,7 +20,10 @@ fn stack() -> Stack {
 }
 
 fn interceptor(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(paths::interceptor_bin()).args(args).output().unwrap();
+    let out = Command::new(paths::interceptor_bin())
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,13 +35,18 @@ fn interceptor(args: &[&str]) -> (i32, String, String) {
 fn export(dir: &str) -> Vec<Value> {
     let (code, out, err) = interceptor(&["audit", "export", dir]);
     assert_eq!(code, 0, "{err}");
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Waits until the records of `session` include a `session_end`.
 fn wait_session_end(dir: &str, session: &str) -> Vec<Value> {
     for _ in 0..100 {
-        let recs: Vec<Value> = export(dir).into_iter().filter(|r| r["session"] == session).collect();
+        let recs: Vec<Value> = export(dir)
+            .into_iter()
+            .filter(|r| r["session"] == session)
+            .collect();
         if recs.iter().any(|r| r["kind"] == "session_end") {
             return recs;
         }
@@ -53,7 +61,10 @@ fn a_psql_session_is_recorded_shown_replayed_and_verified() {
     let audit = s.daemon.layout().audit_dir.display().to_string();
     let mut psql = s.psql(
         &s.conninfo(),
-        &["select count(*) from customers", "select pg_read_file('/etc/hostname')"],
+        &[
+            "select count(*) from customers",
+            "select pg_read_file('/etc/hostname')",
+        ],
     );
     psql.args(["-v", "ON_ERROR_STOP=0"]);
     let out = s.run_inside(&mut psql).unwrap();
@@ -72,33 +83,57 @@ fn a_psql_session_is_recorded_shown_replayed_and_verified() {
     let recs = wait_session_end(&audit, &session);
     let statements: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "statement").collect();
     assert_eq!(statements.len(), 2, "{recs:#?}");
-    assert_eq!(statements[0]["event"]["sql"], "select count(*) from customers");
+    assert_eq!(
+        statements[0]["event"]["sql"],
+        "select count(*) from customers"
+    );
     assert_eq!(statements[0]["event"]["decision"]["action"], "allow");
     assert_eq!(statements[1]["event"]["decision"]["action"], "deny");
-    assert_eq!(statements[1]["event"]["decision"]["rule"], "builtin.dangerous-function");
+    assert_eq!(
+        statements[1]["event"]["decision"]["rule"],
+        "builtin.dangerous-function"
+    );
     let results: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "result").collect();
     assert!(
-        results.iter().any(|r| r["event"]["command_tag"] == "SELECT 1" && r["event"]["rows"] == 1),
+        results
+            .iter()
+            .any(|r| r["event"]["command_tag"] == "SELECT 1" && r["event"]["rows"] == 1),
         "{results:#?}"
     );
-    assert!(results.iter().any(|r| r["event"]["error_sqlstate"] == "42501"), "{results:#?}");
+    assert!(
+        results
+            .iter()
+            .any(|r| r["event"]["error_sqlstate"] == "42501"),
+        "{results:#?}"
+    );
     let end = recs.iter().find(|r| r["kind"] == "session_end").unwrap();
     assert_eq!(end["event"]["statements"], 2);
     assert_eq!(end["event"]["refused"], 1);
     // The password appears nowhere in the log.
     let (_, all, _) = interceptor(&["audit", "export", &audit]);
-    assert!(!all.contains(&s.password), "the database password is in the audit log");
+    assert!(
+        !all.contains(&s.password),
+        "the database password is in the audit log"
+    );
 
     // The security team's tools.
-    let (code, list, err) = interceptor(&["sessions", "list", "--dir", &audit, "--decision", "deny"]);
+    let (code, list, err) =
+        interceptor(&["sessions", "list", "--dir", &audit, "--decision", "deny"]);
     assert_eq!(code, 0, "{err}");
     assert!(list.contains(&session), "{list}");
     let (code, show, err) = interceptor(&["sessions", "show", &session, "--dir", &audit]);
     assert_eq!(code, 0, "{err}");
-    assert!(show.contains("select count(*) from customers") && show.contains("builtin.dangerous-function"), "{show}");
+    assert!(
+        show.contains("select count(*) from customers")
+            && show.contains("builtin.dangerous-function"),
+        "{show}"
+    );
     let (code, replay, err) = interceptor(&["replay", &session, "--speed", "0", "--dir", &audit]);
     assert_eq!(code, 0, "{err}");
-    assert!(replay.contains("pg_read_file") && replay.contains("deny"), "{replay}");
+    assert!(
+        replay.contains("pg_read_file") && replay.contains("deny"),
+        "{replay}"
+    );
 
     // The daemon is killed (its files stay); the log verifies, also against
     // a key kept elsewhere.
@@ -106,9 +141,19 @@ fn a_psql_session_is_recorded_shown_replayed_and_verified() {
     let pubkey = tempfile::NamedTempFile::new().unwrap();
     let (code, pem, err) = interceptor(&["audit", "pubkey", &audit]);
     assert_eq!(code, 0, "{err}");
-    let pem: String = pem.lines().take_while(|l| !l.starts_with("fingerprint")).map(|l| format!("{l}\n")).collect();
+    let pem: String = pem
+        .lines()
+        .take_while(|l| !l.starts_with("fingerprint"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(pubkey.path(), pem).unwrap();
-    let (code, verify, err) = interceptor(&["audit", "verify", &audit, "--pubkey", &pubkey.path().display().to_string()]);
+    let (code, verify, err) = interceptor(&[
+        "audit",
+        "verify",
+        &audit,
+        "--pubkey",
+        &pubkey.path().display().to_string(),
+    ]);
     assert_eq!(code, 0, "{verify}{err}");
 }
 
@@ -119,7 +164,11 @@ async fn n_concurrent_sessions_of_m_statements_give_exactly_n_times_m_records() 
     let s = stack();
     let audit = s.daemon.layout().audit_dir.display().to_string();
     let addr = s.daemon.listen();
-    let conninfo = format!("host={} port={} dbname={DB} user={USER} application_name=load", addr.ip(), addr.port());
+    let conninfo = format!(
+        "host={} port={} dbname={DB} user={USER} application_name=load",
+        addr.ip(),
+        addr.port()
+    );
     let mut tasks = Vec::new();
     for i in 0..N {
         let conninfo = conninfo.clone();
@@ -127,7 +176,11 @@ async fn n_concurrent_sessions_of_m_statements_give_exactly_n_times_m_records() 
             let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
             let conn = tokio::spawn(conn);
             for j in 0..M {
-                let n: i32 = client.query_one(&format!("select {i} * 1000 + {j}"), &[]).await.unwrap().get(0);
+                let n: i32 = client
+                    .query_one(&format!("select {i} * 1000 + {j}"), &[])
+                    .await
+                    .unwrap()
+                    .get(0);
                 assert_eq!(n as usize, i * 1000 + j);
             }
             drop(client);
@@ -150,7 +203,11 @@ async fn n_concurrent_sessions_of_m_statements_give_exactly_n_times_m_records() 
         .into_iter()
         .filter(|r| r["kind"] == "statement" && sessions.iter().any(|s| r["session"] == s.as_str()))
         .count();
-    assert_eq!(statements, N * M, "every statement is recorded exactly once");
+    assert_eq!(
+        statements,
+        N * M,
+        "every statement is recorded exactly once"
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -158,9 +215,18 @@ struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
     fn new(size: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("interceptor-test-audit-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("interceptor-test-audit-")
+            .tempdir()
+            .unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .status()
             .unwrap()
@@ -181,9 +247,19 @@ fn a_full_audit_disk_refuses_statements_until_space_returns() {
     let fs = Tmpfs::new("2m");
     let audit_dir = fs.0.path().join("audit");
     let s = Stack::start_with(|c, _| c.audit_dir = Some(audit_dir.clone())).unwrap();
-    let count = || s.pg.sql(DB, "select count(*) from orders").unwrap().trim().to_owned();
+    let count = || {
+        s.pg.sql(DB, "select count(*) from orders")
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
     let insert = |id: u32| {
-        let mut psql = s.psql(&s.conninfo(), &[&format!("insert into orders values ({id}, 1, 1.00, '2024-05-01')")]);
+        let mut psql = s.psql(
+            &s.conninfo(),
+            &[&format!(
+                "insert into orders values ({id}, 1, 1.00, '2024-05-01')"
+            )],
+        );
         s.run_inside(&mut psql).unwrap()
     };
     assert!(insert(201).success());
@@ -198,8 +274,16 @@ fn a_full_audit_disk_refuses_statements_until_space_returns() {
         .status()
         .unwrap();
     let refused = insert(202);
-    assert!(!refused.success(), "a statement that cannot be recorded must not run: {refused}");
-    assert!(refused.stderr.contains("cannot be recorded in the audit log"), "{refused}");
+    assert!(
+        !refused.success(),
+        "a statement that cannot be recorded must not run: {refused}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("cannot be recorded in the audit log"),
+        "{refused}"
+    );
     assert_eq!(count(), "5", "the refused statement reached the database");
 
     // Space returns: recording resumes and statements run again.
@@ -218,4 +302,70 @@ fn a_full_audit_disk_refuses_statements_until_space_returns() {
     let (code, verify, err) = interceptor(&["audit", "verify", &audit_dir.display().to_string()]);
     assert_eq!(code, 0, "{verify}{err}");
     drop(s);
+}
+
+/// A session refused after it was identified (a startup setting no rule
+/// allows, a database that does not exist, a refused identity) ends on the
+/// record with the reason; none stays open in `sessions list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sessions_end_on_the_record_with_their_reason() {
+    let s = stack();
+    let audit = s.daemon.layout().audit_dir.display().to_string();
+    let addr = s.daemon.listen();
+    let base = format!("host={} port={} user={USER}", addr.ip(), addr.port());
+    for extra in [
+        format!("dbname={DB} application_name=guarded options='-c search_path=elsewhere'"),
+        "dbname=no_such_database".to_owned(),
+    ] {
+        let e = tokio_postgres::connect(&format!("{base} {extra}"), NoTls)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.as_db_error().is_some(),
+            "refused with a PostgreSQL error: {e}"
+        );
+    }
+    let starts: Vec<Value> = export(&audit)
+        .into_iter()
+        .filter(|r| r["kind"] == "session_start")
+        .collect();
+    let of = |pred: &dyn Fn(&Value) -> bool| -> String {
+        let r = starts
+            .iter()
+            .find(|r| pred(r))
+            .unwrap_or_else(|| panic!("no such session_start: {starts:#?}"));
+        r["session"].as_str().unwrap().to_owned()
+    };
+    let guarded = of(&|r| r["event"]["application_name"] == "guarded");
+    let missing = of(&|r| r["event"]["database"] == "no_such_database");
+
+    let recs = wait_session_end(&audit, &guarded);
+    let end = &recs.iter().find(|r| r["kind"] == "session_end").unwrap()["event"];
+    assert_eq!(end["reason"], "refused", "{end}");
+    assert!(
+        end["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("search_path")),
+        "{end}"
+    );
+
+    let recs = wait_session_end(&audit, &missing);
+    let end = &recs.iter().find(|r| r["kind"] == "session_end").unwrap()["event"];
+    assert!(
+        end["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no_such_database")),
+        "{end}"
+    );
+
+    let (code, list, err) = interceptor(&["sessions", "list", "--dir", &audit]);
+    assert_eq!(code, 0, "{err}");
+    for id in [&guarded, &missing] {
+        let line = list
+            .lines()
+            .find(|l| l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"));
+        assert!(!line.contains("(open)"), "{line}");
+    }
 }

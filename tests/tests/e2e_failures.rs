@@ -181,10 +181,20 @@ fn a_port_in_use_is_a_clear_error() {
 
 /// A target on 127.0.0.1:5432 for the tests that never connect.
 fn db_target() -> TargetSpec {
-    TargetSpec { name: "db".into(), addrs: vec!["127.0.0.1/32".into()], port: 5432, upstream: None }
+    TargetSpec {
+        name: "db".into(),
+        addrs: vec!["127.0.0.1/32".into()],
+        port: 5432,
+        upstream: None,
+    }
 }
 
 /// Its credential.
 fn db_credential() -> Credential {
-    Credential { target: "db".into(), user: "app".into(), password: "x".into(), default: true }
+    Credential {
+        target: "db".into(),
+        user: "app".into(),
+        password: "x".into(),
+        default: true,
+    }
 }

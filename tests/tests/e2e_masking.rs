@@ -32,7 +32,7 @@ name = "dba"
 [[rule]]
 id = "work"
 identities = ["*"]
-classes = ["read", "write", "transaction", "session", "ddl", "admin"]
+classes = ["read", "write", "transaction", "session", "ddl", "admin", "notify"]
 action = "allow"
 
 [[sensitive]]
@@ -159,19 +159,43 @@ const MASKED: &[&str] = &[
 
 /// Evasions refused outright, with the reason's words.
 const REFUSED: &[(&str, &str)] = &[
-    ("select name from customers where secret like 'hunter%'", "filters"),
+    (
+        "select name from customers where secret like 'hunter%'",
+        "filters",
+    ),
     ("select name from customers order by ssn", "filters"),
     ("select count(*) from customers group by card", "filters"),
-    ("create table leak as select secret from customers", "copy masked data"),
-    ("insert into notes select id, secret from customers", "copy masked data"),
+    (
+        "create table leak as select secret from customers",
+        "copy masked data",
+    ),
+    (
+        "insert into notes select id, secret from customers",
+        "copy masked data",
+    ),
     ("update customers set name = secret", "copy masked data"),
     ("select ssn into leak2 from customers", "copy masked data"),
-    ("select pg_notify('ch', secret) from customers", "outside the result"),
+    (
+        "select pg_notify('ch', secret) from customers",
+        "outside the result",
+    ),
     // Refused by the built-in dangerous-function list before masking looks.
-    ("select query_to_xml('select secret from customers', true, false, '')", "query_to_xml"),
-    ("select table_to_xml('customers', true, false, '')", "table_to_xml"),
-    ("select * from pg_stats where tablename = 'customers'", "holds column values"),
-    ("copy customers to stdout with (format csv, encoding 'SJIS')", "ENCODING 'SJIS'"),
+    (
+        "select query_to_xml('select secret from customers', true, false, '')",
+        "query_to_xml",
+    ),
+    (
+        "select table_to_xml('customers', true, false, '')",
+        "table_to_xml",
+    ),
+    (
+        "select * from pg_stats where tablename = 'customers'",
+        "holds column values",
+    ),
+    (
+        "copy customers to stdout with (format csv, encoding 'SJIS')",
+        "ENCODING 'SJIS'",
+    ),
 ];
 
 fn stack() -> (Stack, tempfile::TempDir) {
@@ -189,7 +213,10 @@ fn stack() -> (Stack, tempfile::TempDir) {
 }
 
 fn leaks(text: &str) -> Vec<String> {
-    forbidden().into_iter().filter(|f| text.contains(f.as_str())).collect()
+    forbidden()
+        .into_iter()
+        .filter(|f| text.contains(f.as_str()))
+        .collect()
 }
 
 /// psql as the agent (inside the watched cgroup), one statement per run.
@@ -201,7 +228,10 @@ fn agent_psql(s: &Stack, sql: &str) -> (bool, String) {
 
 /// psql as the dba: outside the cgroup, straight to the proxy's port.
 fn dba_psql(s: &Stack, sql: &str) -> (bool, String) {
-    let conninfo = format!("host=127.0.0.1 port={} dbname={DB} user=app", s.daemon.listen().port());
+    let conninfo = format!(
+        "host=127.0.0.1 port={} dbname={DB} user=app",
+        s.daemon.listen().port()
+    );
     let mut cmd = s.psql(&conninfo, &[sql]);
     let out = interceptor_tests::process::run(&mut cmd, Duration::from_secs(30)).unwrap();
     (out.success(), format!("{}\n{}", out.stdout, out.stderr))
@@ -216,7 +246,10 @@ fn agent_sees_no_raw_value_through_any_evasion_and_dba_sees_them_all() {
         // Two are errors whose messages echo a value; the rest must run.
         let errs = q.contains("secret::int") || q.starts_with("insert into customers");
         if ok == errs {
-            failures.push(format!("{q}\n  expected {}, got:\n{out}", if errs { "an error" } else { "success" }));
+            failures.push(format!(
+                "{q}\n  expected {}, got:\n{out}",
+                if errs { "an error" } else { "success" }
+            ));
         }
         // Values of non-text types (arrays, rows) are masked as NULL.
         let nulls = q.contains("array_agg") || q == &"select c from customers c";
@@ -231,53 +264,107 @@ fn agent_sees_no_raw_value_through_any_evasion_and_dba_sees_them_all() {
             failures.push(format!("{q}\n  leaked {l:?} in:\n{out}"));
         }
         if out.contains("refused by rule builtin.masking") {
-            failures.push(format!("{q}\n  was refused, expected masked output:\n{out}"));
+            failures.push(format!(
+                "{q}\n  was refused, expected masked output:\n{out}"
+            ));
         }
     }
     for (q, why) in REFUSED {
         let (ok, out) = agent_psql(&s, q);
         if ok || !out.contains("refused by rule builtin.") || !out.contains(why) {
-            failures.push(format!("{q}\n  expected a built-in refusal about `{why}`, got:\n{out}"));
+            failures.push(format!(
+                "{q}\n  expected a built-in refusal about `{why}`, got:\n{out}"
+            ));
         }
         if !leaks(&out).is_empty() {
             failures.push(format!("{q}\n  leaked {:?}", leaks(&out)));
         }
     }
-    assert!(failures.is_empty(), "{} of {} evasions failed:\n{}\n\ndaemon:\n{}", failures.len(), MASKED.len() + REFUSED.len(), failures.join("\n"), s.daemon.output());
+    assert!(
+        failures.is_empty(),
+        "{} of {} evasions failed:\n{}\n\ndaemon:\n{}",
+        failures.len(),
+        MASKED.len() + REFUSED.len(),
+        failures.join("\n"),
+        s.daemon.output()
+    );
 
     // What the agent does see: partial SSNs and cards, tokens for e-mails,
     // redactions for secrets; the same token for the same value.
-    let (ok, out) = agent_psql(&s, "select ssn, card, email, secret, name from customers order by id");
+    let (ok, out) = agent_psql(
+        &s,
+        "select ssn, card, email, secret, name from customers order by id",
+    );
     assert!(ok, "{out}");
     let first = out.lines().next().unwrap();
     // A CSV header keeps the column names.
-    let (ok, csv) = agent_psql(&s, "copy customers (id, ssn) to stdout with (format csv, header)");
-    assert!(ok && csv.starts_with("id,ssn\n") && csv.contains("\"***-**-6789\""), "{csv}");
+    let (ok, csv) = agent_psql(
+        &s,
+        "copy customers (id, ssn) to stdout with (format csv, header)",
+    );
+    assert!(
+        ok && csv.starts_with("id,ssn\n") && csv.contains("\"***-**-6789\""),
+        "{csv}"
+    );
     // With options of one's own, each masked value in its own field.
-    let (ok, csv) = agent_psql(&s, "copy (select id, ssn, name from customers where id = 1) to stdout with (format csv, delimiter ';', quote '~', header)");
-    assert!(ok && csv.trim_end() == "id;ssn;name\n1;~***-**-6789~;Ada Lovelace", "{csv:?}");
-    let (ok, txt) = agent_psql(&s, "copy (select id, ssn, null::text from customers where id = 1) to stdout with (delimiter '|', null 'NIL')");
+    let (ok, csv) = agent_psql(
+        &s,
+        "copy (select id, ssn, name from customers where id = 1) to stdout with (format csv, delimiter ';', quote '~', header)",
+    );
+    assert!(
+        ok && csv.trim_end() == "id;ssn;name\n1;~***-**-6789~;Ada Lovelace",
+        "{csv:?}"
+    );
+    let (ok, txt) = agent_psql(
+        &s,
+        "copy (select id, ssn, null::text from customers where id = 1) to stdout with (delimiter '|', null 'NIL')",
+    );
     assert!(ok && txt.trim_end() == "1|***-**-6789|NIL", "{txt:?}");
-    assert!(first.starts_with("***-**-6789|************1111|tok_email_"), "{out}");
+    assert!(
+        first.starts_with("***-**-6789|************1111|tok_email_"),
+        "{out}"
+    );
     assert!(first.ends_with("|[REDACTED:secret]|Ada Lovelace"), "{out}");
     let (_, again) = agent_psql(&s, "select email from customers where id = 1");
-    assert!(first.contains(again.trim()), "tokens differ between runs: {again} vs {first}");
+    assert!(
+        first.contains(again.trim()),
+        "tokens differ between runs: {again} vs {first}"
+    );
     // Nothing changed in the database.
     let left = s.pg.sql(DB, "select count(*) from customers where name = secret; select count(*) from pg_tables where tablename like 'leak%'").unwrap();
-    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "{left}");
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{left}"
+    );
 
     // The dba sees every real value through the same queries.
     for (q, expect) in [
         ("select ssn from customers where id = 1", "123-45-6789"),
-        ("select upper(secret) from customers where id = 1", "HUNTER2-ADA"),
-        ("select row_to_json(c) from customers c where id = 2", "sw0rdfish-grace"),
-        ("copy (select card from customers where id = 3) to stdout", "340000000000009"),
+        (
+            "select upper(secret) from customers where id = 1",
+            "HUNTER2-ADA",
+        ),
+        (
+            "select row_to_json(c) from customers c where id = 2",
+            "sw0rdfish-grace",
+        ),
+        (
+            "copy (select card from customers where id = 3) to stdout",
+            "340000000000009",
+        ),
         ("select * from cust_view where id = 1", "hunter2-ada"),
-        ("select name from customers where secret like 'hunter%'", "Ada Lovelace"),
+        (
+            "select name from customers where secret like 'hunter%'",
+            "Ada Lovelace",
+        ),
         ("select * from notes", "321-54-9876"),
     ] {
         let (ok, out) = dba_psql(&s, q);
-        assert!(ok && out.contains(expect), "dba: {q} should show {expect}:\n{out}");
+        assert!(
+            ok && out.contains(expect),
+            "dba: {q} should show {expect}:\n{out}"
+        );
     }
 }
 
@@ -298,22 +385,38 @@ fn extended_protocol_binary_results_and_cached_descriptions_are_masked() {
     let out = s.run_inside(&mut cmd).unwrap();
     let text = format!("{}\n{}", out.stdout, out.stderr);
     assert!(out.success(), "{text}\n{}", s.daemon.output());
-    assert!(leaks(&text).is_empty(), "leaked {:?}:\n{text}", leaks(&text));
+    assert!(
+        leaks(&text).is_empty(),
+        "leaked {:?}:\n{text}",
+        leaks(&text)
+    );
     // Both executions of the prepared statement (the second without a new
     // Describe) are masked the same way.
     for run in 0..2 {
         assert!(
-            text.contains(&format!("row[{run}] {} => ***-**-6789 | [REDACTED:secret] | tok_email_", queries[0])),
+            text.contains(&format!(
+                "row[{run}] {} => ***-**-6789 | [REDACTED:secret] | tok_email_",
+                queries[0]
+            )),
             "run {run}:\n{text}"
         );
     }
-    assert!(text.contains("error select secret::int from customers => 22P02"), "{text}");
+    assert!(
+        text.contains("error select secret::int from customers => 22P02"),
+        "{text}"
+    );
     // Binary text values are masked in place (types from the statement's
     // description, even when the client sends the next statement before the
     // last ReadyForQuery has gone by).
     // upper(card) is derived from the card: masked whole, not partially.
-    assert!(text.contains("row[1] select upper(card) from customers => [REDACTED:card]"), "{text}");
-    assert!(text.contains("row[0] select body from notes => call back on ***-**-9876"), "{text}");
+    assert!(
+        text.contains("row[1] select upper(card) from customers => [REDACTED:card]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("row[0] select body from notes => call back on ***-**-9876"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -332,17 +435,31 @@ fn the_audit_log_says_which_columns_were_masked_and_why() {
     let audit = s.daemon.layout().audit_dir.display().to_string();
     let mut found = (None, None);
     for _ in 0..100 {
-        let out = Command::new(paths::interceptor_bin()).args(["audit", "export", &audit]).output().unwrap();
-        let recs: Vec<Value> =
-            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let out = Command::new(paths::interceptor_bin())
+            .args(["audit", "export", &audit])
+            .output()
+            .unwrap();
+        let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         found.0 = recs
             .iter()
-            .find(|r| r["kind"] == "result" && r["event"]["masked_columns"].as_array().is_some_and(|a| !a.is_empty()))
+            .find(|r| {
+                r["kind"] == "result"
+                    && r["event"]["masked_columns"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty())
+            })
             .cloned();
-        let with_params = recs.iter().any(|r| r["kind"] == "result" && r["event"]["params"] == serde_json::json!(["\\x00000029"]));
+        let with_params = recs.iter().any(|r| {
+            r["kind"] == "result" && r["event"]["params"] == serde_json::json!(["\\x00000029"])
+        });
         found.1 = recs
             .iter()
-            .find(|r| r["kind"] == "statement" && r["event"]["decision"]["rule"] == "builtin.masking")
+            .find(|r| {
+                r["kind"] == "statement" && r["event"]["decision"]["rule"] == "builtin.masking"
+            })
             .cloned();
         if found.0.is_some() && found.1.is_some() && with_params {
             break;
@@ -352,8 +469,23 @@ fn the_audit_log_says_which_columns_were_masked_and_why() {
     let result = found.0.expect("a result record with masked columns");
     let masked = result["event"]["masked_columns"].to_string();
     // upper(ssn) is derived: redacted, not shown partially.
-    assert!(masked.contains("shout") && masked.contains("public.customers.ssn") && masked.contains("redact") && masked.contains("derived"), "{masked}");
-    assert!(!masked.contains("6789"), "the audit record holds a value: {masked}");
+    assert!(
+        masked.contains("shout")
+            && masked.contains("public.customers.ssn")
+            && masked.contains("redact")
+            && masked.contains("derived"),
+        "{masked}"
+    );
+    assert!(
+        !masked.contains("6789"),
+        "the audit record holds a value: {masked}"
+    );
     let refused = found.1.expect("the refused probe is recorded");
-    assert!(refused["event"]["decision"]["reason"].as_str().unwrap().contains("filters"), "{refused}");
+    assert!(
+        refused["event"]["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("filters"),
+        "{refused}"
+    );
 }

@@ -75,7 +75,15 @@ grant create on schema public to app;
 alter role app createdb;
 ";
 
-const RAW: &[&str] = &["123-45-6789", "987-65-4321", "555-12-3456", "hunter2-ada", "sw0rdfish-grace", "letmein-edsger", "123456789"];
+const RAW: &[&str] = &[
+    "123-45-6789",
+    "987-65-4321",
+    "555-12-3456",
+    "hunter2-ada",
+    "sw0rdfish-grace",
+    "letmein-edsger",
+    "123456789",
+];
 
 fn stack() -> (Stack, tempfile::TempDir) {
     let policy = tempfile::tempdir().unwrap();
@@ -136,18 +144,30 @@ fn a_transactional_migration_runs_and_missing_tables_get_42p01() {
         ],
     );
     assert!(ok, "{out}\n{}", s.daemon.output());
-    assert!(out.contains("0001\n"), "RETURNING came back unmasked: {out}");
+    assert!(
+        out.contains("0001\n"),
+        "RETURNING came back unmasked: {out}"
+    );
     assert!(out.contains("1|10|\n2|20|\n3|30|"), "{out}");
     assert!(out.contains("0002\n"), "{out}");
 
     // A table that does not exist: PostgreSQL's own error, not a refusal.
     let (ok, out) = agent(&s, &["SELECT * FROM nope"]);
-    assert!(!ok && out.contains("relation \"nope\" does not exist"), "{out}");
+    assert!(
+        !ok && out.contains("relation \"nope\" does not exist"),
+        "{out}"
+    );
     assert!(!out.contains("refused"), "{out}");
     // Probed, then created, then read: no stale "missing" answer.
     let (ok, out) = agent(&s, &["SELECT 1 FROM fresh"]);
     assert!(!ok, "{out}");
-    let (ok, out) = agent(&s, &["CREATE TABLE fresh AS SELECT 41 + 1 AS answer", "SELECT answer FROM fresh"]);
+    let (ok, out) = agent(
+        &s,
+        &[
+            "CREATE TABLE fresh AS SELECT 41 + 1 AS answer",
+            "SELECT answer FROM fresh",
+        ],
+    );
     assert!(ok && out.contains("42"), "{out}");
     assert!(!out.contains("REDACTED"), "{out}");
 }
@@ -170,23 +190,58 @@ fn relations_the_session_makes_carry_only_what_was_written_into_them() {
         ],
     );
     assert!(ok, "{out}\n{}", s.daemon.output());
-    assert!(out.contains("Ada Lovelace\n") && out.contains("ADA LOVELACE\n") && out.contains("Ada Lovelace!\n"), "{out}");
-    assert!(out.contains("***-**-6789"), "the view over a tagged column is masked: {out}");
+    assert!(
+        out.contains("Ada Lovelace\n")
+            && out.contains("ADA LOVELACE\n")
+            && out.contains("Ada Lovelace!\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("***-**-6789"),
+        "the view over a tagged column is masked: {out}"
+    );
     assert_no_leak("own relations", &out);
 
     // Laundering through a relation the session creates: refused, every form.
     for steps in [
-        &["CREATE TEMP TABLE t AS SELECT ssn FROM customers", "SELECT * FROM t"][..],
-        &["CREATE TEMP TABLE t (x text)", "INSERT INTO t SELECT ssn FROM customers", "SELECT * FROM t"][..],
-        &["CREATE TEMP TABLE t (x text)", "INSERT INTO t VALUES ('a')", "UPDATE t SET x = (SELECT secret FROM customers LIMIT 1)", "SELECT * FROM t"][..],
+        &[
+            "CREATE TEMP TABLE t AS SELECT ssn FROM customers",
+            "SELECT * FROM t",
+        ][..],
+        &[
+            "CREATE TEMP TABLE t (x text)",
+            "INSERT INTO t SELECT ssn FROM customers",
+            "SELECT * FROM t",
+        ][..],
+        &[
+            "CREATE TEMP TABLE t (x text)",
+            "INSERT INTO t VALUES ('a')",
+            "UPDATE t SET x = (SELECT secret FROM customers LIMIT 1)",
+            "SELECT * FROM t",
+        ][..],
         &["SELECT ssn INTO TEMP t FROM customers", "SELECT * FROM t"][..],
-        &["BEGIN", "CREATE TABLE t2 (x text)", "INSERT INTO t2 SELECT secret FROM customers", "COMMIT"][..],
-        &["CREATE TEMP TABLE t (x text)", "COPY (SELECT ssn FROM customers) TO STDOUT", "SELECT * FROM t"][..],
+        &[
+            "BEGIN",
+            "CREATE TABLE t2 (x text)",
+            "INSERT INTO t2 SELECT secret FROM customers",
+            "COMMIT",
+        ][..],
+        &[
+            "CREATE TEMP TABLE t (x text)",
+            "COPY (SELECT ssn FROM customers) TO STDOUT",
+            "SELECT * FROM t",
+        ][..],
     ] {
         let (_, out) = agent(&s, steps);
         assert_no_leak(&steps.join("; "), &out);
-        if steps.iter().any(|q| q.contains("INTO") || q.contains("AS SELECT ssn") || q.contains("SET x")) {
-            assert!(out.contains("refused by rule builtin.masking"), "{steps:?}: {out}");
+        if steps
+            .iter()
+            .any(|q| q.contains("INTO") || q.contains("AS SELECT ssn") || q.contains("SET x"))
+        {
+            assert!(
+                out.contains("refused by rule builtin.masking"),
+                "{steps:?}: {out}"
+            );
         }
     }
     // A temporary table shadowing the tagged one, then dropped or rolled
@@ -208,7 +263,9 @@ fn relations_the_session_makes_carry_only_what_was_written_into_them() {
     assert!(out.contains("***-**-6789"), "{out}");
     assert_no_leak("shadowing", &out);
     // Nothing leaked into the database.
-    let left = s.pg.sql(DB, "select count(*) from pg_tables where tablename = 't2'").unwrap();
+    let left =
+        s.pg.sql(DB, "select count(*) from pg_tables where tablename = 't2'")
+            .unwrap();
     assert_eq!(left.trim(), "0", "{left}");
 }
 
@@ -221,18 +278,27 @@ fn the_catalog_connection_is_reopened_closed_for_drop_database_and_immune_to_sha
     // statement still works.
     s.pg.sql(DB, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'interceptor-catalog'").unwrap();
     let (ok, out) = agent(&s, &["SELECT ssn FROM customers WHERE id = 2"]);
-    assert!(ok && out.contains("***-**-4321"), "after the catalog connection was lost: {out}\n{}", s.daemon.output());
+    assert!(
+        ok && out.contains("***-**-4321"),
+        "after the catalog connection was lost: {out}\n{}",
+        s.daemon.output()
+    );
 
     // Django's test runner: a database created, used, dropped, twice.
     for round in 0..2 {
-        let conninfo_other = s.conninfo().replace(&format!("dbname={DB}"), "dbname=test_app");
+        let conninfo_other = s
+            .conninfo()
+            .replace(&format!("dbname={DB}"), "dbname=test_app");
         let (ok, out) = agent(&s, &["CREATE DATABASE test_app"]);
         assert!(ok, "round {round}: {out}");
         s.pg.sql("test_app", "create table customers (id int, ssn text); insert into customers values (1, '123-45-6789'); grant select on customers to app").unwrap();
         let mut cmd = s.psql(&conninfo_other, &["SELECT ssn FROM customers"]);
         process::as_user(&mut cmd, "nobody").unwrap();
         let o = s.run_inside(&mut cmd).unwrap();
-        assert!(o.success() && o.stdout.contains("***-**-6789"), "round {round}: {o:?}");
+        assert!(
+            o.success() && o.stdout.contains("***-**-6789"),
+            "round {round}: {o:?}"
+        );
         // Dropped right away, from another database: the catalog
         // connection to test_app is closed first.
         let (ok, out) = agent(&s, &["DROP DATABASE test_app"]);
@@ -240,8 +306,14 @@ fn the_catalog_connection_is_reopened_closed_for_drop_database_and_immune_to_sha
     }
     // dropdb from outside the proxy, once the connection has been idle.
     s.pg.sql(DB, "create database test_out").unwrap();
-    let conninfo_out = s.conninfo().replace(&format!("dbname={DB}"), "dbname=test_out");
-    s.pg.sql("test_out", "create table customers (id int, ssn text); grant select on customers to app").unwrap();
+    let conninfo_out = s
+        .conninfo()
+        .replace(&format!("dbname={DB}"), "dbname=test_out");
+    s.pg.sql(
+        "test_out",
+        "create table customers (id int, ssn text); grant select on customers to app",
+    )
+    .unwrap();
     let mut cmd = s.psql(&conninfo_out, &["SELECT ssn FROM customers"]);
     let o = s.run_inside(&mut cmd).unwrap();
     assert!(o.success(), "{o:?}");
@@ -269,9 +341,18 @@ fn the_catalog_connection_is_reopened_closed_for_drop_database_and_immune_to_sha
     )
     .unwrap();
     s.pg.sql(DB, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'interceptor-catalog'").unwrap();
-    let (ok, out) = agent(&s, &["SELECT ssn, secret FROM customers ORDER BY id", "SELECT * FROM customers ORDER BY id"]);
+    let (ok, out) = agent(
+        &s,
+        &[
+            "SELECT ssn, secret FROM customers ORDER BY id",
+            "SELECT * FROM customers ORDER BY id",
+        ],
+    );
     assert!(ok, "{out}\n{}", s.daemon.output());
-    assert!(out.contains("***-**-6789") && out.contains("[REDACTED:secret]"), "{out}");
+    assert!(
+        out.contains("***-**-6789") && out.contains("[REDACTED:secret]"),
+        "{out}"
+    );
     assert_no_leak("shadowing functions", &out);
     s.pg.sql(DB, "alter role app reset search_path").unwrap();
 }
@@ -280,9 +361,16 @@ fn the_catalog_connection_is_reopened_closed_for_drop_database_and_immune_to_sha
 fn derived_values_strict_mode_and_other_sessions_sql() {
     let (s, _p) = stack();
     // A partially masked column's derived values are masked fully.
-    let (ok, out) = agent(&s, &["SELECT reverse(ssn), md5(ssn), substr(ssn, 1, 3), ssn FROM customers WHERE id = 1"]);
+    let (ok, out) = agent(
+        &s,
+        &["SELECT reverse(ssn), md5(ssn), substr(ssn, 1, 3), ssn FROM customers WHERE id = 1"],
+    );
     assert!(ok, "{out}");
-    assert_eq!(out.lines().next().unwrap(), "[REDACTED:ssn]|[REDACTED:ssn]|[REDACTED:ssn]|***-**-6789", "{out}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "[REDACTED:ssn]|[REDACTED:ssn]|[REDACTED:ssn]|***-**-6789",
+        "{out}"
+    );
     // pg_stat_activity shows other jobs' SQL with its literals.
     let (ok, out) = agent(&s, &["SELECT query FROM pg_stat_activity"]);
     assert!(!ok && out.contains("other sessions"), "{out}");
@@ -303,7 +391,10 @@ fn derived_values_strict_mode_and_other_sessions_sql() {
         let (ok, out) = psql(&s, &[probe]);
         assert!(!ok && out.contains("strict mode"), "{probe}: {out}");
         assert_no_leak(probe, &out);
-        assert!(!out.contains("division by zero"), "{probe} reached the server: {out}");
+        assert!(
+            !out.contains("division by zero"),
+            "{probe} reached the server: {out}"
+        );
     }
 }
 
@@ -311,18 +402,36 @@ fn derived_values_strict_mode_and_other_sessions_sql() {
 fn startup_settings_are_decided_like_set() {
     let (s, _p) = stack();
     // PGOPTIONS / pgjdbc's currentSchema: allowed where SET would be.
-    let mut cmd = s.psql(&s.conninfo(), &["SHOW search_path", "SELECT ssn FROM customers WHERE id = 1", "SET search_path = public, pg_catalog", "SELECT ssn FROM customers WHERE id = 2"]);
+    let mut cmd = s.psql(
+        &s.conninfo(),
+        &[
+            "SHOW search_path",
+            "SELECT ssn FROM customers WHERE id = 1",
+            "SET search_path = public, pg_catalog",
+            "SELECT ssn FROM customers WHERE id = 2",
+        ],
+    );
     cmd.env("PGOPTIONS", "-c search_path=public");
     process::as_user(&mut cmd, "nobody").unwrap();
     let o = s.run_inside(&mut cmd).unwrap();
     assert!(o.success(), "{o:?}\n{}", s.daemon.output());
-    assert!(o.stdout.starts_with("public\n") && o.stdout.contains("***-**-6789") && o.stdout.contains("***-**-4321"), "{o:?}");
+    assert!(
+        o.stdout.starts_with("public\n")
+            && o.stdout.contains("***-**-6789")
+            && o.stdout.contains("***-**-4321"),
+        "{o:?}"
+    );
     // Refused where SET would be (no allow_settings for the prober), naming
     // the rule, before the session starts.
     let mut cmd = s.psql(&s.conninfo(), &["SELECT 1"]);
     cmd.env("PGOPTIONS", "-c search_path=public");
     let o = s.run_inside(&mut cmd).unwrap();
-    assert!(!o.success() && o.stderr.contains("builtin.guarded-setting") && o.stderr.contains("search_path"), "{o:?}");
+    assert!(
+        !o.success()
+            && o.stderr.contains("builtin.guarded-setting")
+            && o.stderr.contains("search_path"),
+        "{o:?}"
+    );
     let (ok, out) = psql(&s, &["SET search_path = public"]);
     assert!(!ok && out.contains("builtin.guarded-setting"), "{out}");
     // Lexing settings stay pinned, for everyone.
@@ -330,5 +439,8 @@ fn startup_settings_are_decided_like_set() {
     cmd.env("PGOPTIONS", "-c standard_conforming_strings=off");
     process::as_user(&mut cmd, "nobody").unwrap();
     let o = s.run_inside(&mut cmd).unwrap();
-    assert!(!o.success() && o.stderr.contains("builtin.lexing-setting"), "{o:?}");
+    assert!(
+        !o.success() && o.stderr.contains("builtin.lexing-setting"),
+        "{o:?}"
+    );
 }

@@ -67,7 +67,8 @@ struct Key {
 fn es_key(kid: &str) -> Key {
     let rng = SystemRandom::new();
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
     let p = pair.public_key().as_ref();
     Key {
         alg: Algorithm::ES256,
@@ -93,7 +94,10 @@ fn jwks(keys: &[&Key]) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A GitHub Actions-shaped ID token.
@@ -193,7 +197,13 @@ jwks_file = "{}"
         c.extra_toml = extra;
     })
     .unwrap();
-    Fixture { s, url_key, file_key, jwks_body, _dir: dir }
+    Fixture {
+        s,
+        url_key,
+        file_key,
+        jwks_body,
+        _dir: dir,
+    }
 }
 
 /// psql in the watched cgroup with `token` (if any) as PGPASSWORD.
@@ -206,8 +216,15 @@ fn psql(s: &Stack, token: Option<&str>, sql: &[&str]) -> Outcome {
 }
 
 fn audit_records(s: &Stack) -> Vec<Value> {
-    let out = Command::new(interceptor_bin()).args(["audit", "export"]).arg(&s.daemon.layout().audit_dir).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let out = Command::new(interceptor_bin())
+        .args(["audit", "export"])
+        .arg(&s.daemon.layout().audit_dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The `session_start` audit event of process `pid`.
@@ -221,7 +238,10 @@ fn session_record(s: &Stack, pid: u32) -> Value {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no session_start record for pid {pid}:\n{}", s.daemon.output());
+    panic!(
+        "no session_start record for pid {pid}:\n{}",
+        s.daemon.output()
+    );
 }
 
 /// No token, whole or in part, in the audit log or the daemon's output.
@@ -233,9 +253,16 @@ fn assert_not_leaked(s: &Stack, tokens: &[&str]) {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<String>();
     let log = s.daemon.output();
-    for part in tokens.iter().flat_map(|t| t.split('.')).filter(|p| p.len() > 8) {
+    for part in tokens
+        .iter()
+        .flat_map(|t| t.split('.'))
+        .filter(|p| p.len() > 8)
+    {
         assert!(!audit.contains(part), "a token is in the audit log: {part}");
-        assert!(!log.contains(part), "a token is in the daemon's output: {part}");
+        assert!(
+            !log.contains(part),
+            "a token is in the daemon's output: {part}"
+        );
     }
 }
 
@@ -254,10 +281,23 @@ fn a_ci_token_selects_the_identity_its_claims_name_and_its_rules() {
     let f = fixture();
     let s = &f.s;
     // From the URL issuer (ES256) and from the file issuer (EdDSA).
-    let url_token = sign(&f.url_key, &gh_claims(URL_ISS, "org/app", "refs/heads/main"));
-    let file_token = sign(&f.file_key, &gh_claims(FILE_ISS, "org/app", "refs/heads/release/2.0"));
+    let url_token = sign(
+        &f.url_key,
+        &gh_claims(URL_ISS, "org/app", "refs/heads/main"),
+    );
+    let file_token = sign(
+        &f.file_key,
+        &gh_claims(FILE_ISS, "org/app", "refs/heads/release/2.0"),
+    );
     for token in [&url_token, &file_token] {
-        let out = psql(s, Some(token), &["update customers set name = name where id = 1", "select name from customers where id = 2"]);
+        let out = psql(
+            s,
+            Some(token),
+            &[
+                "update customers set name = name where id = 1",
+                "select name from customers where id = 2",
+            ],
+        );
         assert!(out.success(), "{out}\n{}", s.daemon.output());
         assert_eq!(out.stdout.trim(), "UPDATE 1\nGrace Hopper", "{out}");
         let rec = session_record(s, out.pid);
@@ -271,15 +311,34 @@ fn a_ci_token_selects_the_identity_its_claims_name_and_its_rules() {
     let rec_names: Vec<String> = audit_records(s)
         .iter()
         .filter(|r| r["kind"] == "session_start")
-        .map(|r| r["event"]["token"]["issuer_name"].as_str().unwrap_or_default().to_owned())
+        .map(|r| {
+            r["event"]["token"]["issuer_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
-    assert!(rec_names.contains(&"ci".to_owned()) && rec_names.contains(&"ci-file".to_owned()), "{rec_names:?}");
+    assert!(
+        rec_names.contains(&"ci".to_owned()) && rec_names.contains(&"ci-file".to_owned()),
+        "{rec_names:?}"
+    );
 
     // The issuer rotates its keys: a token under the new kid is fetched for and works.
     let rotated = ed_key("url-2026");
     *f.jwks_body.lock().unwrap() = jwks(&[&rotated]);
-    let out = psql(s, Some(&sign(&rotated, &gh_claims(URL_ISS, "org/app", "refs/heads/main"))), &["select 1"]);
-    assert!(out.success(), "after rotation: {out}\n{}", s.daemon.output());
+    let out = psql(
+        s,
+        Some(&sign(
+            &rotated,
+            &gh_claims(URL_ISS, "org/app", "refs/heads/main"),
+        )),
+        &["select 1"],
+    );
+    assert!(
+        out.success(),
+        "after rotation: {out}\n{}",
+        s.daemon.output()
+    );
     assert_not_leaked(s, &[&url_token, &file_token]);
 }
 
@@ -294,10 +353,17 @@ fn no_token_a_foreign_token_or_a_bad_one_is_refused_with_its_own_message() {
     assert_eq!(session_record(s, out.pid)["refused"], "token_missing");
 
     // A valid token of another repository.
-    let other = sign(&f.url_key, &gh_claims(URL_ISS, "org/other", "refs/heads/main"));
+    let other = sign(
+        &f.url_key,
+        &gh_claims(URL_ISS, "org/other", "refs/heads/main"),
+    );
     let out = psql(s, Some(&other), &["select 1"]);
     assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains("no policy identity accepts this process with this token"), "{out}");
+    assert!(
+        out.stderr
+            .contains("no policy identity accepts this process with this token"),
+        "{out}"
+    );
     let rec = session_record(s, out.pid);
     assert_eq!(rec["refused"], "token_claims_mismatch");
     assert_eq!(rec["token"]["claims"]["repository"], "org/other");
@@ -310,7 +376,11 @@ fn no_token_a_foreign_token_or_a_bad_one_is_refused_with_its_own_message() {
     expired["nbf"] = json!(t - 7200);
     let mut wrong_aud = gh_claims(URL_ISS, "org/app", "refs/heads/main");
     wrong_aud["aud"] = json!("another-service");
-    let mut unknown_iss = gh_claims("https://evil.interceptor-test.invalid", "org/app", "refs/heads/main");
+    let mut unknown_iss = gh_claims(
+        "https://evil.interceptor-test.invalid",
+        "org/app",
+        "refs/heads/main",
+    );
     unknown_iss["iss"] = json!("https://evil.interceptor-test.invalid");
     let forged = {
         let mut k = es_key("url-2025"); // same kid, other key
@@ -323,33 +393,72 @@ fn no_token_a_foreign_token_or_a_bad_one_is_refused_with_its_own_message() {
         URL_SAFE_NO_PAD.encode(gh_claims(URL_ISS, "org/app", "refs/heads/main").to_string())
     );
     let cases = [
-        (sign(&f.url_key, &expired), "interceptor: token refused: the token has expired", "token_expired"),
-        (sign(&f.url_key, &wrong_aud), "interceptor: token refused: the token is for another audience", "token_wrong_audience"),
-        (sign(&f.url_key, &unknown_iss), "interceptor: token refused: the token's issuer is not trusted", "token_unknown_issuer"),
-        (forged, "interceptor: token refused: the token's signature is invalid", "token_bad_signature"),
-        (none, "interceptor: token refused: the token's signing algorithm is not allowed", "token_algorithm_not_allowed"),
-        ("not.a-token".to_owned(), "interceptor: token refused: the password is not a well-formed JWT", "token_malformed"),
+        (
+            sign(&f.url_key, &expired),
+            "interceptor: token refused: the token has expired",
+            "token_expired",
+        ),
+        (
+            sign(&f.url_key, &wrong_aud),
+            "interceptor: token refused: the token is for another audience",
+            "token_wrong_audience",
+        ),
+        (
+            sign(&f.url_key, &unknown_iss),
+            "interceptor: token refused: the token's issuer is not trusted",
+            "token_unknown_issuer",
+        ),
+        (
+            forged,
+            "interceptor: token refused: the token's signature is invalid",
+            "token_bad_signature",
+        ),
+        (
+            none,
+            "interceptor: token refused: the token's signing algorithm is not allowed",
+            "token_algorithm_not_allowed",
+        ),
+        (
+            "not.a-token".to_owned(),
+            "interceptor: token refused: the password is not a well-formed JWT",
+            "token_malformed",
+        ),
     ];
     for (token, message, reason) in &cases {
         let out = psql(s, Some(token), &["select 1"]);
         assert!(!out.success(), "{reason}: {out}");
         assert!(out.stderr.contains(message), "{reason}: {out}");
-        assert!(out.stderr.contains(&format!("reason: {reason}")), "{reason}: {out}");
+        assert!(
+            out.stderr.contains(&format!("reason: {reason}")),
+            "{reason}: {out}"
+        );
         let rec = session_record(s, out.pid);
         assert_eq!(rec["refused"], *reason, "{rec}");
         assert_eq!(rec["token"]["status"], "rejected");
         assert!(rec["identity"].is_null());
         for part in token.split('.').filter(|p| p.len() > 8) {
-            assert!(!out.stderr.contains(part), "{reason}: the token is echoed: {out}");
+            assert!(
+                !out.stderr.contains(part),
+                "{reason}: the token is echoed: {out}"
+            );
         }
     }
-    let tokens: Vec<&str> = cases.iter().map(|c| c.0.as_str()).chain([other.as_str()]).collect();
+    let tokens: Vec<&str> = cases
+        .iter()
+        .map(|c| c.0.as_str())
+        .chain([other.as_str()])
+        .collect();
     assert_not_leaked(s, &tokens);
 
     // The right token from another program (a leaked token) gets nothing.
-    let good = sign(&f.url_key, &gh_claims(URL_ISS, "org/app", "refs/heads/main"));
+    let good = sign(
+        &f.url_key,
+        &gh_claims(URL_ISS, "org/app", "refs/heads/main"),
+    );
     let conninfo = format!("{} password={good}", s.conninfo());
-    let out = s.run_inside(Command::new(env!("CARGO_BIN_EXE_pgclient")).args(["query", &conninfo])).unwrap();
+    let out = s
+        .run_inside(Command::new(env!("CARGO_BIN_EXE_pgclient")).args(["query", &conninfo]))
+        .unwrap();
     assert!(!out.success(), "{out}");
     assert!(out.stderr.contains("no policy identity"), "{out}");
 }
@@ -360,21 +469,49 @@ fn host_issued_tokens_work_until_their_ttl_and_stop_when_revoked() {
     // Longer than [token] max_ttl: refused.
     let out = cli(&f.s, &["issue", "--identity", "run-token", "--ttl", "2h"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than the configured maximum 1h"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("longer than the configured maximum 1h"),
+        "{out:?}"
+    );
     // An identity the policy does not have: refused.
     let out = cli(&f.s, &["issue", "--identity", "nobody", "--ttl", "5m"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no identity `nobody`"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no identity `nobody`"),
+        "{out:?}"
+    );
     // An identity that only takes CI tokens: a host token would be useless.
     let out = cli(&f.s, &["issue", "--identity", "migrations", "--ttl", "5m"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not accept host-issued tokens"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not accept host-issued tokens"),
+        "{out:?}"
+    );
 
-    let out = cli(&f.s, &["issue", "--identity", "run-token", "--ttl", "15m", "--claim", "pipeline=build-7", "--json"]);
+    let out = cli(
+        &f.s,
+        &[
+            "issue",
+            "--identity",
+            "run-token",
+            "--ttl",
+            "15m",
+            "--claim",
+            "pipeline=build-7",
+            "--json",
+        ],
+    );
     assert!(out.status.success(), "{out:?}\n{}", f.s.daemon.output());
     let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (token, id) = (issued["token"].as_str().unwrap().to_owned(), issued["id"].as_str().unwrap().to_owned());
+    let (token, id) = (
+        issued["token"].as_str().unwrap().to_owned(),
+        issued["id"].as_str().unwrap().to_owned(),
+    );
 
     // The identity it is bound to, and that identity's rules: reads yes, writes no.
-    let out = psql(&f.s, Some(&token), &["select name from customers where id = 2"]);
+    let out = psql(
+        &f.s,
+        Some(&token),
+        &["select name from customers where id = 2"],
+    );
     assert!(out.success(), "{out}\n{}", f.s.daemon.output());
     assert_eq!(out.stdout.trim(), "Grace Hopper");
     let rec = session_record(&f.s, out.pid);
@@ -383,26 +520,42 @@ fn host_issued_tokens_work_until_their_ttl_and_stop_when_revoked() {
     assert_eq!(rec["token"]["jti"], id.as_str());
     assert_eq!(rec["token"]["claims"]["pipeline"], "build-7");
     let out = psql(&f.s, Some(&token), &["delete from orders where id = 101"]);
-    assert!(!out.success() && out.stderr.contains("default-deny"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("default-deny"),
+        "{out}"
+    );
 
     let listed = cli(&f.s, &["list"]);
-    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id), "{listed:?}");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&id),
+        "{listed:?}"
+    );
 
     // Revoked: refused from the next connection on, also after a restart.
     let out = cli(&f.s, &["revoke", &id]);
     assert!(out.status.success(), "{out:?}");
     let out = psql(&f.s, Some(&token), &["select 1"]);
-    assert!(out.stderr.contains("interceptor: token refused: the token has been revoked"), "{out}");
+    assert!(
+        out.stderr
+            .contains("interceptor: token refused: the token has been revoked"),
+        "{out}"
+    );
     assert_eq!(session_record(&f.s, out.pid)["refused"], "token_revoked");
     f.s.daemon.restart().unwrap();
     let out = psql(&f.s, Some(&token), &["select 1"]);
-    assert!(out.stderr.contains("the token has been revoked"), "after a restart: {out}");
+    assert!(
+        out.stderr.contains("the token has been revoked"),
+        "after a restart: {out}"
+    );
 
     // A short-lived one works, then expires.
     let out = cli(&f.s, &["issue", "--identity", "run-token", "--ttl", "2s"]);
     assert!(out.status.success(), "{out:?}");
     let short = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("issued token tok_"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("issued token tok_"),
+        "{out:?}"
+    );
     let out = psql(&f.s, Some(&short), &["select 1"]);
     assert!(out.success(), "{out}");
     // Past its expiry and the host's 5 s clock leeway.
@@ -413,11 +566,21 @@ fn host_issued_tokens_work_until_their_ttl_and_stop_when_revoked() {
     // Issue and revocation are in the audit log by id, the tokens nowhere.
     let records = audit_records(&f.s);
     let token_events: Vec<&Value> = records.iter().filter(|r| r["kind"] == "token").collect();
-    assert!(token_events.iter().any(|r| r["event"]["action"] == "issued" && r["event"]["token"] == id.as_str() && r["event"]["subject"] == "run-token"));
-    assert!(token_events.iter().any(|r| r["event"]["action"] == "revoked" && r["event"]["token"] == id.as_str()));
+    assert!(token_events.iter().any(|r| r["event"]["action"] == "issued"
+        && r["event"]["token"] == id.as_str()
+        && r["event"]["subject"] == "run-token"));
+    assert!(
+        token_events
+            .iter()
+            .any(|r| r["event"]["action"] == "revoked" && r["event"]["token"] == id.as_str())
+    );
     assert_not_leaked(&f.s, &[&token, &short]);
     // The audit log still verifies.
-    let out = Command::new(interceptor_bin()).args(["audit", "verify"]).arg(&f.s.daemon.layout().audit_dir).output().unwrap();
+    let out = Command::new(interceptor_bin())
+        .args(["audit", "verify"])
+        .arg(&f.s.daemon.layout().audit_dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -445,7 +608,8 @@ action = "allow"
 
 fn pgclient(s: &Stack, password: &str) -> Outcome {
     let conninfo = format!("{} password='{password}'", s.conninfo());
-    s.run_inside(Command::new(env!("CARGO_BIN_EXE_pgclient")).args(["query", &conninfo])).unwrap()
+    s.run_inside(Command::new(env!("CARGO_BIN_EXE_pgclient")).args(["query", &conninfo]))
+        .unwrap()
 }
 
 #[test]
@@ -456,11 +620,16 @@ fn an_empty_password_is_no_token_and_optional_identities_still_check_a_token_giv
     let out = pgclient(s, "");
     assert!(!out.success(), "{out}");
     assert!(
-        out.stderr.contains("interceptor: a token is required for this connection") && out.stderr.contains("reason: token_missing"),
+        out.stderr
+            .contains("interceptor: a token is required for this connection")
+            && out.stderr.contains("reason: token_missing"),
         "{out}"
     );
     assert_eq!(session_record(s, out.pid)["refused"], "token_missing");
-    let good = sign(&f.url_key, &gh_claims(URL_ISS, "org/app", "refs/heads/main"));
+    let good = sign(
+        &f.url_key,
+        &gh_claims(URL_ISS, "org/app", "refs/heads/main"),
+    );
     let out = pgclient(s, &good);
     assert!(out.success(), "{out}\n{}", s.daemon.output());
     assert!(out.stdout.contains("n=42"), "{out}");
@@ -479,7 +648,10 @@ fn an_empty_password_is_no_token_and_optional_identities_still_check_a_token_giv
     assert!(out.stderr.contains("the token has expired"), "{out}");
     // ... and libpq without a password cannot answer the request at all.
     let out = psql(s, None, &["select 1"]);
-    assert!(!out.success() && out.stderr.contains("no password supplied"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("no password supplied"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -491,5 +663,8 @@ fn the_cli_says_when_the_daemon_is_not_running() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon is not running"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("daemon is not running"),
+        "{out:?}"
+    );
 }

@@ -530,7 +530,9 @@ fn approval_holds(
     bouncer: &Pgbouncer,
     release: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let policy = tempfile::Builder::new().prefix("interceptor-bench-policy-").tempdir()?;
+    let policy = tempfile::Builder::new()
+        .prefix("interceptor-bench-policy-")
+        .tempdir()?;
     fs::write(policy.path().join("policy.toml"), HOLD_POLICY)?;
     let cg = TestCgroup::with_prefix("interceptor-bench-holds")?;
     let mut config = DaemonConfig {
@@ -544,14 +546,24 @@ fn approval_holds(
     config.targets[0].upstream = Some(pg.addr());
     let daemon = Daemon::start(config)?;
     daemon.discard_output();
-    let rig = Rig { args, pg, password, bouncer, daemon: &daemon, cg: &cg };
+    let rig = Rig {
+        args,
+        pg,
+        password,
+        bouncer,
+        daemon: &daemon,
+        cg: &cg,
+    };
     let run = |label: &str| -> anyhow::Result<f64> {
         let t = rig.pgbench(Path::ProxyPort, &["-M", "simple"], args.duration)?;
         println!("bench: approvals, {label:<26} {t:>10.1} tps");
         Ok(t)
     };
     rig.pgbench(Path::ProxyPort, &["-M", "simple"], 2)?;
-    let conninfo = format!("host=127.0.0.1 port={} dbname=bench user={USER} sslmode=disable", daemon.listen().port());
+    let conninfo = format!(
+        "host=127.0.0.1 port={} dbname=bench user={USER} sslmode=disable",
+        daemon.listen().port()
+    );
     let n = args.holds;
     // Control: as many sessions open but idle (each is a backend too), to
     // tell what the holds cost beyond open sessions.
@@ -587,7 +599,12 @@ fn approval_holds(
     };
     let with_holds = || -> anyhow::Result<f64> {
         let mut holder = Command::new(release.join("pgclient"))
-            .args(["hold", &conninfo, &n.to_string(), "DELETE FROM pgbench_history WHERE aid < 0"])
+            .args([
+                "hold",
+                &conninfo,
+                &n.to_string(),
+                "DELETE FROM pgbench_history WHERE aid < 0",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -644,7 +661,13 @@ fn approval_holds(
         args.clients, args.duration
     );
     for (i, (none, idle, held)) in rows.iter().enumerate() {
-        writeln!(table, "| {} | {none:.0} | {idle:.0} | {held:.0} | {:.3} | {:.3} |", i + 1, held / none, held / idle)?;
+        writeln!(
+            table,
+            "| {} | {none:.0} | {idle:.0} | {held:.0} | {:.3} | {:.3} |",
+            i + 1,
+            held / none,
+            held / idle
+        )?;
     }
     let sum = |f: &dyn Fn(&(f64, f64, f64)) -> f64| rows.iter().map(f).sum::<f64>();
     let count = f64::from(args.rounds.max(1));
@@ -666,15 +689,32 @@ fn approval_holds(
 /// with and without fsync per batch.
 fn in_process_benches() -> anyhow::Result<String> {
     let mut cmd = sh::cargo(&[
-        "test", "--release", "-p", "interceptor", "--test", "proxy_bench", "--test", "audit_bench", "--test", "mask_bench", "--", "--ignored",
-        "--nocapture", "--test-threads=1",
+        "test",
+        "--release",
+        "-p",
+        "interceptor",
+        "--test",
+        "proxy_bench",
+        "--test",
+        "audit_bench",
+        "--test",
+        "mask_bench",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
     ]);
-    cmd.env("PROXY_BENCH_ROUNDS", "1").env("PROXY_BENCH_SECS", "8").env("PROXY_BENCH_IDLE", "200");
+    cmd.env("PROXY_BENCH_ROUNDS", "1")
+        .env("PROXY_BENCH_SECS", "8")
+        .env("PROXY_BENCH_IDLE", "200");
     let out = cmd.output().context("running the in-process benches")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{text}");
     if !out.status.success() {
-        bail!("in-process benches failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "in-process benches failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(text
         .lines()

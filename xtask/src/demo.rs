@@ -138,8 +138,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("demo: inside {}: psql -c \"{masked_sql}\"", cg.name());
     let out_masked = cg.run(&mut masked, Duration::from_mins(1))?;
     print!("{}", out_masked.stdout);
-    if !out_masked.success() || out_masked.stdout.contains("@example.com") || !out_masked.stdout.contains("tok_email_") {
-        bail!("the e-mail addresses were not masked: {out_masked}\n--- interceptor\n{}", daemon.output());
+    if !out_masked.success()
+        || out_masked.stdout.contains("@example.com")
+        || !out_masked.stdout.contains("tok_email_")
+    {
+        bail!(
+            "the e-mail addresses were not masked: {out_masked}\n--- interceptor\n{}",
+            daemon.output()
+        );
     }
     // The same unchanged psql tries what a CI job or an agent must not do.
     let refused_sql = "DROP TABLE customers";
@@ -157,7 +163,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the demo policy let `{refused_sql}` through: {out_bad}");
     }
     let still = pg.sql("demo", "select count(*) from customers")?;
-    println!("demo: customers still has {} rows; the refusal is in the audit log", still.trim());
+    println!(
+        "demo: customers still has {} rows; the refusal is in the audit log",
+        still.trim()
+    );
     if let Some(end) = daemon.wait_event(Duration::from_secs(5), |e| {
         str_field(e, "event").as_deref() == Some("session_end")
             && session_id(e) == session_id(&start)

@@ -148,13 +148,24 @@ fn compat_drivers() -> anyhow::Result<()> {
         sh::run(
             cmd(
                 venv.join("bin").join("python"),
-                &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "-r"],
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                ],
             )
             .arg(compat::requirements()),
         )?;
         fs::set_permissions(&venv, fs::Permissions::from_mode(0o755))?;
         fs::write(venv.join(compat::DONE_MARKER), "")?;
-        println!("setup: compat venv built in {:.1}s", started.elapsed().as_secs_f64());
+        println!(
+            "setup: compat venv built in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
     }
 
     let node = compat::node_dir()?;
@@ -172,11 +183,18 @@ fn compat_drivers() -> anyhow::Result<()> {
         fs::copy(compat::node_project().join(f), scratch.join(f))?;
     }
     sh::run(
-        cmd("npm", &["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(&scratch),
+        cmd(
+            "npm",
+            &["ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        )
+        .current_dir(&scratch),
     )?;
     finish(&scratch, &node)?;
     fs::write(node.join(compat::DONE_MARKER), "")?;
-    println!("setup: node-postgres installed in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "setup: node-postgres installed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

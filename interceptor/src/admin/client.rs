@@ -17,7 +17,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens at the socket.
-    #[error("the interceptor daemon is not running (no admin socket answering at {0}); start it with `interceptor run`, or pass the daemon's --config / --socket")]
+    #[error(
+        "the interceptor daemon is not running (no admin socket answering at {0}); start it with `interceptor run`, or pass the daemon's --config / --socket"
+    )]
     NotRunning(PathBuf),
     /// The socket is there but not ours to use.
     #[error("permission denied on {0}: the admin socket is root-only (run this as root)")]
@@ -45,10 +47,20 @@ pub fn call(socket: &Path, op: &str, params: Value) -> Result<Value, ClientError
 }
 
 /// [`call`] with an explicit timeout (`None`: wait as long as it takes).
-pub fn call_with_timeout(socket: &Path, op: &str, params: Value, timeout: Option<Duration>) -> Result<Value, ClientError> {
-    let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
+pub fn call_with_timeout(
+    socket: &Path,
+    op: &str,
+    params: Value,
+    timeout: Option<Duration>,
+) -> Result<Value, ClientError> {
+    let io_err = |source| ClientError::Io {
+        path: socket.to_owned(),
+        source,
+    };
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(socket.to_owned())
+        }
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(socket.to_owned()),
         _ => io_err(e),
     })?;
@@ -67,12 +79,19 @@ pub fn call_with_timeout(socket: &Path, op: &str, params: Value, timeout: Option
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io_err)?;
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io_err)?;
-    let answer: Value = serde_json::from_str(answer.trim()).map_err(|_| ClientError::Protocol(socket.to_owned()))?;
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(io_err)?;
+    let answer: Value = serde_json::from_str(answer.trim())
+        .map_err(|_| ClientError::Protocol(socket.to_owned()))?;
     match answer.get("ok").and_then(Value::as_bool) {
         Some(true) => Ok(answer.get("result").cloned().unwrap_or(Value::Null)),
         Some(false) => Err(ClientError::Refused(
-            answer.get("error").and_then(Value::as_str).unwrap_or("the daemon refused the request").to_owned(),
+            answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the daemon refused the request")
+                .to_owned(),
         )),
         None => Err(ClientError::Protocol(socket.to_owned())),
     }

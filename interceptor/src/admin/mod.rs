@@ -63,7 +63,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { socket: PathBuf::from(DEFAULT_SOCKET) }
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+        }
     }
 }
 
@@ -107,7 +109,9 @@ pub struct Handlers {
 
 impl std::fmt::Debug for Handlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.entries.iter().map(|(p, _)| p)).finish()
+        f.debug_list()
+            .entries(self.entries.iter().map(|(p, _)| p))
+            .finish()
     }
 }
 
@@ -125,7 +129,10 @@ impl Handlers {
     #[must_use]
     pub fn register(mut self, prefix: &str, handler: Arc<dyn AdminHandler>) -> Self {
         assert!(!prefix.is_empty(), "admin handler prefix must not be empty");
-        assert!(self.entries.iter().all(|(p, _)| p != prefix), "admin prefix {prefix} registered twice");
+        assert!(
+            self.entries.iter().all(|(p, _)| p != prefix),
+            "admin prefix {prefix} registered twice"
+        );
         self.entries.push((prefix.to_owned(), handler));
         self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         self
@@ -142,10 +149,19 @@ impl Handlers {
             return Err("the request has no \"op\" (send {\"op\":\"...\", ...})".into());
         };
         if op == "ping" {
-            return Ok(serde_json::json!({ "pong": true, "version": env!("CARGO_PKG_VERSION"), "prefixes": self.prefixes() }));
+            return Ok(
+                serde_json::json!({ "pong": true, "version": env!("CARGO_PKG_VERSION"), "prefixes": self.prefixes() }),
+            );
         }
-        let Some((_, handler)) = self.entries.iter().find(|(p, _)| op.starts_with(p.as_str())) else {
-            return Err(format!("unknown operation `{op}` (this daemon serves: ping, {})", self.prefixes().join("*, ") + "*"));
+        let Some((_, handler)) = self
+            .entries
+            .iter()
+            .find(|(p, _)| op.starts_with(p.as_str()))
+        else {
+            return Err(format!(
+                "unknown operation `{op}` (this daemon serves: ping, {})",
+                self.prefixes().join("*, ") + "*"
+            ));
         };
         handler.handle(&op, request, peer).await
     }

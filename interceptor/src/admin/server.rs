@@ -1,13 +1,7 @@
 //! The daemon's side: bind the socket (0600), accept, check the peer is
 //! root, read one request line, dispatch, write one response line.
 
-use std::{
-    io,
-    os::unix::fs::PermissionsExt as _,
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{io, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use tokio::{
@@ -46,7 +40,11 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves `listener` until `shutdown` completes.
-pub async fn serve(listener: UnixListener, handlers: Arc<Handlers>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: UnixListener,
+    handlers: Arc<Handlers>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -67,7 +65,11 @@ pub async fn serve(listener: UnixListener, handlers: Arc<Handlers>, shutdown: im
 
 async fn connection(stream: UnixStream, handlers: &Handlers) {
     let peer = match stream.peer_cred() {
-        Ok(c) => Peer { uid: c.uid(), gid: c.gid(), pid: c.pid() },
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
         Err(e) => {
             tracing::warn!(event = "admin_refused", error = %e, "cannot read the admin client's credentials");
             return;
@@ -87,10 +89,16 @@ async fn connection(stream: UnixStream, handlers: &Handlers) {
     let response = match read {
         Err(_) => Err("no request line within 30 s".to_owned()),
         Ok(Err(e)) => Err(format!("cannot read the request: {e}")),
-        Ok(Ok(_)) if !line.ends_with('\n') => Err(format!("the request must be one JSON line of at most {MAX_REQUEST_BYTES} bytes")),
+        Ok(Ok(_)) if !line.ends_with('\n') => Err(format!(
+            "the request must be one JSON line of at most {MAX_REQUEST_BYTES} bytes"
+        )),
         Ok(Ok(_)) => match serde_json::from_str::<Value>(&line) {
             Ok(request @ Value::Object(_)) => {
-                let op = request.get("op").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let op = request
+                    .get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
                 let result = handlers.dispatch(request, peer).await;
                 tracing::info!(event = "admin_request", peer = %peer, op = %op, ok = result.is_ok(), error = result.as_ref().err().map(String::as_str));
                 result
@@ -101,7 +109,10 @@ async fn connection(stream: UnixStream, handlers: &Handlers) {
     let _ = respond(&mut write, response).await;
 }
 
-async fn respond(write: &mut tokio::net::unix::OwnedWriteHalf, response: Result<Value, String>) -> io::Result<()> {
+async fn respond(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: Result<Value, String>,
+) -> io::Result<()> {
     let body = match response {
         Ok(result) => json!({ "ok": true, "result": result }),
         Err(error) => json!({ "ok": false, "error": error }),
@@ -138,10 +149,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.sock");
         let listener = super::bind(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let handlers = Arc::new(Handlers::new().register("echo.", Arc::new(Echo)));
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(super::serve(listener, handlers, stop.clone().cancelled_owned()));
+        let server = tokio::spawn(super::serve(
+            listener,
+            handlers,
+            stop.clone().cancelled_owned(),
+        ));
         let p = path.clone();
         let (ok, failed, unknown, ping) = tokio::task::spawn_blocking(move || {
             (
@@ -159,7 +177,10 @@ mod tests {
         assert_eq!(ok["x"], 5);
         assert_eq!(failed.unwrap_err().to_string(), "failed as asked");
         let unknown = unknown.unwrap_err().to_string();
-        assert!(unknown.contains("unknown operation `nope.x`") && unknown.contains("echo.*"), "{unknown}");
+        assert!(
+            unknown.contains("unknown operation `nope.x`") && unknown.contains("echo.*"),
+            "{unknown}"
+        );
         assert_eq!(ping.unwrap()["pong"], true);
         // A second daemon cannot take a live socket over.
         let e = super::bind(&path).unwrap_err();
@@ -171,7 +192,9 @@ mod tests {
     #[test]
     fn no_daemon_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = client::call(&dir.path().join("admin.sock"), "ping", json!({})).unwrap_err().to_string();
+        let e = client::call(&dir.path().join("admin.sock"), "ping", json!({}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not running"), "{e}");
     }
 
@@ -185,7 +208,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let handlers = Arc::new(Handlers::new().register("echo.", Arc::new(Echo)));
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(super::serve(listener, handlers, stop.clone().cancelled_owned()));
+        let server = tokio::spawn(super::serve(
+            listener,
+            handlers,
+            stop.clone().cancelled_owned(),
+        ));
         let p = path.clone();
         let answer = tokio::task::spawn_blocking(move || {
             // A child process as `nobody` (65534) asks.
@@ -203,7 +230,8 @@ mod tests {
         let can_check = nix::unistd::geteuid().is_root() && Path::new("/usr/bin/python3").exists();
         match answer {
             Ok(line) if can_check => {
-                let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+                let v: Value =
+                    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"));
                 assert_eq!(v["ok"], false);
                 assert_eq!(v["error"], "the admin socket is for root only");
             }

@@ -24,7 +24,10 @@ impl ApprovalsAdmin {
     pub fn new(broker: Arc<Broker>, config: &ApprovalsConfig, host: &str) -> Self {
         Self {
             broker,
-            name: config.cli_approver.clone().unwrap_or_else(|| format!("root@{host}")),
+            name: config
+                .cli_approver
+                .clone()
+                .unwrap_or_else(|| format!("root@{host}")),
             groups: config.cli_groups.clone(),
         }
     }
@@ -47,24 +50,47 @@ struct Params {
 impl AdminHandler for ApprovalsAdmin {
     fn handle<'a>(&'a self, op: &'a str, request: Value, peer: Peer) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let p: Params = serde_json::from_value(request).map_err(|e| format!("bad request: {e}"))?;
-            let id = || p.id.clone().ok_or_else(|| "give the request id (apr-...)".to_owned());
-            let who = Approver { name: self.name.clone(), groups: self.groups.clone(), uid: Some(peer.uid), via: "cli" };
+            let p: Params =
+                serde_json::from_value(request).map_err(|e| format!("bad request: {e}"))?;
+            let id = || {
+                p.id.clone()
+                    .ok_or_else(|| "give the request id (apr-...)".to_owned())
+            };
+            let who = Approver {
+                name: self.name.clone(),
+                groups: self.groups.clone(),
+                uid: Some(peer.uid),
+                via: "cli",
+            };
             let view = match op {
                 "approvals.list" => return Ok(json!({ "requests": self.broker.list(!p.all) })),
                 "approvals.show" => {
                     let id = id()?;
-                    self.broker.show(&id).ok_or_else(|| format!("no approval request {id}"))?
+                    self.broker
+                        .show(&id)
+                        .ok_or_else(|| format!("no approval request {id}"))?
                 }
                 "approvals.approve" => {
                     let scope = Scope::parse(p.scope.as_deref().unwrap_or("once"), p.minutes)?;
-                    self.broker.approve(&id()?, &who, scope, p.reason.clone()).map_err(|e| e.to_string())?
+                    self.broker
+                        .approve(&id()?, &who, scope, p.reason.clone())
+                        .map_err(|e| e.to_string())?
                 }
                 "approvals.deny" => {
-                    let reason = p.reason.clone().filter(|r| !r.trim().is_empty()).ok_or("a denial needs --reason")?;
-                    self.broker.deny(&id()?, &who, reason).map_err(|e| e.to_string())?
+                    let reason = p
+                        .reason
+                        .clone()
+                        .filter(|r| !r.trim().is_empty())
+                        .ok_or("a denial needs --reason")?;
+                    self.broker
+                        .deny(&id()?, &who, reason)
+                        .map_err(|e| e.to_string())?
                 }
-                other => return Err(format!("unknown operation `{other}` (approvals.list, .show, .approve, .deny)")),
+                other => {
+                    return Err(format!(
+                        "unknown operation `{other}` (approvals.list, .show, .approve, .deny)"
+                    ));
+                }
             };
             serde_json::to_value(view).map_err(|e| e.to_string())
         })

@@ -94,7 +94,9 @@ pub struct Broker {
 
 /// Unix seconds now.
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -130,7 +132,12 @@ impl Broker {
         let text = match std::fs::read_to_string(&self.state_file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(ApprovalError::State(format!("cannot read {}: {e}", self.state_file.display()))),
+            Err(e) => {
+                return Err(ApprovalError::State(format!(
+                    "cannot read {}: {e}",
+                    self.state_file.display()
+                )));
+            }
         };
         let left: Vec<ApprovalRequest> = serde_json::from_str(&text).map_err(|e| {
             ApprovalError::State(format!(
@@ -141,8 +148,18 @@ impl Broker {
         for r in left {
             tracing::warn!(event = "approval_denied_by_restart", request = %r.id, identity = %r.identity, "pending approval request denied: the daemon restarted");
             let ev = Self::event(&r, "denied_by_restart", None, Some("the interceptor restarted while the request was pending; the held client was disconnected".into()), serde_json::json!({"sql": r.sql, "rule": r.rule, "identity": r.identity}));
-            self.audit.append(ev).await.map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
-            self.notifier.send("denied_by_restart", &View { request: r, status: State::DeniedByRestart, approvals: vec![] });
+            self.audit
+                .append(ev)
+                .await
+                .map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
+            self.notifier.send(
+                "denied_by_restart",
+                &View {
+                    request: r,
+                    status: State::DeniedByRestart,
+                    approvals: vec![],
+                },
+            );
         }
         write_state(&self.state_file, "[]").map_err(ApprovalError::State)
     }
@@ -158,10 +175,18 @@ impl Broker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn event(r: &ApprovalRequest, decision: &str, approver: Option<String>, reason: Option<String>, detail: serde_json::Value) -> AuditEvent {
+    fn event(
+        r: &ApprovalRequest,
+        decision: &str,
+        approver: Option<String>,
+        reason: Option<String>,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
         AuditEvent::Approval(ApprovalEvent {
             session: Some(r.session.clone()),
             statement: Some(r.statement),
@@ -188,7 +213,13 @@ impl Broker {
 
     /// A grant covering this statement, consumed if use-limited: the id of
     /// the request it came from.
-    pub fn covered(&self, identity: &str, session: &str, rule: &str, key: &[u8; 32]) -> Option<(String, Scope)> {
+    pub fn covered(
+        &self,
+        identity: &str,
+        session: &str,
+        rule: &str,
+        key: &[u8; 32],
+    ) -> Option<(String, Scope)> {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.grants.retain(|g| g.until > now && g.uses != Some(0));
@@ -197,7 +228,9 @@ impl Broker {
                 && g.rule == rule
                 && match g.kind {
                     ScopeKind::Once => g.key.as_ref() == Some(key),
-                    ScopeKind::Session => g.key.as_ref() == Some(key) && g.session.as_deref() == Some(session),
+                    ScopeKind::Session => {
+                        g.key.as_ref() == Some(key) && g.session.as_deref() == Some(session)
+                    }
                     ScopeKind::Identity => true,
                 }
         })?;
@@ -206,7 +239,12 @@ impl Broker {
         }
         let scope = Scope {
             kind: g.kind,
-            minutes: (g.kind == ScopeKind::Identity).then(|| g.until.saturating_duration_since(now).as_secs().div_ceil(60)),
+            minutes: (g.kind == ScopeKind::Identity).then(|| {
+                g.until
+                    .saturating_duration_since(now)
+                    .as_secs()
+                    .div_ceil(60)
+            }),
         };
         Some((g.request.clone(), scope))
     }
@@ -218,47 +256,103 @@ impl Broker {
         inner
             .entries
             .values()
-            .find(|e| e.state.is_pending() && e.request.mode == Mode::Retry && e.request.identity == identity && &e.key == key)
+            .find(|e| {
+                e.state.is_pending()
+                    && e.request.mode == Mode::Retry
+                    && e.request.identity == identity
+                    && &e.key == key
+            })
             .map(|e| e.request.clone())
     }
 
     /// Makes a request: recorded (`requested`), persisted, announced, and
     /// expired by a timer unless decided first.
-    pub fn request(&self, request: ApprovalRequest, key: [u8; 32], expiry: Duration) -> Result<Requested, ApprovalError> {
-        let ev = Self::event(&request, "requested", None, Some(request.reason.clone()), serde_json::to_value(&request).unwrap_or_default());
-        let receipt = self.audit.enqueue(ev).map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
+    pub fn request(
+        &self,
+        request: ApprovalRequest,
+        key: [u8; 32],
+        expiry: Duration,
+    ) -> Result<Requested, ApprovalError> {
+        let ev = Self::event(
+            &request,
+            "requested",
+            None,
+            Some(request.reason.clone()),
+            serde_json::to_value(&request).unwrap_or_default(),
+        );
+        let receipt = self
+            .audit
+            .enqueue(ev)
+            .map_err(|e| ApprovalError::Unrecorded(e.to_string()))?;
         let (tx, rx) = watch::channel(State::Pending);
         let id = request.id.clone();
         {
             let mut inner = self.lock();
-            inner.entries.insert(id.clone(), Entry { request: request.clone(), key, state: State::Pending, approvals: Vec::new(), tx });
+            inner.entries.insert(
+                id.clone(),
+                Entry {
+                    request: request.clone(),
+                    key,
+                    state: State::Pending,
+                    approvals: Vec::new(),
+                    tx,
+                },
+            );
         }
         self.dirty.notify_one();
         tracing::info!(event = "approval_requested", request = %id, identity = %request.identity, rule = %request.rule, mode = ?request.mode, "statement needs approval");
-        self.notifier.send("requested", &View { request: request.clone(), status: State::Pending, approvals: vec![] });
+        self.notifier.send(
+            "requested",
+            &View {
+                request: request.clone(),
+                status: State::Pending,
+                approvals: vec![],
+            },
+        );
         let weak = self.me.clone();
         tokio::spawn(async move {
             tokio::time::sleep(expiry).await;
             if let Some(b) = weak.upgrade() {
-                b.finish(&id, State::Expired, None, Some("nobody decided before the request expired".into()));
+                b.finish(
+                    &id,
+                    State::Expired,
+                    None,
+                    Some("nobody decided before the request expired".into()),
+                );
             }
         });
-        Ok(Requested { request, state: rx, receipt })
+        Ok(Requested {
+            request,
+            state: rx,
+            receipt,
+        })
     }
 
     /// Moves a pending request to a final state: records, wakes, persists,
     /// notifies. `false` if it was no longer pending.
     #[allow(clippy::needless_pass_by_value)] // a final state is handed over, as it is stored
-    fn finish(&self, id: &str, state: State, approver: Option<String>, reason: Option<String>) -> bool {
+    fn finish(
+        &self,
+        id: &str,
+        state: State,
+        approver: Option<String>,
+        reason: Option<String>,
+    ) -> bool {
         let view = {
             let mut inner = self.lock();
-            let Some(e) = inner.entries.get_mut(id) else { return false };
+            let Some(e) = inner.entries.get_mut(id) else {
+                return false;
+            };
             if !e.state.is_pending() {
                 return false;
             }
             e.state = state.clone();
             e.tx.send_replace(state.clone());
-            let view = View { request: e.request.clone(), status: state.clone(), approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect() };
+            let view = View {
+                request: e.request.clone(),
+                status: state.clone(),
+                approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect(),
+            };
             if let State::Approved { scope, .. } = &state {
                 let r = &e.request;
                 let grant = match (r.mode, scope.kind) {
@@ -274,7 +368,9 @@ impl Broker {
                         uses: (kind == ScopeKind::Once).then_some(1),
                         until: Instant::now()
                             + match kind {
-                                ScopeKind::Identity => Duration::from_secs(scope.minutes.unwrap_or(1) * 60),
+                                ScopeKind::Identity => {
+                                    Duration::from_secs(scope.minutes.unwrap_or(1) * 60)
+                                }
                                 // Session grants end with the session, or after a day.
                                 ScopeKind::Session => Duration::from_hours(24),
                                 ScopeKind::Once => Duration::from_secs(r.valid_for_secs.max(1)),
@@ -286,7 +382,9 @@ impl Broker {
             view
         };
         let detail = match &state {
-            State::Approved { by, scope, .. } => serde_json::json!({"scope": scope, "approvers": by}),
+            State::Approved { by, scope, .. } => {
+                serde_json::json!({"scope": scope, "approvers": by})
+            }
             _ => serde_json::json!({}),
         };
         let name = state.name();
@@ -299,22 +397,40 @@ impl Broker {
 
     /// An approver approves. With N approvers required, the request is
     /// approved on the N-th distinct one.
-    pub fn approve(&self, id: &str, who: &Approver, scope: Scope, reason: Option<String>) -> Result<View, ApprovalError> {
+    pub fn approve(
+        &self,
+        id: &str,
+        who: &Approver,
+        scope: Scope,
+        reason: Option<String>,
+    ) -> Result<View, ApprovalError> {
         let done = {
             let mut inner = self.lock();
-            let e = inner.entries.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            let e = inner
+                .entries
+                .get_mut(id)
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
             check_decider(e, who)?;
             let r = &e.request;
             if !r.scopes.contains(&scope.kind) {
                 return Err(ApprovalError::Scope(format!(
                     "rule {} allows the scopes {}; `{}` is not one of them",
                     r.rule,
-                    r.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    r.scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     scope.kind.as_str()
                 )));
             }
-            if scope.kind == ScopeKind::Identity && scope.minutes.unwrap_or(0) > r.max_identity_minutes {
-                return Err(ApprovalError::Scope(format!("rule {} allows the identity scope for at most {} minutes", r.rule, r.max_identity_minutes)));
+            if scope.kind == ScopeKind::Identity
+                && scope.minutes.unwrap_or(0) > r.max_identity_minutes
+            {
+                return Err(ApprovalError::Scope(format!(
+                    "rule {} allows the identity scope for at most {} minutes",
+                    r.rule, r.max_identity_minutes
+                )));
             }
             if e.approvals.iter().any(|(a, _)| a == &who.name) {
                 return Err(ApprovalError::AlreadyApproved(who.name.clone()));
@@ -323,23 +439,46 @@ impl Broker {
             let have = e.approvals.len() as u32;
             let need = r.approvers_required;
             if have < need {
-                let view = View { request: r.clone(), status: e.state.clone(), approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect() };
+                let view = View {
+                    request: r.clone(),
+                    status: e.state.clone(),
+                    approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect(),
+                };
                 Err(view)
             } else {
-                Ok(e.approvals.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())
+                Ok(e.approvals
+                    .iter()
+                    .map(|(a, _)| a.clone())
+                    .collect::<Vec<_>>())
             }
         };
         match done {
             Err(view) => {
                 // Not yet enough approvers: record this one and wait for more.
                 let detail = serde_json::json!({"scope": scope, "approvals": view.approvals.len(), "required": view.request.approvers_required, "via": who.via});
-                self.record(Self::event(&view.request, "approval_recorded", Some(who.name.clone()), reason, detail));
+                self.record(Self::event(
+                    &view.request,
+                    "approval_recorded",
+                    Some(who.name.clone()),
+                    reason,
+                    detail,
+                ));
                 self.notifier.send("approval_recorded", &view);
                 Ok(view)
             }
             Ok(by) => {
-                self.finish(id, State::Approved { by, scope, reason: reason.clone() }, Some(who.name.clone()), reason);
-                self.show(id).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
+                self.finish(
+                    id,
+                    State::Approved {
+                        by,
+                        scope,
+                        reason: reason.clone(),
+                    },
+                    Some(who.name.clone()),
+                    reason,
+                );
+                self.show(id)
+                    .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
             }
         }
     }
@@ -348,19 +487,36 @@ impl Broker {
     pub fn deny(&self, id: &str, who: &Approver, reason: String) -> Result<View, ApprovalError> {
         {
             let mut inner = self.lock();
-            let e = inner.entries.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            let e = inner
+                .entries
+                .get_mut(id)
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
             check_decider(e, who)?;
         }
-        let state = State::Denied { by: who.name.clone(), reason: reason.clone() };
+        let state = State::Denied {
+            by: who.name.clone(),
+            reason: reason.clone(),
+        };
         if !self.finish(id, state, Some(who.name.clone()), Some(reason)) {
-            return Err(ApprovalError::NotPending(id.to_owned(), "decided meanwhile".into()));
+            return Err(ApprovalError::NotPending(
+                id.to_owned(),
+                "decided meanwhile".into(),
+            ));
         }
-        self.show(id).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
+        self.show(id)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
     }
 
     /// The client withdrew the request (`CancelRequest`, disconnect).
     pub fn withdraw(&self, id: &str, reason: &str) -> bool {
-        self.finish(id, State::Withdrawn { reason: reason.to_owned() }, None, Some(reason.to_owned()))
+        self.finish(
+            id,
+            State::Withdrawn {
+                reason: reason.to_owned(),
+            },
+            None,
+            Some(reason.to_owned()),
+        )
     }
 
     /// Withdraws the pending hold-mode requests of a proxy session; how many.
@@ -369,7 +525,11 @@ impl Broker {
             .lock()
             .entries
             .values()
-            .filter(|e| e.state.is_pending() && e.request.mode == Mode::Hold && e.request.proxy_session == proxy_session)
+            .filter(|e| {
+                e.state.is_pending()
+                    && e.request.mode == Mode::Hold
+                    && e.request.proxy_session == proxy_session
+            })
             .map(|e| e.request.id.clone())
             .collect();
         ids.iter().filter(|id| self.withdraw(id, reason)).count()
@@ -377,7 +537,9 @@ impl Broker {
 
     /// Session grants die with their session.
     pub fn session_ended(&self, session: &str) {
-        self.lock().grants.retain(|g| g.session.as_deref() != Some(session));
+        self.lock()
+            .grants
+            .retain(|g| g.session.as_deref() != Some(session));
     }
 
     /// The held statement was sent to the database (or a grant let one through).
@@ -416,9 +578,18 @@ impl Broker {
             .entries
             .values()
             .filter(|e| !pending_only || e.state.is_pending())
-            .map(|e| View { request: e.request.clone(), status: e.state.clone(), approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect() })
+            .map(|e| View {
+                request: e.request.clone(),
+                status: e.state.clone(),
+                approvals: e.approvals.iter().map(|(a, _)| a.clone()).collect(),
+            })
             .collect();
-        v.sort_by(|a, b| b.request.created_at.cmp(&a.request.created_at).then(b.request.id.cmp(&a.request.id)));
+        v.sort_by(|a, b| {
+            b.request
+                .created_at
+                .cmp(&a.request.created_at)
+                .then(b.request.id.cmp(&a.request.id))
+        });
         v
     }
 
@@ -434,22 +605,42 @@ impl Broker {
 
     /// Number of pending requests.
     pub fn pending(&self) -> usize {
-        self.lock().entries.values().filter(|e| e.state.is_pending()).count()
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.state.is_pending())
+            .count()
     }
 
     /// At a clean stop: every pending request is denied on the record (the
     /// held clients are disconnected by the stop).
     pub fn shutdown(&self) {
-        let ids: Vec<String> = self.lock().entries.values().filter(|e| e.state.is_pending()).map(|e| e.request.id.clone()).collect();
+        let ids: Vec<String> = self
+            .lock()
+            .entries
+            .values()
+            .filter(|e| e.state.is_pending())
+            .map(|e| e.request.id.clone())
+            .collect();
         for id in &ids {
-            self.finish(id, State::DeniedByRestart, None, Some("the interceptor stopped while the request was pending".into()));
+            self.finish(
+                id,
+                State::DeniedByRestart,
+                None,
+                Some("the interceptor stopped while the request was pending".into()),
+            );
         }
         let _ = write_state(&self.state_file, "[]");
     }
 
     fn snapshot(&self) -> String {
         let inner = self.lock();
-        let pending: Vec<&ApprovalRequest> = inner.entries.values().filter(|e| e.state.is_pending()).map(|e| &e.request).collect();
+        let pending: Vec<&ApprovalRequest> = inner
+            .entries
+            .values()
+            .filter(|e| e.state.is_pending())
+            .map(|e| &e.request)
+            .collect();
         serde_json::to_string(&pending).unwrap_or_else(|_| "[]".into())
     }
 
@@ -461,7 +652,8 @@ impl Broker {
             let text = self.snapshot();
             let path = self.state_file.clone();
             self.prune();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_state(&path, &text)).await {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_state(&path, &text)).await
+            {
                 tracing::error!(event = "approval_state_error", error = %e, "pending approvals could not be saved");
             }
             tokio::select! {
@@ -473,14 +665,20 @@ impl Broker {
 
     fn prune(&self) {
         let now = unix_now();
-        self.lock().entries.retain(|_, e| e.state.is_pending() || e.request.expires_unix + 3600 > now);
+        self.lock()
+            .entries
+            .retain(|_, e| e.state.is_pending() || e.request.expires_unix + 3600 > now);
     }
 
     /// Builds the request timestamps for a lifetime.
     pub fn times(expiry: Duration) -> (String, String, u64) {
         let now = SystemTime::now();
         let until = now + expiry;
-        (rfc3339(now), rfc3339(until), until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+        (
+            rfc3339(now),
+            rfc3339(until),
+            until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        )
     }
 }
 
@@ -488,9 +686,15 @@ impl Broker {
 fn check_decider(e: &Entry, who: &Approver) -> Result<(), ApprovalError> {
     let r = &e.request;
     if !e.state.is_pending() {
-        return Err(ApprovalError::NotPending(r.id.clone(), e.state.name().into()));
+        return Err(ApprovalError::NotPending(
+            r.id.clone(),
+            e.state.name().into(),
+        ));
     }
-    let same_name = [Some(&r.identity), r.user.as_ref()].into_iter().flatten().any(|n| n.eq_ignore_ascii_case(&who.name));
+    let same_name = [Some(&r.identity), r.user.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|n| n.eq_ignore_ascii_case(&who.name));
     if same_name || who.uid.is_some_and(|u| u == r.uid) {
         return Err(ApprovalError::SelfApproval(format!(
             "{} cannot decide request {} made by identity {} (uid {}): a requester never approves its own request",
@@ -512,7 +716,8 @@ fn check_decider(e: &Entry, who: &Approver) -> Result<(), ApprovalError> {
 fn write_state(path: &std::path::Path, text: &str) -> Result<(), String> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -522,6 +727,8 @@ fn write_state(path: &std::path::Path, text: &str) -> Result<(), String> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_data()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))
 }

@@ -170,7 +170,10 @@ impl ApprovalsConfig {
         if let Err(e) = humantime::parse_duration(&self.default_expiry) {
             return Err((
                 "default_expiry".into(),
-                format!("approvals.default_expiry = \"{}\": {e}", self.default_expiry),
+                format!(
+                    "approvals.default_expiry = \"{}\": {e}",
+                    self.default_expiry
+                ),
                 "use a duration such as \"15m\"".into(),
             ));
         }
@@ -195,14 +198,19 @@ impl ApprovalsConfig {
         }
         if let Some(o) = &self.oidc {
             if o.issuers.is_empty() {
-                return Err(("[approvals.oidc]".into(), "[approvals.oidc] lists no issuer".into(), "add an [[approvals.oidc.issuer]] or remove [approvals.oidc]".into()));
+                return Err((
+                    "[approvals.oidc]".into(),
+                    "[approvals.oidc] lists no issuer".into(),
+                    "add an [[approvals.oidc.issuer]] or remove [approvals.oidc]".into(),
+                ));
             }
             for i in &o.issuers {
                 i.validate().map_err(|e| (e.needle, e.message, e.fix))?;
             }
         }
         for w in &self.webhooks {
-            let ok = reqwest::Url::parse(&w.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            let ok = reqwest::Url::parse(&w.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
             if !ok {
                 return Err((
                     w.url.clone(),
@@ -211,7 +219,11 @@ impl ApprovalsConfig {
                 ));
             }
             if w.attempts == 0 {
-                return Err(("attempts".into(), "webhook attempts = 0".into(), "use 1 or more".into()));
+                return Err((
+                    "attempts".into(),
+                    "webhook attempts = 0".into(),
+                    "use 1 or more".into(),
+                ));
             }
         }
         Ok(())

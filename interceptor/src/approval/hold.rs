@@ -22,7 +22,13 @@ pub type RawParams = Vec<(i16, Option<Vec<u8>>)>;
 /// codes (0 text, 1 binary). `None` if the body is malformed.
 pub fn bind_params(body: &[u8]) -> Option<RawParams> {
     let bind = crate::wire::values::Bind::parse(body)?;
-    Some(bind.params.iter().enumerate().map(|(i, v)| (bind.param_format(i), v.map(<[u8]>::to_vec))).collect())
+    Some(
+        bind.params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (bind.param_format(i), v.map(<[u8]>::to_vec)))
+            .collect(),
+    )
 }
 
 /// How approvers, webhooks and the audit log see a parameter: as sent when
@@ -31,28 +37,52 @@ pub fn bind_params(body: &[u8]) -> Option<RawParams> {
 pub fn shown_param(format: i16, value: Option<&[u8]>, reveal: bool) -> Option<String> {
     let v = value?;
     Some(if reveal {
-        if format == 0 { String::from_utf8_lossy(v).into_owned() } else { format!("\\x{}", hex::encode(v)) }
+        if format == 0 {
+            String::from_utf8_lossy(v).into_owned()
+        } else {
+            format!("\\x{}", hex::encode(v))
+        }
     } else {
         let h = Sha256::digest(v);
-        format!("<masked: {} bytes, sha256 {}>", v.len(), hex::encode(&h[..4]))
+        format!(
+            "<masked: {} bytes, sha256 {}>",
+            v.len(),
+            hex::encode(&h[..4])
+        )
     })
 }
 
 /// The error the client gets when its held statement is not run.
 pub fn outcome_error(state: &State, id: &str, rule: &str, detail: String) -> PgError {
     let (code, message) = match state {
-        State::Denied { by, reason } => {
-            (REFUSED, format!("interceptor: statement denied by {by} (approval request {id}, rule {rule}): {reason}"))
-        }
-        State::Expired => (REFUSED, format!("interceptor: approval request {id} expired without a decision (rule {rule}); the statement was not run")),
-        State::Withdrawn { reason } => (CANCELED, format!("interceptor: approval request {id} withdrawn: {reason}; the statement was not run")),
+        State::Denied { by, reason } => (
+            REFUSED,
+            format!(
+                "interceptor: statement denied by {by} (approval request {id}, rule {rule}): {reason}"
+            ),
+        ),
+        State::Expired => (
+            REFUSED,
+            format!(
+                "interceptor: approval request {id} expired without a decision (rule {rule}); the statement was not run"
+            ),
+        ),
+        State::Withdrawn { reason } => (
+            CANCELED,
+            format!(
+                "interceptor: approval request {id} withdrawn: {reason}; the statement was not run"
+            ),
+        ),
         State::DeniedByRestart => (
             REFUSED,
-            format!("interceptor: approval request {id} denied: the interceptor stopped while it was pending (rule {rule})"),
+            format!(
+                "interceptor: approval request {id} denied: the interceptor stopped while it was pending (rule {rule})"
+            ),
         ),
-        State::Pending | State::Approved { .. } => {
-            (REFUSED, format!("interceptor: approval request {id} was not decided (rule {rule})"))
-        }
+        State::Pending | State::Approved { .. } => (
+            REFUSED,
+            format!("interceptor: approval request {id} was not decided (rule {rule})"),
+        ),
     };
     PgError::error(code, message).with_detail(detail)
 }
@@ -69,7 +99,10 @@ pub struct WithdrawOnDrop {
 impl WithdrawOnDrop {
     /// Arms the guard for request `id`.
     pub fn new(broker: Arc<Broker>, id: String) -> Self {
-        Self { broker: Some(broker), id }
+        Self {
+            broker: Some(broker),
+            id,
+        }
     }
 
     /// The wait ended with a decision.
@@ -81,7 +114,10 @@ impl WithdrawOnDrop {
 impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
         if let Some(b) = self.broker.take() {
-            b.withdraw(&self.id, "the client's session ended while the statement was held");
+            b.withdraw(
+                &self.id,
+                "the client's session ended while the statement was held",
+            );
         }
     }
 }
@@ -105,17 +141,42 @@ mod tests {
         assert_eq!(p, vec![(0, Some(b"42".to_vec())), (0, None)]);
         assert_eq!(shown_param(0, Some(b"42"), true).unwrap(), "42");
         let masked = shown_param(0, Some(b"42"), false).unwrap();
-        assert!(masked.starts_with("<masked: 2 bytes") && !masked.contains("42 "), "{masked}");
+        assert!(
+            masked.starts_with("<masked: 2 bytes") && !masked.contains("42 "),
+            "{masked}"
+        );
         assert_eq!(shown_param(1, Some(&[1, 2]), true).unwrap(), "\\x0102");
-        assert!(bind_params(&body[..body.len() - 6]).is_none(), "truncated body");
+        assert!(
+            bind_params(&body[..body.len() - 6]).is_none(),
+            "truncated body"
+        );
     }
 
     #[test]
     fn client_errors_name_request_decider_and_reason() {
-        let e = outcome_error(&State::Denied { by: "alice".into(), reason: "not during peak".into() }, "apr-x", "r1", String::new());
+        let e = outcome_error(
+            &State::Denied {
+                by: "alice".into(),
+                reason: "not during peak".into(),
+            },
+            "apr-x",
+            "r1",
+            String::new(),
+        );
         assert_eq!(e.code, "42501");
-        assert!(e.message.contains("apr-x") && e.message.contains("alice") && e.message.contains("not during peak"));
-        let w = outcome_error(&State::Withdrawn { reason: "cancelled".into() }, "apr-y", "r1", String::new());
+        assert!(
+            e.message.contains("apr-x")
+                && e.message.contains("alice")
+                && e.message.contains("not during peak")
+        );
+        let w = outcome_error(
+            &State::Withdrawn {
+                reason: "cancelled".into(),
+            },
+            "apr-y",
+            "r1",
+            String::new(),
+        );
         assert_eq!(w.code, "57014");
     }
 }

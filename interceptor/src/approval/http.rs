@@ -55,7 +55,11 @@ impl Authenticator {
         let oidc = match oidc {
             Some(o) => {
                 let validator = Validator::new(o.issuers.clone())?;
-                let who = approvers.iter().filter(|a| a.oidc_subject.is_some()).cloned().collect();
+                let who = approvers
+                    .iter()
+                    .filter(|a| a.oidc_subject.is_some())
+                    .cloned()
+                    .collect();
                 Some((validator, o.claim.clone(), who))
             }
             None => None,
@@ -69,13 +73,22 @@ impl Authenticator {
         // Compare every entry without stopping early at a match.
         let mut found = None;
         for (want, a) in &self.by_token {
-            let same = want.iter().zip(h.iter()).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+            let same = want
+                .iter()
+                .zip(h.iter())
+                .fold(0_u8, |acc, (x, y)| acc | (x ^ y))
+                == 0;
             if same {
                 found = Some(a);
             }
         }
         if let Some(a) = found {
-            return Ok(Approver { name: a.name.clone(), groups: a.groups.clone(), uid: None, via: "token" });
+            return Ok(Approver {
+                name: a.name.clone(),
+                groups: a.groups.clone(),
+                uid: None,
+                via: "token",
+            });
         }
         let Some((validator, claim, who)) = &self.oidc else {
             return Err("approver token not recognised".into());
@@ -83,18 +96,33 @@ impl Authenticator {
         if token.split('.').count() != 3 {
             return Err("approver token not recognised".into());
         }
-        let verified = validator.validate(token).await.map_err(|e| format!("ID token refused: {e}"))?;
-        let value = verified.claim_str(claim).ok_or_else(|| format!("the ID token has no `{claim}` claim"))?;
+        let verified = validator
+            .validate(token)
+            .await
+            .map_err(|e| format!("ID token refused: {e}"))?;
+        let value = verified
+            .claim_str(claim)
+            .ok_or_else(|| format!("the ID token has no `{claim}` claim"))?;
         let a = who
             .iter()
             .find(|a| a.oidc_subject.as_deref() == Some(value.as_str()))
             .ok_or_else(|| format!("{claim} `{value}` is not a configured approver"))?;
-        Ok(Approver { name: a.name.clone(), groups: a.groups.clone(), uid: None, via: "oidc" })
+        Ok(Approver {
+            name: a.name.clone(),
+            groups: a.groups.clone(),
+            uid: None,
+            via: "oidc",
+        })
     }
 }
 
 /// Serves the API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, auth: Arc<Authenticator>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    auth: Arc<Authenticator>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -168,16 +196,27 @@ pub struct DenyBody {
     pub reason: Option<String>,
 }
 
-async fn handle(req: Request<Incoming>, broker: &Broker, auth: &Authenticator, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    broker: &Broker,
+    auth: &Authenticator,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let token = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .map(str::to_owned);
     let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <approver token>");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <approver token>",
+        );
     };
     let approver = match auth.authenticate(&token).await {
         Ok(a) => a,
@@ -188,11 +227,19 @@ async fn handle(req: Request<Incoming>, broker: &Broker, auth: &Authenticator, p
     };
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_owned();
-    let all = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "all=1" || p == "all=true"));
+    let all = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "all=1" || p == "all=true"));
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body: {e}"),
+            );
+        }
     };
     match (method, parts.as_slice()) {
         (Method::GET, ["v1", "approvals"]) => json(StatusCode::OK, &broker.list(!all)),
@@ -221,7 +268,12 @@ async fn handle(req: Request<Incoming>, broker: &Broker, auth: &Authenticator, p
         (Method::POST, ["v1", "approvals", id, "deny"]) => {
             let b: DenyBody = match serde_json::from_slice(&body) {
                 Ok(b) => b,
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad body: {e} (expected {{\"reason\": \"...\"}})")),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad body: {e} (expected {{\"reason\": \"...\"}})"),
+                    );
+                }
             };
             let Some(reason) = b.reason.filter(|r| !r.trim().is_empty()) else {
                 return error(StatusCode::BAD_REQUEST, "a denial needs a reason");
@@ -231,7 +283,13 @@ async fn handle(req: Request<Incoming>, broker: &Broker, auth: &Authenticator, p
                 Err(e) => error(status_of(&e), e.to_string()),
             }
         }
-        (_, ["v1", "approvals", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "see the Approvals section of the README for the API"),
-        _ => error(StatusCode::NOT_FOUND, "unknown path; the API lives under /v1/approvals"),
+        (_, ["v1", "approvals", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "see the Approvals section of the README for the API",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "unknown path; the API lives under /v1/approvals",
+        ),
     }
 }

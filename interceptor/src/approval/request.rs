@@ -82,26 +82,47 @@ pub struct Scope {
 
 impl Scope {
     /// This statement, once.
-    pub const ONCE: Self = Self { kind: ScopeKind::Once, minutes: None };
+    pub const ONCE: Self = Self {
+        kind: ScopeKind::Once,
+        minutes: None,
+    };
 
     /// Parses `once`, `session`, `identity` (needs minutes) or `identity:N`.
     pub fn parse(text: &str, minutes: Option<u64>) -> Result<Self, String> {
         let (kind, inline) = match text.split_once(':') {
-            Some((k, m)) => (k, Some(m.parse::<u64>().map_err(|_| format!("bad minutes in scope `{text}`"))?)),
+            Some((k, m)) => (
+                k,
+                Some(
+                    m.parse::<u64>()
+                        .map_err(|_| format!("bad minutes in scope `{text}`"))?,
+                ),
+            ),
             None => (text, None),
         };
         let kind = match kind {
             "once" => ScopeKind::Once,
             "session" => ScopeKind::Session,
             "identity" => ScopeKind::Identity,
-            _ => return Err(format!("unknown scope `{text}` (once, session or identity:MINUTES)")),
+            _ => {
+                return Err(format!(
+                    "unknown scope `{text}` (once, session or identity:MINUTES)"
+                ));
+            }
         };
         let minutes = inline.or(minutes);
         match (kind, minutes) {
-            (ScopeKind::Identity, None | Some(0)) => Err("the identity scope needs a positive number of minutes (identity:30)".into()),
+            (ScopeKind::Identity, None | Some(0)) => {
+                Err("the identity scope needs a positive number of minutes (identity:30)".into())
+            }
             (ScopeKind::Identity, m) => Ok(Self { kind, minutes: m }),
-            (_, Some(_)) => Err(format!("minutes only go with the identity scope, not `{}`", kind.as_str())),
-            (_, None) => Ok(Self { kind, minutes: None }),
+            (_, Some(_)) => Err(format!(
+                "minutes only go with the identity scope, not `{}`",
+                kind.as_str()
+            )),
+            (_, None) => Ok(Self {
+                kind,
+                minutes: None,
+            }),
         }
     }
 }
@@ -227,10 +248,22 @@ mod tests {
     #[test]
     fn keys_distinguish_sql_params_and_null() {
         let a = statement_key(b"DELETE FROM t WHERE id = $1", &[Some(b"1")]);
-        assert_ne!(a, statement_key(b"DELETE FROM t WHERE id = $1", &[Some(b"2")]));
-        assert_ne!(a, statement_key(b"DELETE FROM t WHERE id = $1 ", &[Some(b"1")]));
-        assert_ne!(statement_key(b"x", &[None]), statement_key(b"x", &[Some(b"")]));
-        assert_eq!(a, statement_key(b"DELETE FROM t WHERE id = $1", &[Some(b"1")]));
+        assert_ne!(
+            a,
+            statement_key(b"DELETE FROM t WHERE id = $1", &[Some(b"2")])
+        );
+        assert_ne!(
+            a,
+            statement_key(b"DELETE FROM t WHERE id = $1 ", &[Some(b"1")])
+        );
+        assert_ne!(
+            statement_key(b"x", &[None]),
+            statement_key(b"x", &[Some(b"")])
+        );
+        assert_eq!(
+            a,
+            statement_key(b"DELETE FROM t WHERE id = $1", &[Some(b"1")])
+        );
         let id = new_id();
         assert!(id.starts_with("apr-") && id.len() == 12, "{id}");
     }

@@ -90,30 +90,55 @@ impl Default for ApprovalSpec {
 impl ApprovalSpec {
     /// Checks the values; `Err((what, fix))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for (name, v) in [("expires_after", &self.expires_after), ("valid_for", &self.valid_for)] {
+        for (name, v) in [
+            ("expires_after", &self.expires_after),
+            ("valid_for", &self.valid_for),
+        ] {
             if let Some(v) = v {
                 match humantime::parse_duration(v) {
                     Ok(d) if d >= Duration::from_secs(1) => {}
-                    Ok(_) => return Err((format!("approval.{name} = \"{v}\" is below one second"), "use e.g. \"15m\"".into())),
-                    Err(e) => return Err((format!("approval.{name} = \"{v}\": {e}"), "use a duration such as \"90s\", \"15m\" or \"2h\"".into())),
+                    Ok(_) => {
+                        return Err((
+                            format!("approval.{name} = \"{v}\" is below one second"),
+                            "use e.g. \"15m\"".into(),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err((
+                            format!("approval.{name} = \"{v}\": {e}"),
+                            "use a duration such as \"90s\", \"15m\" or \"2h\"".into(),
+                        ));
+                    }
                 }
             }
         }
         if self.approvers == 0 {
-            return Err(("approval.approvers = 0 would approve without anyone deciding".into(), "use 1 or more".into()));
+            return Err((
+                "approval.approvers = 0 would approve without anyone deciding".into(),
+                "use 1 or more".into(),
+            ));
         }
         if self.scopes.is_empty() {
-            return Err(("approval.scopes is empty".into(), "list at least \"once\"".into()));
+            return Err((
+                "approval.scopes is empty".into(),
+                "list at least \"once\"".into(),
+            ));
         }
         if self.scopes.contains(&ScopeKind::Identity) && self.max_identity_minutes == 0 {
-            return Err(("approval.max_identity_minutes = 0 with the identity scope".into(), "set a positive number of minutes".into()));
+            return Err((
+                "approval.max_identity_minutes = 0 with the identity scope".into(),
+                "set a positive number of minutes".into(),
+            ));
         }
         Ok(())
     }
 
     /// Request lifetime, given the daemon's default.
     pub fn expiry(&self, default: Duration) -> Duration {
-        self.expires_after.as_deref().and_then(|v| humantime::parse_duration(v).ok()).unwrap_or(default)
+        self.expires_after
+            .as_deref()
+            .and_then(|v| humantime::parse_duration(v).ok())
+            .unwrap_or(default)
     }
 
     /// Retry-mode grant lifetime.
@@ -136,7 +161,10 @@ mod tests {
         assert_eq!(s.scopes, vec![ScopeKind::Once]);
         assert_eq!(s.approvers, 1);
         assert!(s.validate().is_ok());
-        let s: ApprovalSpec = toml::from_str("mode = \"retry\"\nexpires_after = \"2m\"\nscopes = [\"once\", \"identity\"]").unwrap();
+        let s: ApprovalSpec = toml::from_str(
+            "mode = \"retry\"\nexpires_after = \"2m\"\nscopes = [\"once\", \"identity\"]",
+        )
+        .unwrap();
         assert_eq!(s.mode, Mode::Retry);
         assert_eq!(s.expiry(Duration::from_secs(1)), Duration::from_mins(2));
         assert!(toml::from_str::<ApprovalSpec>("mode = \"later\"").is_err());

@@ -5,11 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
-    ApprovalError, WebhookConfig, WebhookFormat,
-    broker::View,
-    request::State,
-};
+use super::{ApprovalError, WebhookConfig, WebhookFormat, broker::View, request::State};
 use crate::audit::{ApprovalEvent, AuditEvent, AuditLog};
 
 /// Sends notifications to the configured webhooks.
@@ -28,7 +24,11 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApprovalError::State(format!("cannot build the webhook client: {e}")))?;
-        Ok(Self { hooks: Arc::new(hooks.to_vec()), client, audit })
+        Ok(Self {
+            hooks: Arc::new(hooks.to_vec()),
+            client,
+            audit,
+        })
     }
 
     /// Announces `what` (`requested`, `approved`, `denied`, ...) for `view`
@@ -48,13 +48,23 @@ impl Notifier {
                 WebhookFormat::Slack => serde_json::json!({ "text": text }),
             };
             let me = self.clone();
-            let (id, session, statement) = (view.request.id.clone(), view.request.session.clone(), view.request.statement);
+            let (id, session, statement) = (
+                view.request.id.clone(),
+                view.request.session.clone(),
+                view.request.statement,
+            );
             let what = what.to_owned();
             tokio::spawn(async move {
                 let outcome = me.deliver(&hook, &body).await;
                 let (decision, detail) = match &outcome {
-                    Ok((status, attempts)) => ("notified", serde_json::json!({"url": hook.url, "event": what, "status": status, "attempts": attempts})),
-                    Err((error, attempts)) => ("notify_failed", serde_json::json!({"url": hook.url, "event": what, "error": error, "attempts": attempts})),
+                    Ok((status, attempts)) => (
+                        "notified",
+                        serde_json::json!({"url": hook.url, "event": what, "status": status, "attempts": attempts}),
+                    ),
+                    Err((error, attempts)) => (
+                        "notify_failed",
+                        serde_json::json!({"url": hook.url, "event": what, "error": error, "attempts": attempts}),
+                    ),
                 };
                 if let Err((error, _)) = &outcome {
                     tracing::warn!(event = "approval_webhook_failed", request = %id, url = %hook.url, error = %error, "webhook notification failed");
@@ -76,7 +86,11 @@ impl Notifier {
     }
 
     /// POSTs with retries; `Ok((status, attempts))` on a 2xx.
-    async fn deliver(&self, hook: &WebhookConfig, body: &serde_json::Value) -> Result<(u16, u32), (String, u32)> {
+    async fn deliver(
+        &self,
+        hook: &WebhookConfig,
+        body: &serde_json::Value,
+    ) -> Result<(u16, u32), (String, u32)> {
         let mut backoff = Duration::from_millis(500);
         let mut last = String::new();
         for attempt in 1..=hook.attempts {
@@ -109,11 +123,22 @@ fn slack_text(what: &str, v: &View) -> String {
             "Approval needed: *{}* — identity `{}` on {} ({}/{}) wants to run:\n```{}```\nrule `{}`: {}; expires {}.",
             r.id, r.identity, r.host, r.target, r.database, r.sql, r.rule, r.reason, r.expires_at
         ),
-        State::Pending => format!("*{}*: {} of {} approvals ({})", r.id, v.approvals.len(), r.approvers_required, v.approvals.join(", ")),
-        State::Approved { by, scope, .. } => format!("*{}* approved by {} (scope {scope})", r.id, by.join(", ")),
+        State::Pending => format!(
+            "*{}*: {} of {} approvals ({})",
+            r.id,
+            v.approvals.len(),
+            r.approvers_required,
+            v.approvals.join(", ")
+        ),
+        State::Approved { by, scope, .. } => {
+            format!("*{}* approved by {} (scope {scope})", r.id, by.join(", "))
+        }
         State::Denied { by, reason } => format!("*{}* denied by {by}: {reason}", r.id),
         State::Expired => format!("*{}* expired without a decision", r.id),
         State::Withdrawn { reason } => format!("*{}* withdrawn: {reason}", r.id),
-        State::DeniedByRestart => format!("*{}* denied: the interceptor restarted while it was pending", r.id),
+        State::DeniedByRestart => format!(
+            "*{}* denied: the interceptor restarted while it was pending",
+            r.id
+        ),
     }
 }

@@ -58,14 +58,30 @@ fn sample(task: usize, i: usize) -> AuditEvent {
 /// Opens a fresh log in `dir`, has `n_tasks` tasks append `per_task`
 /// statement records each (every append awaited until synced), closes it,
 /// and measures per-record hashing and signing on one core for comparison.
-pub async fn bench_append(dir: &Path, n_tasks: usize, per_task: usize) -> Result<BenchReport, AuditError> {
-    bench_append_with(&AuditConfig { host: "bench".into(), ..AuditConfig::in_dir(dir) }, n_tasks, per_task).await
+pub async fn bench_append(
+    dir: &Path,
+    n_tasks: usize,
+    per_task: usize,
+) -> Result<BenchReport, AuditError> {
+    bench_append_with(
+        &AuditConfig {
+            host: "bench".into(),
+            ..AuditConfig::in_dir(dir)
+        },
+        n_tasks,
+        per_task,
+    )
+    .await
 }
 
 /// [`bench_append`] with a config of one's own (e.g. `durability =
 /// Written`); `cfg.dir` should be a fresh directory.
 #[allow(clippy::cast_precision_loss)] // rates
-pub async fn bench_append_with(cfg: &AuditConfig, n_tasks: usize, per_task: usize) -> Result<BenchReport, AuditError> {
+pub async fn bench_append_with(
+    cfg: &AuditConfig,
+    n_tasks: usize,
+    per_task: usize,
+) -> Result<BenchReport, AuditError> {
     let log = AuditLog::open(cfg)?;
     let before = log.stats();
     let started = Instant::now();
@@ -80,7 +96,9 @@ pub async fn bench_append_with(cfg: &AuditConfig, n_tasks: usize, per_task: usiz
         });
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| AuditError::Unavailable { reason: format!("bench task: {e}") })??;
+        done.map_err(|e| AuditError::Unavailable {
+            reason: format!("bench task: {e}"),
+        })??;
     }
     let secs = started.elapsed().as_secs_f64();
     let syncs = log.stats().syncs - before.syncs;

@@ -64,7 +64,8 @@ pub fn audit_verify(dir: &Path, pubkey: Option<&Path>, out: &mut dyn Write) -> u
                     out,
                     "  checkpoints: {} signed, last at seq {}",
                     r.checkpoints,
-                    r.last_checkpoint.map_or_else(|| "-".into(), |s| s.to_string())
+                    r.last_checkpoint
+                        .map_or_else(|| "-".into(), |s| s.to_string())
                 )?;
                 if r.unsigned > 0 {
                     writeln!(
@@ -76,7 +77,12 @@ pub fn audit_verify(dir: &Path, pubkey: Option<&Path>, out: &mut dyn Write) -> u
                 }
                 writeln!(out, "  hosts:       {}", r.hosts.join(", "))?;
                 let (KeySource::Given(p) | KeySource::LogDirectory(p)) = &r.key_source;
-                writeln!(out, "  key:         {} (from {})", r.key_fingerprint, p.display())?;
+                writeln!(
+                    out,
+                    "  key:         {} (from {})",
+                    r.key_fingerprint,
+                    p.display()
+                )?;
                 if let KeySource::LogDirectory(_) = &r.key_source {
                     writeln!(
                         out,
@@ -111,7 +117,12 @@ pub fn audit_pubkey(dir: &Path, out: &mut dyn Write) -> u8 {
 
 /// `audit export [DIR] [--format jsonl] [--after SEQ]`: one JSON object per
 /// record (see [`super::export()`]).
-pub fn audit_export(dir: &Path, format: ExportFormat, after_seq: Option<u64>, out: &mut dyn Write) -> u8 {
+pub fn audit_export(
+    dir: &Path,
+    format: ExportFormat,
+    after_seq: Option<u64>,
+    out: &mut dyn Write,
+) -> u8 {
     match export(dir, format, after_seq, out) {
         Ok(_) => EXIT_OK,
         Err(AuditError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
@@ -127,22 +138,42 @@ pub fn sessions_list(dir: &Path, filter: &SessionFilter, out: &mut dyn Write) ->
     };
     let dash = || "-".to_owned();
     let mut rows = vec![
-        ["SESSION", "START", "HOST", "IDENTITY", "EXE", "TARGET/DB", "STMTS", "REFUSED", "END"].map(str::to_owned),
+        [
+            "SESSION",
+            "START",
+            "HOST",
+            "IDENTITY",
+            "EXE",
+            "TARGET/DB",
+            "STMTS",
+            "REFUSED",
+            "END",
+        ]
+        .map(str::to_owned),
     ];
     for s in &sessions {
         rows.push([
             s.session.clone(),
-            s.start.get(..19).map_or_else(|| s.start.clone(), |t| format!("{t}Z")),
+            s.start
+                .get(..19)
+                .map_or_else(|| s.start.clone(), |t| format!("{t}Z")),
             s.host.clone().unwrap_or_else(dash),
             s.identity.clone().unwrap_or_else(dash),
             s.exe.clone().unwrap_or_else(dash),
-            format!("{}/{}", s.target.as_deref().unwrap_or("-"), s.database.as_deref().unwrap_or("-")),
+            format!(
+                "{}/{}",
+                s.target.as_deref().unwrap_or("-"),
+                s.database.as_deref().unwrap_or("-")
+            ),
             s.statements.to_string(),
             s.refused.to_string(),
             s.end_reason.clone().unwrap_or_else(|| "(open)".into()),
         ]);
     }
-    let rows: Vec<[String; 9]> = rows.into_iter().map(|r| r.map(|c| show::clean(&c).replace('\n', " "))).collect();
+    let rows: Vec<[String; 9]> = rows
+        .into_iter()
+        .map(|r| r.map(|c| show::clean(&c).replace('\n', " ")))
+        .collect();
     let mut widths = [0usize; 9];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -169,7 +200,10 @@ pub fn sessions_list(dir: &Path, filter: &SessionFilter, out: &mut dyn Write) ->
 fn records_of(dir: &Path, id: &str) -> Result<Vec<super::Record>, AuditError> {
     let records = session_records(dir, id)?;
     if records.is_empty() {
-        return Err(AuditError::Usage(format!("no session {id:?} in {}", dir.display())));
+        return Err(AuditError::Usage(format!(
+            "no session {id:?} in {}",
+            dir.display()
+        )));
     }
     Ok(records)
 }
@@ -186,7 +220,9 @@ pub fn sessions_show(dir: &Path, id: &str, out: &mut dyn Write) -> u8 {
 /// timing divided by `speed` (0 = no waiting).
 pub fn replay(dir: &Path, id: &str, speed: f64, out: &mut dyn Write) -> u8 {
     if !speed.is_finite() || speed < 0.0 {
-        return fail(&format!("--speed {speed}: expected 0 (no waiting) or a positive factor"));
+        return fail(&format!(
+            "--speed {speed}: expected 0 (no waiting) or a positive factor"
+        ));
     }
     match records_of(dir, id) {
         Ok(records) => written(show::replay(&records, speed, out, &mut std::thread::sleep)),

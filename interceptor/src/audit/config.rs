@@ -85,7 +85,10 @@ impl Default for AuditConfig {
 impl AuditConfig {
     /// The defaults, writing to `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), ..Self::default() }
+        Self {
+            dir: dir.into(),
+            ..Self::default()
+        }
     }
 
     /// The host name to record: `host`, or the system's.
@@ -93,7 +96,9 @@ impl AuditConfig {
         let host = if self.host.is_empty() {
             // The UTS name, as gethostname(2) returns it.
             std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map_err(|e| AuditError::Config(format!("cannot read the host name: {e} (set audit.host)")))?
+                .map_err(|e| {
+                    AuditError::Config(format!("cannot read the host name: {e} (set audit.host)"))
+                })?
                 .trim()
                 .to_owned()
         } else {
@@ -111,10 +116,14 @@ impl AuditConfig {
     /// Checks the limits.
     pub fn validate(&self) -> Result<(), AuditError> {
         if self.segment_max_bytes < 4096 {
-            return Err(AuditError::Config("segment_max_bytes must be at least 4096".into()));
+            return Err(AuditError::Config(
+                "segment_max_bytes must be at least 4096".into(),
+            ));
         }
         if self.segment_max_age_secs == 0 {
-            return Err(AuditError::Config("segment_max_age_secs must be at least 1".into()));
+            return Err(AuditError::Config(
+                "segment_max_age_secs must be at least 1".into(),
+            ));
         }
         if self.checkpoint_every_records == 0 || self.checkpoint_every_ms == 0 {
             return Err(AuditError::Config(
@@ -122,10 +131,14 @@ impl AuditConfig {
             ));
         }
         if self.sync_interval_ms == 0 {
-            return Err(AuditError::Config("sync_interval_ms must be at least 1".into()));
+            return Err(AuditError::Config(
+                "sync_interval_ms must be at least 1".into(),
+            ));
         }
         if self.queue_capacity == 0 {
-            return Err(AuditError::Config("queue_capacity must be at least 1".into()));
+            return Err(AuditError::Config(
+                "queue_capacity must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -146,7 +159,10 @@ mod tests {
 
     #[test]
     fn control_characters_in_host_are_refused() {
-        let c = AuditConfig { host: "a\nb".into(), ..AuditConfig::default() };
+        let c = AuditConfig {
+            host: "a\nb".into(),
+            ..AuditConfig::default()
+        };
         assert!(c.resolved_host().is_err());
     }
 }

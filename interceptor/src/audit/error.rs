@@ -21,7 +21,9 @@ pub enum AuditError {
     },
     /// Recording is not working: this append was not recorded. The proxy
     /// refuses statements with this message until it works again.
-    #[error("audit log cannot be written ({reason}); statements are refused until recording works again")]
+    #[error(
+        "audit log cannot be written ({reason}); statements are refused until recording works again"
+    )]
     Unavailable {
         /// The underlying failure.
         reason: String,
@@ -78,6 +80,9 @@ pub enum AuditError {
 
 impl AuditError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

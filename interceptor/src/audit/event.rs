@@ -150,7 +150,12 @@ pub struct SessionStart {
 impl SessionStart {
     /// The event for a session the proxy opened: `session` from
     /// [`super::AuditLog::session_id`], `identity` the matched policy identity.
-    pub fn from_info(session: String, host: &str, info: &SessionInfo, identity: Option<String>) -> Self {
+    pub fn from_info(
+        session: String,
+        host: &str,
+        info: &SessionInfo,
+        identity: Option<String>,
+    ) -> Self {
         let route = match info.route {
             Route::Redirected => "redirected",
             Route::Explicit => "explicit",
@@ -170,7 +175,8 @@ impl SessionStart {
             application_name: info.application_name.clone(),
             client_tls: info.client_tls,
             identity,
-            attestation: serde_json::to_value(Arc::as_ref(&info.attestation)).unwrap_or(serde_json::Value::Null),
+            attestation: serde_json::to_value(Arc::as_ref(&info.attestation))
+                .unwrap_or(serde_json::Value::Null),
             token: info.token.to_record(),
             refused: None,
         }
@@ -198,7 +204,12 @@ impl From<&Decision> for DecisionRecord {
             Action::Deny => "deny",
             Action::Approve => "approve",
         };
-        Self { action: action.to_owned(), rule: d.rule.clone(), reason: d.reason.clone(), max_rows: d.max_rows }
+        Self {
+            action: action.to_owned(),
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            max_rows: d.max_rows,
+        }
     }
 }
 
@@ -397,8 +408,13 @@ mod tests {
 
     #[test]
     fn adjacently_tagged_shape() {
-        let e = AuditEvent::DaemonStop(DaemonStop { reason: "shutdown".into() });
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"kind":"daemon_stop","event":{"reason":"shutdown"}}"#);
+        let e = AuditEvent::DaemonStop(DaemonStop {
+            reason: "shutdown".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"kind":"daemon_stop","event":{"reason":"shutdown"}}"#
+        );
         let r = AuditEvent::StatementResult(ResultSummary {
             session: "1-1".into(),
             statement: 1,
@@ -412,7 +428,10 @@ mod tests {
             error_message: None,
         });
         let s = serde_json::to_string(&r).unwrap();
-        assert!(s.starts_with(r#"{"kind":"result","event":{"session":"1-1""#), "{s}");
+        assert!(
+            s.starts_with(r#"{"kind":"result","event":{"session":"1-1""#),
+            "{s}"
+        );
         assert_eq!(serde_json::from_str::<AuditEvent>(&s).unwrap(), r);
         assert_eq!(r.kind(), "result");
     }

@@ -30,7 +30,9 @@ impl FromStr for ExportFormat {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "jsonl" | "json-lines" | "ndjson" => Ok(Self::Jsonl),
-            other => Err(AuditError::Usage(format!("unknown export format {other:?} (known: jsonl)"))),
+            other => Err(AuditError::Usage(format!(
+                "unknown export format {other:?} (known: jsonl)"
+            ))),
         }
     }
 }
@@ -80,7 +82,10 @@ pub fn export(
             prev: &r.prev,
             hash: &r.hash,
         };
-        match serde_json::to_writer(&mut *out, &line).map_err(io::Error::from).and_then(|()| out.write_all(b"\n")) {
+        match serde_json::to_writer(&mut *out, &line)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+        {
             Ok(()) => {
                 count += 1;
                 true

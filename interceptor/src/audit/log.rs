@@ -77,7 +77,9 @@ impl Future for Receipt {
     type Output = Result<u64, AuditError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(AuditError::Closed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AuditError::Closed)))
     }
 }
 
@@ -112,13 +114,17 @@ impl AuditLog {
             host: host.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned()),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned()),
             key: fingerprint.clone(),
             resumed_after: rec.next_seq.checked_sub(1).filter(|&s| s > 0),
         }));
         let refs: Vec<&AuditEvent> = first.iter().collect();
-        let start_seq =
-            writer.commit(&refs, Some(CheckpointReason::Start))?.pop().unwrap_or(Err(AuditError::Closed))?;
+        let start_seq = writer
+            .commit(&refs, Some(CheckpointReason::Start))?
+            .pop()
+            .unwrap_or(Err(AuditError::Closed))?;
 
         // The writer thread holds the directory lock for as long as it
         // writes: two writers appending to one directory would break each
@@ -130,7 +136,15 @@ impl AuditLog {
                 writer.run();
             })
             .map_err(|e| AuditError::io(&cfg.dir, e))?;
-        Ok(Self { inner: Arc::new(Inner { shared, dir: cfg.dir.clone(), host, fingerprint, start_seq }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                dir: cfg.dir.clone(),
+                host,
+                fingerprint,
+                start_seq,
+            }),
+        })
     }
 
     /// Records `event`; resolves to its seq once it is on disk. Waits while
@@ -139,9 +153,20 @@ impl AuditLog {
     /// act as if it were (the proxy refuses the statement).
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
         refuse_internal(&event)?;
-        let permit = self.inner.shared.permits.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
+        let permit = self
+            .inner
+            .shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuditError::Closed)?;
         let (reply, rx) = oneshot::channel();
-        self.inner.shared.push(Msg::Append { event, reply, permit })?;
+        self.inner.shared.push(Msg::Append {
+            event,
+            reply,
+            permit,
+        })?;
         Receipt(rx).await
     }
 
@@ -152,12 +177,20 @@ impl AuditLog {
     pub fn enqueue(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
         refuse_internal(&event)?;
         let shared = &self.inner.shared;
-        let permit = shared.permits.clone().try_acquire_owned().map_err(|e| match e {
-            tokio::sync::TryAcquireError::Closed => AuditError::Closed,
-            tokio::sync::TryAcquireError::NoPermits => AuditError::QueueFull(shared.capacity),
-        })?;
+        let permit = shared
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::Closed => AuditError::Closed,
+                tokio::sync::TryAcquireError::NoPermits => AuditError::QueueFull(shared.capacity),
+            })?;
         let (reply, rx) = oneshot::channel();
-        shared.push(Msg::Append { event, reply, permit })?;
+        shared.push(Msg::Append {
+            event,
+            reply,
+            permit,
+        })?;
         Ok(Receipt(rx))
     }
 
@@ -218,9 +251,14 @@ impl AuditLog {
     /// seq of `daemon_stop`.
     pub async fn close(&self, reason: &str) -> Result<u64, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.inner.shared.push(Msg::Close { reason: reason.to_owned(), reply })?;
+        self.inner.shared.push(Msg::Close {
+            reason: reason.to_owned(),
+            reply,
+        })?;
         let seq = Receipt(rx).await;
-        self.inner.shared.set_broken("the audit log is closed".into());
+        self.inner
+            .shared
+            .set_broken("the audit log is closed".into());
         seq
     }
 }
@@ -267,6 +305,8 @@ fn lock_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, A
     }
     Err(AuditError::io(
         &path,
-        std::io::Error::other("another interceptor holds this audit directory; give each daemon its own [audit] dir"),
+        std::io::Error::other(
+            "another interceptor holds this audit directory; give each daemon its own [audit] dir",
+        ),
     ))
 }

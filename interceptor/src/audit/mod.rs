@@ -176,8 +176,9 @@ pub use bench::{BenchReport, bench_append, bench_append_with};
 pub use config::{AuditConfig, Durability};
 pub use error::AuditError;
 pub use event::{
-    ApprovalEvent, AuditEvent, Checkpoint, CheckpointReason, DaemonStart, DaemonStop, DecisionRecord, ResultSummary,
-    SessionEnd, SessionStart, StatementEvent, TokenEvent, TornTail, WriteRecovered,
+    ApprovalEvent, AuditEvent, Checkpoint, CheckpointReason, DaemonStart, DaemonStop,
+    DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent, TokenEvent, TornTail,
+    WriteRecovered,
 };
 pub use export::{ExportFormat, export};
 pub use keys::{fingerprint, load_public_key};

@@ -86,24 +86,35 @@ impl SessionSummary {
     fn matches(&self, f: &SessionFilter) -> bool {
         let identity_ok = f.identity.as_ref().is_none_or(|want| {
             self.identity.as_ref() == Some(want)
-                || self
-                    .exe
-                    .as_ref()
-                    .is_some_and(|exe| exe == want || Path::new(exe).file_name().is_some_and(|n| n == want.as_str()))
+                || self.exe.as_ref().is_some_and(|exe| {
+                    exe == want
+                        || Path::new(exe)
+                            .file_name()
+                            .is_some_and(|n| n == want.as_str())
+                })
         });
         f.since.is_none_or(|t| self.start_time >= t)
             && identity_ok
-            && f.host.as_ref().is_none_or(|h| self.host.as_ref() == Some(h))
-            && f.decision.as_ref().is_none_or(|d| self.decisions.contains(d))
+            && f.host
+                .as_ref()
+                .is_none_or(|h| self.host.as_ref() == Some(h))
+            && f.decision
+                .as_ref()
+                .is_none_or(|d| self.decisions.contains(d))
     }
 }
 
 fn str_field(v: &serde_json::Value, key: &str) -> Option<String> {
-    v.get(key).and_then(serde_json::Value::as_str).map(str::to_owned)
+    v.get(key)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
 }
 
 /// The sessions of the log in `dir` that pass `filter`, in start order.
-pub fn list_sessions(dir: &Path, filter: &SessionFilter) -> Result<Vec<SessionSummary>, AuditError> {
+pub fn list_sessions(
+    dir: &Path,
+    filter: &SessionFilter,
+) -> Result<Vec<SessionSummary>, AuditError> {
     let mut sessions: Vec<SessionSummary> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut decisions: Vec<BTreeSet<String>> = Vec::new();
@@ -128,10 +139,16 @@ pub fn list_sessions(dir: &Path, filter: &SessionFilter) -> Result<Vec<SessionSu
                 s.database = str_field(ev, "database");
                 s.user = str_field(ev, "user");
                 s.exe = ev.get("attestation").and_then(|a| str_field(a, "exe"));
-                s.uid = ev.get("attestation").and_then(|a| a.get("uid")).and_then(serde_json::Value::as_u64);
+                s.uid = ev
+                    .get("attestation")
+                    .and_then(|a| a.get("uid"))
+                    .and_then(serde_json::Value::as_u64);
             }
             "statement" => {
-                let action = ev.get("decision").and_then(|d| str_field(d, "action")).unwrap_or_default();
+                let action = ev
+                    .get("decision")
+                    .and_then(|d| str_field(d, "action"))
+                    .unwrap_or_default();
                 counted[i].0 += 1;
                 if action == "deny" {
                     counted[i].1 += 1;
@@ -141,8 +158,14 @@ pub fn list_sessions(dir: &Path, filter: &SessionFilter) -> Result<Vec<SessionSu
             "session_end" => {
                 s.end = Some(r.ts.clone());
                 s.end_reason = str_field(ev, "reason");
-                s.statements = ev.get("statements").and_then(serde_json::Value::as_u64).unwrap_or(counted[i].0);
-                s.refused = ev.get("refused").and_then(serde_json::Value::as_u64).unwrap_or(counted[i].1);
+                s.statements = ev
+                    .get("statements")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(counted[i].0);
+                s.refused = ev
+                    .get("refused")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(counted[i].1);
             }
             _ => {}
         }
@@ -181,7 +204,9 @@ pub fn parse_since(s: &str) -> Result<SystemTime, AuditError> {
             "--since {s:?}: expected an RFC 3339 UTC time (2026-05-20T10:00:00Z) or a duration (1h, 30m, 2days)"
         ))
     })?;
-    Ok(SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
+    Ok(SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
 #[cfg(test)]
@@ -191,7 +216,10 @@ mod tests {
     #[test]
     fn since_forms() {
         let t = parse_since("2026-05-20T10:00:00Z").unwrap();
-        assert_eq!(humantime::format_rfc3339_seconds(t).to_string(), "2026-05-20T10:00:00Z");
+        assert_eq!(
+            humantime::format_rfc3339_seconds(t).to_string(),
+            "2026-05-20T10:00:00Z"
+        );
         let ago = parse_since("1h").unwrap();
         let d = SystemTime::now().duration_since(ago).unwrap();
         assert!(d >= Duration::from_hours(1) && d < Duration::from_secs(3700));

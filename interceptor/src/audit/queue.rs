@@ -112,7 +112,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves the queue consistent (only
         // push/pop under it), so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a message; `Close` also shuts the door behind it.
@@ -143,7 +145,8 @@ impl Shared {
             }
             if !q.items.is_empty() {
                 let mut batch = Vec::with_capacity(q.items.len().min(MAX_BATCH));
-                while batch.len() < MAX_BATCH && matches!(q.items.front(), Some(Msg::Append { .. })) {
+                while batch.len() < MAX_BATCH && matches!(q.items.front(), Some(Msg::Append { .. }))
+                {
                     batch.extend(q.items.pop_front());
                 }
                 return Next::Batch(batch);
@@ -152,13 +155,19 @@ impl Shared {
                 return Next::Dropped;
             }
             q = match deadline {
-                None => self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner),
+                None => self
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Next::Timeout;
                     }
-                    self.wake.wait_timeout(q, d - now).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                    self.wake
+                        .wait_timeout(q, d - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
                 }
             };
         }
@@ -186,7 +195,10 @@ impl Shared {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_healthy(&self) {
@@ -194,7 +206,10 @@ impl Shared {
     }
 
     pub fn set_broken(&self, why: String) {
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
         self.healthy.store(false, Ordering::Release);
     }
 

@@ -43,7 +43,9 @@ impl Record {
 
     /// `event.session`, if the event has one.
     pub fn session(&self) -> Option<&str> {
-        self.event.get("session").and_then(serde_json::Value::as_str)
+        self.event
+            .get("session")
+            .and_then(serde_json::Value::as_str)
     }
 }
 
@@ -79,7 +81,10 @@ impl std::fmt::Display for LineError {
         match self {
             Self::Malformed(why) => write!(f, "not a valid record: {why}"),
             Self::HashMismatch { stated, computed } => {
-                write!(f, "hash mismatch: the record says {stated}, its content hashes to {computed}")
+                write!(
+                    f,
+                    "hash mismatch: the record says {stated}, its content hashes to {computed}"
+                )
             }
         }
     }
@@ -100,7 +105,11 @@ pub(crate) fn encode_into(
 ) -> Result<String, serde_json::Error> {
     let start = buf.len();
     // Writing to a Vec cannot fail.
-    let _ = write!(buf, "{{\"seq\":{seq},\"ts\":\"{}\",\"prev\":\"{prev}\",", format_ts(ts));
+    let _ = write!(
+        buf,
+        "{{\"seq\":{seq},\"ts\":\"{}\",\"prev\":\"{prev}\",",
+        format_ts(ts)
+    );
     let event_start = buf.len();
     serde_json::to_writer(&mut *buf, event)?;
     // `{"kind":..,"event":..}` -> `"kind":..,"event":..` spliced into the envelope.
@@ -116,27 +125,44 @@ pub(crate) fn encode_into(
 /// Checks and parses one line (without its `\n`).
 pub(crate) fn decode(line: &[u8]) -> Result<Record, LineError> {
     if line.len() < SUFFIX_LEN + 2 {
-        return Err(LineError::Malformed(format!("{} bytes is too short for a record", line.len())));
+        return Err(LineError::Malformed(format!(
+            "{} bytes is too short for a record",
+            line.len()
+        )));
     }
     let (body, suffix) = line.split_at(line.len() - SUFFIX_LEN);
     let stated = &suffix[HASH_KEY.len()..HASH_KEY.len() + 64];
     if !suffix.starts_with(HASH_KEY) || !suffix.ends_with(b"\"}") || !is_hex(stated) {
-        return Err(LineError::Malformed("it does not end with ,\"hash\":\"<64 hex>\"}".into()));
+        return Err(LineError::Malformed(
+            "it does not end with ,\"hash\":\"<64 hex>\"}".into(),
+        ));
     }
     let stated = String::from_utf8_lossy(stated).into_owned();
     let computed = hex::encode(Sha256::digest(body));
     if computed != stated {
         return Err(LineError::HashMismatch { stated, computed });
     }
-    let env: Envelope = serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
     if env.hash != stated {
         return Err(LineError::Malformed("two hash fields".into()));
     }
     if !is_hex(env.prev.as_bytes()) {
-        return Err(LineError::Malformed("prev is not 64 lowercase hex digits".into()));
+        return Err(LineError::Malformed(
+            "prev is not 64 lowercase hex digits".into(),
+        ));
     }
-    let time = humantime::parse_rfc3339(&env.ts).map_err(|e| LineError::Malformed(format!("ts {:?}: {e}", env.ts)))?;
-    Ok(Record { seq: env.seq, ts: env.ts, time, prev: env.prev, kind: env.kind, event: env.event, hash: env.hash })
+    let time = humantime::parse_rfc3339(&env.ts)
+        .map_err(|e| LineError::Malformed(format!("ts {:?}: {e}", env.ts)))?;
+    Ok(Record {
+        seq: env.seq,
+        ts: env.ts,
+        time,
+        prev: env.prev,
+        kind: env.kind,
+        event: env.event,
+        hash: env.hash,
+    })
 }
 
 /// The seq of a line that starts like a record, however damaged the rest.
@@ -147,7 +173,9 @@ pub(crate) fn peek_seq(line: &[u8]) -> Option<u64> {
 }
 
 fn is_hex(s: &[u8]) -> bool {
-    s.len() == 64 && s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    s.len() == 64
+        && s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 #[cfg(test)]
@@ -166,10 +194,19 @@ mod tests {
     fn round_trip() {
         let (buf, h) = line(7, GENESIS);
         let text = std::str::from_utf8(&buf).unwrap();
-        assert!(text.starts_with(r#"{"seq":7,"ts":"1970-01-01T00:00:00.000000000Z","prev":"000"#), "{text}");
-        assert!(text.contains(r#","kind":"daemon_stop","event":{"reason":"x"},"hash":""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"seq":7,"ts":"1970-01-01T00:00:00.000000000Z","prev":"000"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#","kind":"daemon_stop","event":{"reason":"x"},"hash":""#),
+            "{text}"
+        );
         let r = decode(&buf[..buf.len() - 1]).unwrap();
-        assert_eq!((r.seq, r.kind.as_str(), r.hash.as_str(), r.prev.as_str()), (7, "daemon_stop", h.as_str(), GENESIS));
+        assert_eq!(
+            (r.seq, r.kind.as_str(), r.hash.as_str(), r.prev.as_str()),
+            (7, "daemon_stop", h.as_str(), GENESIS)
+        );
         assert_eq!(peek_seq(&buf), Some(7));
         // The documented external check: SHA-256 of the line minus its last 76 bytes.
         assert_eq!(hex::encode(Sha256::digest(&buf[..buf.len() - 76])), h);
@@ -184,6 +221,9 @@ mod tests {
             b[i] ^= 0x01;
             assert!(decode(&b).is_err(), "byte {i} flipped went unnoticed");
         }
-        assert!(matches!(decode(&body[..body.len() - 3]), Err(LineError::Malformed(_))));
+        assert!(matches!(
+            decode(&body[..body.len() - 3]),
+            Err(LineError::Malformed(_))
+        ));
     }
 }

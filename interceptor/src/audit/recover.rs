@@ -55,21 +55,35 @@ struct Scan {
 pub(crate) fn recover(dir: &Path) -> Result<Recovery, AuditError> {
     let segments = segment::list(dir)?;
     let Some(last_seg) = segments.last() else {
-        return Ok(Recovery { next_seq: 1, head: GENESIS.to_owned(), last_ts: None, resume: None, torn: None });
+        return Ok(Recovery {
+            next_seq: 1,
+            head: GENESIS.to_owned(),
+            last_ts: None,
+            resume: None,
+            torn: None,
+        });
     };
     let data = fs::read(&last_seg.path).map_err(|e| AuditError::io(&last_seg.path, e))?;
     let scan = scan(last_seg, &data)?;
     let torn_bytes = data.len() as u64 - scan.valid_len;
     if torn_bytes > 0 {
-        let f = OpenOptions::new().write(true).open(&last_seg.path).map_err(|e| AuditError::io(&last_seg.path, e))?;
-        f.set_len(scan.valid_len).and_then(|()| f.sync_all()).map_err(|e| AuditError::io(&last_seg.path, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&last_seg.path)
+            .map_err(|e| AuditError::io(&last_seg.path, e))?;
+        f.set_len(scan.valid_len)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| AuditError::io(&last_seg.path, e))?;
         tracing::warn!(segment = %last_seg.path.display(), bytes = torn_bytes, "audit log: cut a torn tail");
     }
 
     let (head, resume) = if let Some(last) = scan.last {
         let sealed = is_seal(&last);
-        let resume =
-            (!sealed).then(|| Resume { path: last_seg.path.clone(), len: scan.valid_len, started: scan.first_ts });
+        let resume = (!sealed).then(|| Resume {
+            path: last_seg.path.clone(),
+            len: scan.valid_len,
+            started: scan.first_ts,
+        });
         (Some(last), resume)
     } else {
         // The last segment is empty (or was only a torn record): the chain
@@ -91,7 +105,14 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovery, AuditError> {
                 ),
             });
         }
-        (before, Some(Resume { path: last_seg.path.clone(), len: 0, started: None }))
+        (
+            before,
+            Some(Resume {
+                path: last_seg.path.clone(),
+                len: 0,
+                started: None,
+            }),
+        )
     };
 
     let last_good_seq = head.as_ref().map_or(0, |r| r.seq);
@@ -117,7 +138,10 @@ fn previous_head(seg: &SegmentFile) -> Result<Option<Record>, AuditError> {
     let scan = scan(seg, &data)?;
     if scan.valid_len != data.len() as u64 {
         let (lines, _) = segment::lines(&data);
-        let line = lines.iter().find(|l| l.offset >= scan.valid_len).map_or(lines.len() + 1, |l| l.number);
+        let line = lines
+            .iter()
+            .find(|l| l.offset >= scan.valid_len)
+            .map_or(lines.len() + 1, |l| l.number);
         return Err(AuditError::Corrupt {
             path: seg.path.clone(),
             line,
@@ -133,12 +157,21 @@ fn previous_head(seg: &SegmentFile) -> Result<Option<Record>, AuditError> {
 /// otherwise this is damage, not a torn tail.
 fn scan(seg: &SegmentFile, data: &[u8]) -> Result<Scan, AuditError> {
     let (lines, tail) = segment::lines(data);
-    let mut out = Scan { last: None, first_ts: None, valid_len: 0, dropped_seqs: None };
+    let mut out = Scan {
+        last: None,
+        first_ts: None,
+        valid_len: 0,
+        dropped_seqs: None,
+    };
     let mut bad = None;
     for (i, line) in lines.iter().enumerate() {
         let linked = match (record::decode(line.bytes), &out.last) {
             (Ok(r), None) if r.seq == seg.first_seq => Some(r),
-            (Ok(r), Some(prev)) if r.seq == prev.seq + 1 && r.prev == prev.hash && !is_seal(prev) => Some(r),
+            (Ok(r), Some(prev))
+                if r.seq == prev.seq + 1 && r.prev == prev.hash && !is_seal(prev) =>
+            {
+                Some(r)
+            }
             _ => None,
         };
         let Some(r) = linked else {
@@ -163,7 +196,10 @@ fn scan(seg: &SegmentFile, data: &[u8]) -> Result<Scan, AuditError> {
             ),
         });
     }
-    let seqs = rest.iter().chain(tail.as_ref()).filter_map(|l| record::peek_seq(l.bytes));
+    let seqs = rest
+        .iter()
+        .chain(tail.as_ref())
+        .filter_map(|l| record::peek_seq(l.bytes));
     out.dropped_seqs = seqs.fold(None, |acc, s| match acc {
         None => Some([s, s]),
         Some([lo, hi]) => Some([lo.min(s), hi.max(s)]),
@@ -173,5 +209,6 @@ fn scan(seg: &SegmentFile, data: &[u8]) -> Result<Scan, AuditError> {
 
 /// Whether a record is a segment's seal.
 pub(crate) fn is_seal(r: &Record) -> bool {
-    r.kind == "checkpoint" && r.event.get("reason").and_then(serde_json::Value::as_str) == Some("seal")
+    r.kind == "checkpoint"
+        && r.event.get("reason").and_then(serde_json::Value::as_str) == Some("seal")
 }

@@ -21,7 +21,9 @@ pub(crate) struct SegmentFile {
 impl SegmentFile {
     /// The file name, for messages.
     pub fn name(&self) -> String {
-        self.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        self.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     }
 }
 
@@ -50,7 +52,10 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentFile>, AuditError> {
     for entry in entries {
         let entry = entry.map_err(|e| AuditError::io(dir, e))?;
         if let Some(first_seq) = entry.file_name().to_str().and_then(parse_name) {
-            out.push(SegmentFile { path: entry.path(), first_seq });
+            out.push(SegmentFile {
+                path: entry.path(),
+                first_seq,
+            });
         }
     }
     out.sort_by_key(|s| s.first_seq);
@@ -82,11 +87,19 @@ pub(crate) fn lines(data: &[u8]) -> (Vec<Line<'_>>, Option<Line<'_>>) {
     let mut offset = 0usize;
     let mut rest = data;
     while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-        out.push(Line { number: out.len() + 1, offset: offset as u64, bytes: &rest[..nl] });
+        out.push(Line {
+            number: out.len() + 1,
+            offset: offset as u64,
+            bytes: &rest[..nl],
+        });
         offset += nl + 1;
         rest = &rest[nl + 1..];
     }
-    let tail = (!rest.is_empty()).then(|| Line { number: out.len() + 1, offset: offset as u64, bytes: rest });
+    let tail = (!rest.is_empty()).then(|| Line {
+        number: out.len() + 1,
+        offset: offset as u64,
+        bytes: rest,
+    });
     (out, tail)
 }
 
@@ -99,7 +112,10 @@ pub(crate) fn lines(data: &[u8]) -> (Vec<Line<'_>>, Option<Line<'_>>) {
 pub fn read_records(dir: &Path, mut visit: impl FnMut(&Record) -> bool) -> Result<(), AuditError> {
     let segments = list(dir)?;
     if segments.is_empty() {
-        return Err(AuditError::io(dir, std::io::Error::new(ErrorKind::NotFound, "no audit segments here")));
+        return Err(AuditError::io(
+            dir,
+            std::io::Error::new(ErrorKind::NotFound, "no audit segments here"),
+        ));
     }
     for (i, seg) in segments.iter().enumerate() {
         let data = fs::read(&seg.path).map_err(|e| AuditError::io(&seg.path, e))?;
@@ -141,7 +157,10 @@ mod tests {
     fn splits_lines_and_tail() {
         let (l, t) = lines(b"ab\ncd\nef");
         assert_eq!(l.len(), 2);
-        assert_eq!((l[1].number, l[1].offset, l[1].bytes, l[1].end()), (2, 3, &b"cd"[..], 6));
+        assert_eq!(
+            (l[1].number, l[1].offset, l[1].bytes, l[1].end()),
+            (2, 3, &b"cd"[..], 6)
+        );
         let t = t.unwrap();
         assert_eq!((t.number, t.offset, t.bytes), (3, 6, &b"ef"[..]));
         assert!(lines(b"ab\n").1.is_none());

@@ -62,17 +62,32 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
                 clean(s(e, "user")),
                 clean(s(e, "route")),
                 clean(s(e, "peer")),
-                opt(e, "orig_dst").map(|d| format!(" (to {d})")).unwrap_or_default(),
-                opt(e, "application_name").map(|a| format!(" application_name {a}")).unwrap_or_default(),
+                opt(e, "orig_dst")
+                    .map(|d| format!(" (to {d})"))
+                    .unwrap_or_default(),
+                opt(e, "application_name")
+                    .map(|a| format!(" application_name {a}"))
+                    .unwrap_or_default(),
             ));
         }
         "statement" => {
             let sql = clean(s(e, "sql")).replace('\n', "\n     ");
-            out.push(format!("#{} {}: {sql}", n(e, "statement"), clean(s(e, "protocol"))));
-            if let Some(params) = e.get("params").and_then(Value::as_array).filter(|p| !p.is_empty()) {
+            out.push(format!(
+                "#{} {}: {sql}",
+                n(e, "statement"),
+                clean(s(e, "protocol"))
+            ));
+            if let Some(params) = e
+                .get("params")
+                .and_then(Value::as_array)
+                .filter(|p| !p.is_empty())
+            {
                 let shown: Vec<String> = params
                     .iter()
-                    .map(|p| p.as_str().map_or_else(|| "NULL".to_owned(), |v| format!("'{}'", clean(v))))
+                    .map(|p| {
+                        p.as_str()
+                            .map_or_else(|| "NULL".to_owned(), |v| format!("'{}'", clean(v)))
+                    })
                     .collect();
                 out.push(format!("   params: {}", shown.join(", ")));
             }
@@ -87,7 +102,12 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
         "result" => {
             let outcome = match (opt(e, "error_sqlstate"), opt(e, "command_tag")) {
                 (Some(state), _) => {
-                    format!("error {state}{}", opt(e, "error_message").map(|m| format!(" {m}")).unwrap_or_default())
+                    format!(
+                        "error {state}{}",
+                        opt(e, "error_message")
+                            .map(|m| format!(" {m}"))
+                            .unwrap_or_default()
+                    )
                 }
                 (None, Some(tag)) => tag,
                 (None, None) => "-".into(),
@@ -102,7 +122,11 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
                 n(e, "statement"),
                 n(e, "rows"),
                 n(e, "bytes"),
-                if masked.is_empty() { String::new() } else { format!(", masked: {}", masked.join(", ")) },
+                if masked.is_empty() {
+                    String::new()
+                } else {
+                    format!(", masked: {}", masked.join(", "))
+                },
                 Duration::from_micros(n(e, "duration_us")).as_secs_f64() * 1000.0,
             ));
         }
@@ -120,7 +144,9 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
                     " ({} to {}{})",
                     clean(s(&d, "event")),
                     clean(s(&d, "url")),
-                    opt(&d, "error").map(|x| format!(": {x}")).unwrap_or_default()
+                    opt(&d, "error")
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default()
                 ),
                 "approved" | "approval_recorded" | "grant_used" => d
                     .get("scope")
@@ -131,17 +157,27 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
             out.push(format!(
                 "approval {}{}: {}{}{}{}",
                 clean(s(e, "request")),
-                e.get("statement").and_then(Value::as_u64).map(|n| format!(" for #{n}")).unwrap_or_default(),
+                e.get("statement")
+                    .and_then(Value::as_u64)
+                    .map(|n| format!(" for #{n}"))
+                    .unwrap_or_default(),
                 clean(s(e, "decision")),
-                opt(e, "approver").map(|a| format!(" by {a}")).unwrap_or_default(),
+                opt(e, "approver")
+                    .map(|a| format!(" by {a}"))
+                    .unwrap_or_default(),
                 extra,
-                opt(e, "reason").map(|r| format!(": {r}")).unwrap_or_default(),
+                opt(e, "reason")
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default(),
             ));
         }
         "session_end" => out.push(format!(
             "session ended: {}{} after {} ms, {} statements, {} refused, {} bytes in, {} bytes out",
             clean(s(e, "reason")),
-            opt(e, "detail").filter(|d| !d.is_empty()).map(|d| format!(" ({d})")).unwrap_or_default(),
+            opt(e, "detail")
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
             n(e, "duration_ms"),
             n(e, "statements"),
             n(e, "refused"),
@@ -158,7 +194,13 @@ pub(crate) fn describe(r: &Record) -> Vec<String> {
 pub(crate) fn show(records: &[Record], out: &mut dyn Write) -> io::Result<()> {
     for r in records {
         let mut lines = describe(r).into_iter();
-        writeln!(out, "{}  seq {:<8} {}", r.ts, r.seq, lines.next().unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}  seq {:<8} {}",
+            r.ts,
+            r.seq,
+            lines.next().unwrap_or_default()
+        )?;
         for l in lines {
             writeln!(out, "{:49}{l}", "")?;
         }
@@ -183,7 +225,9 @@ pub(crate) fn replay(
     out: &mut dyn Write,
     sleep: &mut dyn FnMut(Duration),
 ) -> io::Result<()> {
-    let Some(first) = records.first() else { return Ok(()) };
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
     let t0 = first.time;
     let mut prev: SystemTime = t0;
     for r in records {

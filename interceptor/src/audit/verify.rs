@@ -140,15 +140,23 @@ pub struct VerifyReport {
 /// Checks the log in `dir` with `pubkey` (a file: SPKI PEM, or 32 bytes in
 /// base64/hex), or else the directory's own `keys/host.pub`.
 pub fn verify(dir: &Path, pubkey: Option<&Path>) -> Result<VerifyReport, VerifyError> {
-    let key_source =
-        pubkey.map_or_else(|| KeySource::LogDirectory(keys::public_path(dir)), |p| KeySource::Given(p.to_owned()));
+    let key_source = pubkey.map_or_else(
+        || KeySource::LogDirectory(keys::public_path(dir)),
+        |p| KeySource::Given(p.to_owned()),
+    );
     let key = match &key_source {
         KeySource::Given(p) | KeySource::LogDirectory(p) => load_public_key(p)?,
     };
     let segments = segment::list(dir)?;
     if segments.is_empty() {
-        let why = if dir.is_dir() { "no segment-*.log files here" } else { "no such directory" };
-        return Err(AuditError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, why)).into());
+        let why = if dir.is_dir() {
+            "no segment-*.log files here"
+        } else {
+            "no such directory"
+        };
+        return Err(
+            AuditError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, why)).into(),
+        );
     }
     let mut v = Verifier {
         key,
@@ -170,7 +178,8 @@ pub fn verify(dir: &Path, pubkey: Option<&Path>) -> Result<VerifyReport, VerifyE
         },
     };
     for (i, seg) in segments.iter().enumerate() {
-        v.segment(seg, i + 1 == segments.len()).map_err(|f| VerifyError::Tampered(Box::new(f)))?;
+        v.segment(seg, i + 1 == segments.len())
+            .map_err(|f| VerifyError::Tampered(Box::new(f)))?;
     }
     v.report.unsigned = v.report.last_seq - v.report.last_checkpoint.unwrap_or(0);
     Ok(v.report)
@@ -205,7 +214,11 @@ impl Verifier {
             return Err(at_file(
                 Problem::Truncated,
                 Some(self.expected),
-                format!("records {}..{} are missing: {what}", self.expected, seg.first_seq - 1),
+                format!(
+                    "records {}..{} are missing: {what}",
+                    self.expected,
+                    seg.first_seq - 1
+                ),
             ));
         }
         if seg.first_seq < self.expected {
@@ -219,7 +232,8 @@ impl Verifier {
                 ),
             ));
         }
-        let data = fs::read(&seg.path).map_err(|e| at_file(Problem::Truncated, None, format!("cannot read: {e}")))?;
+        let data = fs::read(&seg.path)
+            .map_err(|e| at_file(Problem::Truncated, None, format!("cannot read: {e}")))?;
         let (lines, tail) = segment::lines(&data);
         let mut sealed = false;
         for (i, line) in lines.iter().enumerate() {
@@ -247,12 +261,24 @@ impl Verifier {
                         format!("record content changed ({e})"),
                     ));
                 }
-                Err(e) => return Err(at(Problem::Modified, record::peek_seq(line.bytes), e.to_string())),
+                Err(e) => {
+                    return Err(at(
+                        Problem::Modified,
+                        record::peek_seq(line.bytes),
+                        e.to_string(),
+                    ));
+                }
             };
             if r.seq > self.expected {
-                let later = lines[i + 1..].iter().any(|l| record::peek_seq(l.bytes) == Some(self.expected));
+                let later = lines[i + 1..]
+                    .iter()
+                    .any(|l| record::peek_seq(l.bytes) == Some(self.expected));
                 return Err(if later {
-                    at(Problem::Reordered, Some(r.seq), format!("seq {} comes before seq {}", r.seq, self.expected))
+                    at(
+                        Problem::Reordered,
+                        Some(r.seq),
+                        format!("seq {} comes before seq {}", r.seq, self.expected),
+                    )
                 } else {
                     at(
                         Problem::Removed,
@@ -265,7 +291,11 @@ impl Verifier {
                 return Err(at(
                     Problem::Reordered,
                     Some(r.seq),
-                    format!("seq {} after seq {} (moved or duplicated)", r.seq, self.expected - 1),
+                    format!(
+                        "seq {} after seq {} (moved or duplicated)",
+                        r.seq,
+                        self.expected - 1
+                    ),
                 ));
             }
             if r.prev != self.prev {
@@ -279,23 +309,39 @@ impl Verifier {
                 ));
             }
             if self.last_time.is_some_and(|t| r.time < t) {
-                return Err(at(Problem::Reordered, Some(r.seq), format!("timestamp {} goes back in time", r.ts)));
+                return Err(at(
+                    Problem::Reordered,
+                    Some(r.seq),
+                    format!("timestamp {} goes back in time", r.ts),
+                ));
             }
             if r.kind == "checkpoint" {
-                let cp: Checkpoint = serde_json::from_value(r.event.clone())
-                    .map_err(|e| at(Problem::Modified, Some(r.seq), format!("malformed checkpoint: {e}")))?;
-                self.checkpoint(&cp, r.seq).map_err(|(p, d)| at(p, Some(r.seq), d))?;
+                let cp: Checkpoint = serde_json::from_value(r.event.clone()).map_err(|e| {
+                    at(
+                        Problem::Modified,
+                        Some(r.seq),
+                        format!("malformed checkpoint: {e}"),
+                    )
+                })?;
+                self.checkpoint(&cp, r.seq)
+                    .map_err(|(p, d)| at(p, Some(r.seq), d))?;
                 sealed = cp.reason == CheckpointReason::Seal;
             }
             self.accept(&r);
         }
         if let Some(tail) = tail {
-            let live =
-                if last { "; if the daemon is running this may be a write in progress, run verify again" } else { "" };
+            let live = if last {
+                "; if the daemon is running this may be a write in progress, run verify again"
+            } else {
+                ""
+            };
             return Err(self.cut(
                 seg,
                 &tail,
-                format!("last record cut mid-way ({} bytes without end){live}", tail.bytes.len()),
+                format!(
+                    "last record cut mid-way ({} bytes without end){live}",
+                    tail.bytes.len()
+                ),
             ));
         }
         if !last && !sealed {
@@ -312,7 +358,11 @@ impl Verifier {
         if cp.head_seq + 1 != seq {
             return Err((
                 Problem::Modified,
-                format!("checkpoint names seq {} as its head, not seq {}", cp.head_seq, seq - 1),
+                format!(
+                    "checkpoint names seq {} as its head, not seq {}",
+                    cp.head_seq,
+                    seq - 1
+                ),
             ));
         }
         if cp.head_hash != self.prev {

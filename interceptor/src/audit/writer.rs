@@ -12,7 +12,8 @@ use std::{
 };
 
 use super::{
-    AuditConfig, AuditError, AuditEvent, Checkpoint, CheckpointReason, DaemonStop, Durability, WriteRecovered,
+    AuditConfig, AuditError, AuditEvent, Checkpoint, CheckpointReason, DaemonStop, Durability,
+    WriteRecovered,
     keys::{self, HostKey},
     queue::{Msg, Next, Shared},
     record::{self, format_ts},
@@ -69,10 +70,21 @@ impl OpenSegment {
                 path,
                 line: 0,
                 offset: len,
-                reason: format!("segment is {} bytes, {len} expected (written by someone else?)", meta.len()),
+                reason: format!(
+                    "segment is {} bytes, {len} expected (written by someone else?)",
+                    meta.len()
+                ),
             });
         }
-        Ok(Self { file, path, len, dirty: false, started, unsynced_since: None, id: (meta.dev(), meta.ino()) })
+        Ok(Self {
+            file,
+            path,
+            len,
+            dirty: false,
+            started,
+            unsynced_since: None,
+            id: (meta.dev(), meta.ino()),
+        })
     }
 
     /// Whether the path still names this file (it was not removed, renamed
@@ -173,9 +185,13 @@ impl Writer {
             Self::push(&mut chain, &mut buf, &ev)?;
             internal += 1;
         }
-        let results: Vec<_> = events.iter().map(|e| Self::push(&mut chain, &mut buf, e)).collect();
+        let results: Vec<_> = events
+            .iter()
+            .map(|e| Self::push(&mut chain, &mut buf, e))
+            .collect();
         let due = chain.unsigned >= self.limits.checkpoint_records
-            || (chain.unsigned > 0 && chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every);
+            || (chain.unsigned > 0
+                && chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every);
         let checkpoint = checkpoint.or(due.then_some(CheckpointReason::Periodic));
         if let Some(reason) = checkpoint {
             self.push_checkpoint(&mut chain, &mut buf, reason)?;
@@ -183,9 +199,15 @@ impl Writer {
         }
         self.write(&buf, checkpoint.is_some())?;
         let written = results.iter().filter(|r| r.is_ok()).count() + internal;
-        self.shared.counters.records.fetch_add(written as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .records
+            .fetch_add(written as u64, Ordering::Relaxed);
         if checkpoint.is_some() {
-            self.shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .checkpoints
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.chain = chain;
         Ok(results)
@@ -200,7 +222,11 @@ impl Writer {
         match self.commit(events, checkpoint) {
             Ok(results) => {
                 if let Some(f) = self.failure.take() {
-                    tracing::info!(failed_batches = f.batches, refused = f.refused, "audit log: recording works again");
+                    tracing::info!(
+                        failed_batches = f.batches,
+                        refused = f.refused,
+                        "audit log: recording works again"
+                    );
                 }
                 self.shared.set_healthy();
                 Ok(results)
@@ -226,7 +252,10 @@ impl Writer {
         f.batches += 1;
         f.refused += refused;
         f.last_attempt = Instant::now();
-        self.shared.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .failed_batches
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.set_broken(why);
     }
 
@@ -234,8 +263,8 @@ impl Writer {
     fn push(chain: &mut Chain, buf: &mut Vec<u8>, event: &AuditEvent) -> Result<u64, AuditError> {
         let ts = SystemTime::now().max(chain.last_ts);
         let start = buf.len();
-        let hash =
-            record::encode_into(buf, chain.next_seq, ts, &chain.head, event).inspect_err(|_| buf.truncate(start))?;
+        let hash = record::encode_into(buf, chain.next_seq, ts, &chain.head, event)
+            .inspect_err(|_| buf.truncate(start))?;
         let seq = chain.next_seq;
         chain.next_seq += 1;
         chain.head = hash;
@@ -262,7 +291,9 @@ impl Writer {
             host: self.host.clone(),
             reason,
             key: self.key.fingerprint.clone(),
-            sig: self.key.sign(&self.host, head_seq, &chain.head, reason.as_str()),
+            sig: self
+                .key
+                .sign(&self.host, head_seq, &chain.head, reason.as_str()),
         };
         Self::push(chain, buf, &AuditEvent::Checkpoint(cp))
     }
@@ -273,7 +304,10 @@ impl Writer {
         if let Some(seg) = &mut self.seg
             && seg.dirty
         {
-            seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data()).map_err(|e| AuditError::io(&seg.path, e))?;
+            seg.file
+                .set_len(seg.len)
+                .and_then(|()| seg.file.sync_data())
+                .map_err(|e| AuditError::io(&seg.path, e))?;
             seg.dirty = false;
         }
         if let Some(seg) = &self.seg
@@ -286,7 +320,9 @@ impl Writer {
         if let Some(seg) = &self.seg
             && seg.len > 0
             && (seg.len >= self.limits.segment_bytes
-                || seg.started.is_some_and(|t| t.elapsed().unwrap_or_default() >= self.limits.segment_age))
+                || seg
+                    .started
+                    .is_some_and(|t| t.elapsed().unwrap_or_default() >= self.limits.segment_age))
         {
             self.seal()?;
         }
@@ -304,7 +340,10 @@ impl Writer {
         self.push_checkpoint(&mut chain, &mut buf, CheckpointReason::Seal)?;
         self.write(&buf, true)?;
         self.shared.counters.records.fetch_add(1, Ordering::Relaxed);
-        self.shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .checkpoints
+            .fetch_add(1, Ordering::Relaxed);
         self.chain = chain;
         self.seg = None;
         Ok(())
@@ -327,11 +366,15 @@ impl Writer {
     fn write(&mut self, buf: &[u8], sync: bool) -> Result<(), AuditError> {
         let limits = &self.limits;
         let Some(seg) = self.seg.as_mut() else {
-            return Err(AuditError::Unavailable { reason: "no open segment".into() });
+            return Err(AuditError::Unavailable {
+                reason: "no open segment".into(),
+            });
         };
         let sync = sync
             || limits.durability == Durability::Sync
-            || seg.unsynced_since.is_some_and(|t| t.elapsed() >= limits.sync_interval);
+            || seg
+                .unsynced_since
+                .is_some_and(|t| t.elapsed() >= limits.sync_interval);
         let written = seg.file.write_all_at(buf, seg.len);
         if let Err(e) = written.and_then(|()| if sync { seg.file.sync_data() } else { Ok(()) }) {
             // Cut this batch (none of it was acknowledged), including pages
@@ -339,7 +382,11 @@ impl Writer {
             // next batch tries again before writing anything. Bytes before it
             // that were acknowledged unsynced (`Written`) stay: the next
             // attempt syncs them first.
-            seg.dirty = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data()).is_err();
+            seg.dirty = seg
+                .file
+                .set_len(seg.len)
+                .and_then(|()| seg.file.sync_data())
+                .is_err();
             return Err(AuditError::io(&seg.path, e));
         }
         if !seg.still_linked() {
@@ -373,8 +420,11 @@ impl Writer {
             Err(e) => {
                 let why = AuditError::io(&seg.path, e).to_string();
                 // The next batch (or the retry) syncs before it writes.
-                seg.unsynced_since =
-                    Some(Instant::now().checked_sub(self.limits.sync_interval).unwrap_or_else(Instant::now));
+                seg.unsynced_since = Some(
+                    Instant::now()
+                        .checked_sub(self.limits.sync_interval)
+                        .unwrap_or_else(Instant::now),
+                );
                 self.record_failure(why, 0);
             }
         }
@@ -386,8 +436,13 @@ impl Writer {
         if let Some(f) = &self.failure {
             return Some(f.last_attempt + RETRY);
         }
-        let checkpoint = (self.chain.unsigned > 0).then(|| self.chain.last_checkpoint + self.limits.checkpoint_every);
-        let sync = self.seg.as_ref().and_then(|s| s.unsynced_since).map(|t| t + self.limits.sync_interval);
+        let checkpoint = (self.chain.unsigned > 0)
+            .then(|| self.chain.last_checkpoint + self.limits.checkpoint_every);
+        let sync = self
+            .seg
+            .as_ref()
+            .and_then(|s| s.unsynced_since)
+            .map(|t| t + self.limits.sync_interval);
         checkpoint.into_iter().chain(sync).min()
     }
 
@@ -404,8 +459,8 @@ impl Writer {
             match self.shared.next(self.deadline()) {
                 Next::Batch(msgs) => self.answer(msgs),
                 Next::Timeout => {
-                    let checkpoint_due =
-                        self.chain.unsigned > 0 && self.chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every;
+                    let checkpoint_due = self.chain.unsigned > 0
+                        && self.chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every;
                     if self.failure.is_some() {
                         let _ = self.commit_tracked(&[], None);
                     } else if checkpoint_due {
@@ -452,7 +507,9 @@ impl Writer {
         for msg in msgs {
             if let Msg::Append { reply, permit, .. } = msg {
                 let r = match &failed {
-                    Some(why) => Err(AuditError::Unavailable { reason: why.clone() }),
+                    Some(why) => Err(AuditError::Unavailable {
+                        reason: why.clone(),
+                    }),
                     None => written.next().unwrap_or(Err(AuditError::Closed)),
                 };
                 let _ = reply.send(r);

@@ -28,7 +28,10 @@ mod tests {
         ] {
             assert_eq!(container_id(&path).as_deref(), Some(ID), "{path}");
         }
-        assert_eq!(container_id("/user.slice/user-0.slice/session-1.scope"), None);
+        assert_eq!(
+            container_id("/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
         assert_eq!(container_id("/"), None);
     }
 }

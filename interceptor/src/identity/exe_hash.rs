@@ -42,11 +42,15 @@ pub fn sha256_of_exe(pid: u32) -> Result<String, IdentityError> {
     let path = format!("/proc/{pid}/exe");
     let mut file = File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => IdentityError::Gone(pid),
-        _ => IdentityError::Proc { path: path.clone().into(), reason: e.to_string() },
+        _ => IdentityError::Proc {
+            path: path.clone().into(),
+            reason: e.to_string(),
+        },
     })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| IdentityError::Proc { path: path.clone().into(), reason: e.to_string() })?;
+    let meta = file.metadata().map_err(|e| IdentityError::Proc {
+        path: path.clone().into(),
+        reason: e.to_string(),
+    })?;
     let key = FileKey {
         dev: meta.dev(),
         ino: meta.ino(),
@@ -54,22 +58,29 @@ pub fn sha256_of_exe(pid: u32) -> Result<String, IdentityError> {
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
     };
-    if let Some(hit) = cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+    if let Some(hit) = cache()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
         return Ok(hit.clone());
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| IdentityError::Proc { path: path.clone().into(), reason: e.to_string() })?;
+        let n = file.read(&mut buf).map_err(|e| IdentityError::Proc {
+            path: path.clone().into(),
+            reason: e.to_string(),
+        })?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     let digest = hex::encode(hasher.finalize());
-    let mut cache = cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = cache()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() >= MAX_ENTRIES {
         cache.clear();
     }

@@ -152,11 +152,17 @@ fn parents(mut ppid: u32) -> Vec<ParentProcess> {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn group_name(gid: u32) -> Option<String> {
-    nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name)
+    nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map(|g| g.name)
 }
 
 #[cfg(test)]

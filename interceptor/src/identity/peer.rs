@@ -72,7 +72,11 @@ fn diag_inode(client: SocketAddr, server: SocketAddr) -> Option<u64> {
     let candidates: Vec<(u8, IpAddr, IpAddr)> = match (client.ip(), server.ip()) {
         (IpAddr::V4(c), IpAddr::V4(s)) => vec![
             (AF_INET, c.into(), s.into()),
-            (AF_INET6, c.to_ipv6_mapped().into(), s.to_ipv6_mapped().into()),
+            (
+                AF_INET6,
+                c.to_ipv6_mapped().into(),
+                s.to_ipv6_mapped().into(),
+            ),
         ],
         (c, s) => vec![(AF_INET6, c, s)],
     };
@@ -104,7 +108,9 @@ fn diag_inode(client: SocketAddr, server: SocketAddr) -> Option<u64> {
         socket.send(&buf, 0).ok()?;
         let mut reply = vec![0u8; 8192];
         let n = socket.recv(&mut &mut reply[..], 0).ok()?;
-        let Ok(msg) = NetlinkMessage::<SockDiagMessage>::deserialize(&reply[..n]) else { continue };
+        let Ok(msg) = NetlinkMessage::<SockDiagMessage>::deserialize(&reply[..n]) else {
+            continue;
+        };
         if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) = msg.payload
             && r.header.inode != 0
         {
@@ -115,7 +121,9 @@ fn diag_inode(client: SocketAddr, server: SocketAddr) -> Option<u64> {
 }
 
 fn holds(pid: u32, needle: &str) -> bool {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
     dir.flatten()
         .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == needle))
 }
@@ -133,7 +141,9 @@ fn find_inode(table: &str, client: SocketAddr, server: SocketAddr) -> Option<u64
 
 fn unmap(a: SocketAddr) -> SocketAddr {
     match a.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
         IpAddr::V4(_) => a,
     }
 }
@@ -143,7 +153,11 @@ fn unmap(a: SocketAddr) -> SocketAddr {
 fn parse_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::from_be);
+    let word = |i: usize| {
+        u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16)
+            .ok()
+            .map(u32::from_be)
+    };
     let ip = match ip.len() {
         8 => IpAddr::V4(Ipv4Addr::from(word(0)?.to_be_bytes())),
         32 => {
@@ -165,7 +179,10 @@ mod tests {
     #[test]
     fn parses_proc_net_addresses() {
         // 127.0.0.1:8080 as the little-endian kernel prints it.
-        assert_eq!(parse_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            parse_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
         assert_eq!(
             parse_addr("00000000000000000000000001000000:0016"),
             Some("[::1]:22".parse().unwrap())
@@ -183,7 +200,8 @@ mod tests {
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_conn, peer) = listener.accept().unwrap();
         let by_diag = diag_inode(peer, server).expect("sock_diag answers for a live socket");
-        let by_proc = find_inode(&fs::read_to_string("/proc/net/tcp").unwrap(), peer, server).unwrap();
+        let by_proc =
+            find_inode(&fs::read_to_string("/proc/net/tcp").unwrap(), peer, server).unwrap();
         assert_eq!(by_diag, by_proc);
         drop(client);
         // v6 loopback too.

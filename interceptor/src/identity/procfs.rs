@@ -10,7 +10,10 @@ use std::{
 use super::IdentityError;
 
 fn proc_err(path: impl Into<PathBuf>, e: impl ToString) -> IdentityError {
-    IdentityError::Proc { path: path.into(), reason: e.to_string() }
+    IdentityError::Proc {
+        path: path.into(),
+        reason: e.to_string(),
+    }
 }
 
 fn read(pid: u32, file: &str) -> Result<String, IdentityError> {
@@ -43,7 +46,11 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
     let ppid = rest.get(1)?.parse().ok()?;
     let start_time = rest.get(19)?.parse().ok()?;
-    Some(Stat { comm, ppid, start_time })
+    Some(Stat {
+        comm,
+        ppid,
+        start_time,
+    })
 }
 
 /// Real and effective ids from `/proc/<pid>/status`.
@@ -64,7 +71,12 @@ pub fn status(pid: u32) -> Result<Status, IdentityError> {
     let bad = || proc_err(format!("/proc/{pid}/status"), "no Uid:/Gid: lines");
     let (uid, euid) = ids("Uid:").ok_or_else(bad)?;
     let (gid, egid) = ids("Gid:").ok_or_else(bad)?;
-    Ok(Status { uid, euid, gid, egid })
+    Ok(Status {
+        uid,
+        euid,
+        gid,
+        egid,
+    })
 }
 
 pub fn exe(pid: u32) -> Result<PathBuf, IdentityError> {
@@ -132,7 +144,9 @@ mod tests {
 
     #[test]
     fn stat_with_parens_in_comm() {
-        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0").unwrap();
+        let s =
+            parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0")
+                .unwrap();
         assert_eq!(s.comm, "a) b (c)");
         assert_eq!(s.ppid, 7);
         assert_eq!(s.start_time, 12345);

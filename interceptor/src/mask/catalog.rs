@@ -86,7 +86,10 @@ impl Default for CatalogConfig {
 /// Opens an authenticated upstream connection like a session's.
 pub trait Connector: Send + Sync {
     /// A connection for `info`'s target, login and database.
-    fn connect<'a>(&'a self, info: &'a SessionInfo) -> Pin<Box<dyn Future<Output = Result<Upstream, String>> + Send + 'a>>;
+    fn connect<'a>(
+        &'a self,
+        info: &'a SessionInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<Upstream, String>> + Send + 'a>>;
 }
 
 /// Catalogs of every database sessions use.
@@ -99,12 +102,19 @@ pub struct CatalogPool {
 impl CatalogPool {
     /// A pool opening connections with `connector`.
     pub fn new(connector: Arc<dyn Connector>, config: &CatalogConfig) -> Self {
-        Self { connector, idle: Duration::from_secs(config.idle_secs), dbs: Mutex::default() }
+        Self {
+            connector,
+            idle: Duration::from_secs(config.idle_secs),
+            dbs: Mutex::default(),
+        }
     }
 
     /// The catalog of `info`'s database.
     pub fn for_session(&self, info: &Arc<SessionInfo>) -> Arc<DbCatalog> {
-        let key = format!("{}\0{}\0{}\0{}", info.target, info.upstream, info.upstream_user, info.database);
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            info.target, info.upstream, info.upstream_user, info.database
+        );
         let mut dbs = lock(&self.dbs);
         Arc::clone(dbs.entry(key).or_insert_with(|| {
             Arc::new_cyclic(|me| DbCatalog {
@@ -124,7 +134,11 @@ impl CatalogPool {
     /// `CREATE DATABASE ... TEMPLATE` about to be forwarded does not find
     /// the proxy's own connection in its way. They reopen on demand.
     pub async fn close_target(&self, target: &str) {
-        let cats: Vec<Arc<DbCatalog>> = lock(&self.dbs).values().filter(|c| c.info.target == target).cloned().collect();
+        let cats: Vec<Arc<DbCatalog>> = lock(&self.dbs)
+            .values()
+            .filter(|c| c.info.target == target)
+            .cloned()
+            .collect();
         for c in cats {
             c.close().await;
         }
@@ -132,7 +146,10 @@ impl CatalogPool {
 
     /// Open catalog connections (for status and tests).
     pub fn open_connections(&self) -> usize {
-        lock(&self.dbs).values().filter(|c| c.conn.try_lock().map_or(true, |g| g.is_some())).count()
+        lock(&self.dbs)
+            .values()
+            .filter(|c| c.conn.try_lock().map_or(true, |g| g.is_some()))
+            .count()
     }
 }
 
@@ -199,12 +216,21 @@ impl DbCatalog {
     /// session's setting; `None`: the role's default): those relations, the
     /// relations their view definitions name (recursively), and which
     /// functions are user-defined.
-    pub async fn snapshot(&self, rels: &[Relation], functions: &[String], search_path: Option<&str>) -> Result<Snapshot, String> {
+    pub async fn snapshot(
+        &self,
+        rels: &[Relation],
+        functions: &[String],
+        search_path: Option<&str>,
+    ) -> Result<Snapshot, String> {
         let mut snap = Snapshot::default();
         if rels.is_empty() && functions.is_empty() {
             return Ok(snap);
         }
-        let path = if rels.iter().any(|r| r.schema.is_none()) { Some(self.schemas(search_path).await?) } else { None };
+        let path = if rels.iter().any(|r| r.schema.is_none()) {
+            Some(self.schemas(search_path).await?)
+        } else {
+            None
+        };
         let mut want: Vec<Relation> = rels.to_vec();
         for _ in 0..MAX_VIEW_DEPTH {
             want.retain(|r| !snap.relations.contains_key(r));
@@ -213,14 +239,23 @@ impl DbCatalog {
             if want.is_empty() {
                 break;
             }
-            let found = self.relations(&want, path.as_deref().map(Vec::as_slice)).await?;
+            let found = self
+                .relations(&want, path.as_deref().map(Vec::as_slice))
+                .await?;
             let mut next = Vec::new();
             for (rel, info) in found {
                 if let Some(def) = info.as_ref().and_then(|i| i.view_def.as_deref()) {
                     // Printed under `search_path = pg_catalog`: every name
                     // outside pg_catalog comes back qualified.
                     match sql::analyze(def.trim(), &sql::Limits::default()) {
-                        Ok(a) => next.extend(a.statements.into_iter().flat_map(|f| f.reads)),
+                        Ok(a) => {
+                            next.extend(a.statements.into_iter().flat_map(|f| f.reads).map(|r| {
+                                Relation {
+                                    schema: Some(r.schema.unwrap_or_else(|| "pg_catalog".into())),
+                                    name: r.name,
+                                }
+                            }))
+                        }
                         Err(_) => {} // the tracer finds it unparseable too and treats the view as opaque
                     }
                 }
@@ -277,16 +312,31 @@ impl DbCatalog {
         Ok(schemas)
     }
 
-    async fn relations(&self, rels: &[Relation], path: Option<&[String]>) -> Result<Vec<(Relation, Option<RelInfo>)>, String> {
+    async fn relations(
+        &self,
+        rels: &[Relation],
+        path: Option<&[String]>,
+    ) -> Result<Vec<(Relation, Option<RelInfo>)>, String> {
         let path_key = path.map(|p| p.join("\0")).unwrap_or_default();
-        let key = |r: &Relation| (if r.schema.is_some() { String::new() } else { path_key.clone() }, r.clone());
+        let key = |r: &Relation| {
+            (
+                if r.schema.is_some() {
+                    String::new()
+                } else {
+                    path_key.clone()
+                },
+                r.clone(),
+            )
+        };
         let mut out = Vec::new();
         let mut missing = Vec::new();
         {
             let c = lock(&self.cache);
             for r in rels {
                 match c.relations.get(&key(r)) {
-                    Some((info, at)) if at.elapsed() < TTL => out.push((r.clone(), Some(info.clone()))),
+                    Some((info, at)) if at.elapsed() < TTL => {
+                        out.push((r.clone(), Some(info.clone())))
+                    }
                     _ => missing.push(r.clone()),
                 }
             }
@@ -296,13 +346,20 @@ impl DbCatalog {
         }
         let path_array = format!(
             "ARRAY[{}]::pg_catalog.text[]",
-            path.unwrap_or_default().iter().map(|s| literal(s)).collect::<Vec<_>>().join(", ")
+            path.unwrap_or_default()
+                .iter()
+                .map(|s| literal(s))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let values: Vec<String> = missing
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let schema = r.schema.as_deref().map_or_else(|| "NULL::pg_catalog.text".to_owned(), literal);
+                let schema = r
+                    .schema
+                    .as_deref()
+                    .map_or_else(|| "NULL::pg_catalog.text".to_owned(), literal);
                 format!("({i}, {schema}, {}::pg_catalog.text)", literal(&r.name))
             })
             .collect();
@@ -328,7 +385,11 @@ impl DbCatalog {
         );
         let rows = self.query(&query).await?.pop().unwrap_or_default();
         if rows.len() != missing.len() {
-            return Err(format!("unexpected answer from the catalog ({} rows for {} names)", rows.len(), missing.len()));
+            return Err(format!(
+                "unexpected answer from the catalog ({} rows for {} names)",
+                rows.len(),
+                missing.len()
+            ));
         }
         let now = Instant::now();
         let mut found = Vec::with_capacity(rows.len());
@@ -452,8 +513,16 @@ impl DbCatalog {
     /// that closes it once idle.
     async fn open(&self) -> Result<Conn, String> {
         let up = self.connector.connect(&self.info).await?;
-        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let mut conn = Conn { stream: up.stream, buf: up.buf, last_used: Instant::now(), generation };
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut conn = Conn {
+            stream: up.stream,
+            buf: up.buf,
+            last_used: Instant::now(),
+            generation,
+        };
         let setup = run(
             &mut conn,
             "SELECT pg_catalog.current_setting('search_path'); \
@@ -470,9 +539,15 @@ impl DbCatalog {
         // The role's and database's own `search_path` (what a session that
         // never sets one resolves names with), kept on the connection for
         // `schemas` (a custom setting: its name needs a dot).
-        run(&mut conn, &format!("SELECT pg_catalog.set_config('interceptor.default_path', {}, false)", literal(&default_path)))
-            .await
-            .map_err(Failure::text)?;
+        run(
+            &mut conn,
+            &format!(
+                "SELECT pg_catalog.set_config('interceptor.default_path', {}, false)",
+                literal(&default_path)
+            ),
+        )
+        .await
+        .map_err(Failure::text)?;
         if !self.idle.is_zero()
             && let Some(me) = self.me.upgrade()
         {
@@ -507,7 +582,10 @@ async fn close_when_idle(cat: Weak<DbCatalog>, generation: u64, idle: Duration) 
 }
 
 async fn terminate(conn: &mut Conn) {
-    let _ = conn.stream.write_all(Frame::new(fe::TERMINATE, b"").as_bytes()).await;
+    let _ = conn
+        .stream
+        .write_all(Frame::new(fe::TERMINATE, b"").as_bytes())
+        .await;
     let _ = conn.stream.flush().await;
     let _ = conn.stream.shutdown().await;
 }
@@ -555,7 +633,10 @@ async fn run(conn: &mut Conn, sql_text: &str) -> Result<Vec<Vec<Vec<Option<Strin
     let mut body = sql_text.as_bytes().to_vec();
     body.push(0);
     let frame = Frame::new(fe::QUERY, &body);
-    conn.stream.write_all(frame.as_bytes()).await.map_err(|e| lost(&e))?;
+    conn.stream
+        .write_all(frame.as_bytes())
+        .await
+        .map_err(|e| lost(&e))?;
     conn.stream.flush().await.map_err(|e| lost(&e))?;
     let mut sets = Vec::new();
     let mut rows: Option<Vec<Vec<Option<String>>>> = None;
@@ -567,10 +648,15 @@ async fn run(conn: &mut Conn, sql_text: &str) -> Result<Vec<Vec<Vec<Option<Strin
             .ok_or_else(|| Failure::Connection("catalog connection closed".into()))?;
         match frame.tag() {
             be::ROW_DESCRIPTION => rows = Some(Vec::new()),
-            be::DATA_ROW => rows
-                .as_mut()
-                .ok_or_else(|| Failure::Answer("DataRow without RowDescription from the catalog".into()))?
-                .push(data_row(frame.body()).ok_or_else(|| Failure::Answer("malformed DataRow from the catalog".into()))?),
+            be::DATA_ROW => {
+                rows.as_mut()
+                    .ok_or_else(|| {
+                        Failure::Answer("DataRow without RowDescription from the catalog".into())
+                    })?
+                    .push(data_row(frame.body()).ok_or_else(|| {
+                        Failure::Answer("malformed DataRow from the catalog".into())
+                    })?)
+            }
             be::COMMAND_COMPLETE => {
                 if let Some(r) = rows.take() {
                     sets.push(r);
@@ -601,7 +687,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The text values of a `DataRow`.
 pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     let vals = crate::wire::values::data_row(body)?;
-    Some(vals.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect())
+    Some(
+        vals.into_iter()
+            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect(),
+    )
 }
 
 /// A string literal (`standard_conforming_strings` on).

@@ -28,19 +28,51 @@ impl Detector {
             .size_limit(1 << 20)
             .build()
             .map_err(|e| format!("detector `{name}`: invalid regex: {e}"))?;
-        Ok(Self { name: name.to_owned(), category: category.to_owned(), regex, luhn })
+        Ok(Self {
+            name: name.to_owned(),
+            category: category.to_owned(),
+            regex,
+            luhn,
+        })
     }
 }
 
 /// The built-in detectors, by name.
 pub fn builtin() -> Vec<Detector> {
-    let d = |name, category, pattern, luhn| Detector::new(name, category, pattern, luhn).expect("built-in patterns compile");
+    let d = |name, category, pattern, luhn| {
+        Detector::new(name, category, pattern, luhn).expect("built-in patterns compile")
+    };
     vec![
-        d("ssn", "ssn", r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)", false),
-        d("card", "card", r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)", true),
-        d("email", "email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", false),
-        d("aws-access-key", "secret", r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?-u:\b)", false),
-        d("jwt", "secret", r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", false),
+        d(
+            "ssn",
+            "ssn",
+            r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
+            false,
+        ),
+        d(
+            "card",
+            "card",
+            r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+            true,
+        ),
+        d(
+            "email",
+            "email",
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            false,
+        ),
+        d(
+            "aws-access-key",
+            "secret",
+            r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?-u:\b)",
+            false,
+        ),
+        d(
+            "jwt",
+            "secret",
+            r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+            false,
+        ),
         d(
             "private-key",
             "secret",
@@ -80,10 +112,25 @@ impl Detectors {
             .size_limit(8 << 20)
             .build()
             .ok();
-        let builtins = if list.iter().all(|d| BUILTIN_NAMES.contains(&d.name.as_str())) { builtin() } else { Vec::new() };
+        let builtins = if list
+            .iter()
+            .all(|d| BUILTIN_NAMES.contains(&d.name.as_str()))
+        {
+            builtin()
+        } else {
+            Vec::new()
+        };
         let builtin_only = !builtins.is_empty()
-            && list.iter().all(|d| builtins.iter().any(|b| b.name == d.name && b.regex.as_str() == d.regex.as_str()));
-        Self { list, any, builtin_only }
+            && list.iter().all(|d| {
+                builtins
+                    .iter()
+                    .any(|b| b.name == d.name && b.regex.as_str() == d.regex.as_str())
+            });
+        Self {
+            list,
+            any,
+            builtin_only,
+        }
     }
 
     /// Whether there are none.
@@ -114,7 +161,11 @@ impl Detectors {
                 if hits.iter().any(|h| m.start() < h.end && h.start < m.end()) {
                     continue;
                 }
-                hits.push(Hit { start: m.start(), end: m.end(), category: &d.category });
+                hits.push(Hit {
+                    start: m.start(),
+                    end: m.end(),
+                    category: &d.category,
+                });
             }
         }
         hits.sort_by_key(|h| h.start);
@@ -131,7 +182,14 @@ fn worth_scanning(v: &[u8]) -> bool {
 }
 
 /// Names of the built-in detectors.
-const BUILTIN_NAMES: &[&str] = &["ssn", "card", "email", "aws-access-key", "jwt", "private-key"];
+const BUILTIN_NAMES: &[&str] = &[
+    "ssn",
+    "card",
+    "email",
+    "aws-access-key",
+    "jwt",
+    "private-key",
+];
 
 /// Whether any built-in detector could match: an SSN has 9 digits and a
 /// card 13, an e-mail an `@`, a JWT `eyJ`, a PEM block `-----BEGIN`, an AWS
@@ -149,7 +207,11 @@ fn builtin_could_match(v: &[u8]) -> bool {
             _ => {}
         }
     }
-    digits >= 9 || at || (dash && v.windows(10).any(|w| w == b"-----BEGIN")) || cap_a || (e && v.windows(3).any(|w| w == b"eyJ"))
+    digits >= 9
+        || at
+        || (dash && v.windows(10).any(|w| w == b"-----BEGIN"))
+        || cap_a
+        || (e && v.windows(3).any(|w| w == b"eyJ"))
 }
 
 /// The Luhn checksum of the digits in `s`.
@@ -180,22 +242,37 @@ mod tests {
 
     fn cats(v: &str) -> Vec<String> {
         let d = Detectors::new(builtin());
-        d.scan(v).iter().map(|h| format!("{}:{}", h.category, &v[h.start..h.end])).collect()
+        d.scan(v)
+            .iter()
+            .map(|h| format!("{}:{}", h.category, &v[h.start..h.end]))
+            .collect()
     }
 
     #[test]
     fn finds_each_kind() {
         assert_eq!(cats("ssn 123-45-6789 here"), ["ssn:123-45-6789"]);
-        assert_eq!(cats("card 4111 1111 1111 1111."), ["card:4111 1111 1111 1111"]);
+        assert_eq!(
+            cats("card 4111 1111 1111 1111."),
+            ["card:4111 1111 1111 1111"]
+        );
         assert_eq!(cats("4111111111111111"), ["card:4111111111111111"]);
         assert!(cats("4111111111111112").is_empty(), "fails Luhn");
-        assert_eq!(cats("mail jane.doe@example.com!"), ["email:jane.doe@example.com"]);
-        assert_eq!(cats("key AKIAIOSFODNN7EXAMPLE"), ["secret:AKIAIOSFODNN7EXAMPLE"]);
+        assert_eq!(
+            cats("mail jane.doe@example.com!"),
+            ["email:jane.doe@example.com"]
+        );
+        assert_eq!(
+            cats("key AKIAIOSFODNN7EXAMPLE"),
+            ["secret:AKIAIOSFODNN7EXAMPLE"]
+        );
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
         assert_eq!(cats(jwt), [format!("secret:{jwt}")]);
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----";
         assert_eq!(cats(pem), [format!("secret:{pem}")]);
-        assert_eq!(cats("{\"ssn\": \"987-65-4321\", \"n\": 1}"), ["ssn:987-65-4321"]);
+        assert_eq!(
+            cats("{\"ssn\": \"987-65-4321\", \"n\": 1}"),
+            ["ssn:987-65-4321"]
+        );
         assert!(cats("order 12345, 2026-11-21").is_empty());
     }
 

@@ -30,10 +30,11 @@ use std::{
 };
 
 use sqlparser::ast::{
-    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator, ObjectName, OrderByKind, Query, Select,
-    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject,
-    TableWithJoins, UpdateTableFromKind, Visit, Visitor,
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Distinct, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator,
+    ObjectName, OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableAlias, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Visit,
+    Visitor,
 };
 
 use super::policy::MaskPolicy;
@@ -60,11 +61,17 @@ pub struct Lin {
 impl Lin {
     /// Nothing known about it.
     pub fn opaque() -> Self {
-        Self { opaque: true, ..Self::default() }
+        Self {
+            opaque: true,
+            ..Self::default()
+        }
     }
 
     fn missing() -> Self {
-        Self { missing: true, ..Self::default() }
+        Self {
+            missing: true,
+            ..Self::default()
+        }
     }
 
     /// Adds what `other` derives from.
@@ -170,7 +177,14 @@ impl CopyLayout {
             CopyFormat::Csv => (b',', b""),
             _ => (b'\t', b"\\N"),
         };
-        Self { format, delimiter, null: null.to_vec(), quote: b'"', escape: b'"', header: false }
+        Self {
+            format,
+            delimiter,
+            null: null.to_vec(),
+            quote: b'"',
+            escape: b'"',
+            header: false,
+        }
     }
 
     /// The layout of a COPY's options as PostgreSQL's grammar gave them
@@ -178,7 +192,13 @@ impl CopyLayout {
     /// fields (a delimiter or quote of more than one byte, an encoding other
     /// than UTF-8, an option it does not know).
     pub fn from_options(options: &[(String, Option<String>)]) -> Result<Self, String> {
-        let get = |name: &str| options.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone().unwrap_or_default());
+        let get = |name: &str| {
+            options
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone().unwrap_or_default())
+        };
         let format = match get("format").map(|f| f.to_ascii_lowercase()).as_deref() {
             None | Some("text") => CopyFormat::Text,
             Some("csv") => CopyFormat::Csv,
@@ -189,7 +209,9 @@ impl CopyLayout {
         let byte = |what: &str, v: &str| -> Result<u8, String> {
             match v.as_bytes() {
                 [b] if b.is_ascii() => Ok(*b),
-                _ => Err(format!("COPY TO STDOUT with {what} {v:?} cannot be masked field by field (one ASCII character only)")),
+                _ => Err(format!(
+                    "COPY TO STDOUT with {what} {v:?} cannot be masked field by field (one ASCII character only)"
+                )),
             }
         };
         let mut escape = None;
@@ -207,10 +229,18 @@ impl CopyLayout {
                     l.header = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
                         None | Some("true" | "on" | "1" | "yes") => true,
                         Some("false" | "off" | "0" | "no") => false,
-                        Some(other) => return Err(format!("COPY TO STDOUT with HEADER {other:?} cannot be masked")),
+                        Some(other) => {
+                            return Err(format!(
+                                "COPY TO STDOUT with HEADER {other:?} cannot be masked"
+                            ));
+                        }
                     }
                 }
-                other => return Err(format!("COPY TO STDOUT with option {other} cannot be masked field by field")),
+                other => {
+                    return Err(format!(
+                        "COPY TO STDOUT with option {other} cannot be masked field by field"
+                    ));
+                }
             }
         }
         l.escape = escape.unwrap_or(l.quote);
@@ -222,11 +252,17 @@ impl CopyLayout {
 /// COPY stream (where a delimiter byte may also be part of a character)
 /// cannot be rebuilt safely.
 fn check_copy_encoding(e: &str) -> Result<(), String> {
-    let norm: String = e.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    let norm: String = e
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
     if matches!(norm.as_str(), "utf8" | "unicode" | "sqlascii") {
         Ok(())
     } else {
-        Err(format!("COPY TO STDOUT with ENCODING '{e}' cannot be masked field by field (UTF8 only)"))
+        Err(format!(
+            "COPY TO STDOUT with ENCODING '{e}' cannot be masked field by field (UTF8 only)"
+        ))
     }
 }
 
@@ -306,7 +342,13 @@ const SIDE_CHANNELS: &[&str] = &["pg_notify", "set_config", "pg_logical_emit_mes
 
 /// Catalog relations that hold column values (most common values,
 /// histograms).
-const VALUE_STATS: &[&str] = &["pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"];
+const VALUE_STATS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+];
 
 /// Value-like keywords sqlparser reads as identifiers.
 const KEYWORD_VALUES: &[&str] = &[
@@ -355,6 +397,10 @@ pub struct Tracer<'a> {
     limits: sql::Limits,
     views: RefCell<HashMap<u32, Option<Rc<Vec<Lin>>>>>,
     view_depth: Cell<usize>,
+    /// Tracing the definition of a view from the catalog: printed by
+    /// `pg_get_viewdef` under `search_path = pg_catalog`, so its unqualified
+    /// names are pg_catalog's.
+    in_catalog_view: Cell<bool>,
     filters: RefCell<Vec<Lin>>,
     reach: RefCell<Lin>,
     refusals: RefCell<Vec<String>>,
@@ -373,6 +419,7 @@ impl<'a> Tracer<'a> {
             limits: sql::Limits::default(),
             views: RefCell::default(),
             view_depth: Cell::new(0),
+            in_catalog_view: Cell::new(false),
             filters: RefCell::new(vec![Lin::default()]),
             reach: RefCell::default(),
             refusals: RefCell::default(),
@@ -390,7 +437,9 @@ impl<'a> Tracer<'a> {
             Statement::Query(q) => {
                 let outs = self.query(q);
                 if select_into(q) {
-                    self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    self.written
+                        .borrow_mut()
+                        .add(&Lin::union(outs.iter().map(|c| &c.lin)));
                     t.created = Some(outs);
                 } else {
                     t.outputs = Some(outs);
@@ -400,7 +449,9 @@ impl<'a> Tracer<'a> {
                 self.push(Frame::default());
                 if let Some(src) = &ins.source {
                     let outs = self.query(src);
-                    self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    self.written
+                        .borrow_mut()
+                        .add(&Lin::union(outs.iter().map(|c| &c.lin)));
                 }
                 for a in &ins.assignments {
                     let l = self.expr_lin(&a.value);
@@ -417,7 +468,10 @@ impl<'a> Tracer<'a> {
                         return self.finish(t);
                     };
                     let mut f = Frame::default();
-                    let alias = ins.table_alias.as_ref().map(|a| names::fold_ident(&a.alias));
+                    let alias = ins
+                        .table_alias
+                        .as_ref()
+                        .map(|a| names::fold_ident(&a.alias));
                     self.add_relation(&mut f, name, alias.as_deref(), None);
                     f.star = self.star_of(&f);
                     self.push(f);
@@ -428,7 +482,10 @@ impl<'a> Tracer<'a> {
             Statement::Update(u) => {
                 let mut f = Frame::default();
                 self.add_from(&mut f, std::slice::from_ref(&u.table));
-                if let Some(UpdateTableFromKind::AfterSet(from) | UpdateTableFromKind::BeforeSet(from)) = &u.from {
+                if let Some(
+                    UpdateTableFromKind::AfterSet(from) | UpdateTableFromKind::BeforeSet(from),
+                ) = &u.from
+                {
                     self.add_from(&mut f, from);
                 }
                 f.star = self.star_of(&f);
@@ -448,7 +505,9 @@ impl<'a> Tracer<'a> {
             Statement::Delete(d) => {
                 let mut f = Frame::default();
                 match &d.from {
-                    FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => self.add_from(&mut f, from),
+                    FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => {
+                        self.add_from(&mut f, from)
+                    }
                 }
                 if let Some(using) = &d.using {
                     self.add_from(&mut f, using);
@@ -466,29 +525,51 @@ impl<'a> Tracer<'a> {
             Statement::CreateTable(ct) => {
                 if let Some(q) = &ct.query {
                     let outs = self.query(q);
-                    self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    self.written
+                        .borrow_mut()
+                        .add(&Lin::union(outs.iter().map(|c| &c.lin)));
                     t.created = Some(outs);
                 }
                 // Defaults, checks, generated columns: a user-defined
                 // function there runs on every insert.
                 let l = self.all_refs(&ct.columns);
-                self.written.borrow_mut().add(&Lin { sources: l.sources, opaque: l.opaque, ..Lin::default() });
+                self.written.borrow_mut().add(&Lin {
+                    sources: l.sources,
+                    opaque: l.opaque,
+                    ..Lin::default()
+                });
             }
             Statement::CreateView(v) => {
                 let outs = self.query(&v.query);
                 if v.materialized {
-                    self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                    self.written
+                        .borrow_mut()
+                        .add(&Lin::union(outs.iter().map(|c| &c.lin)));
                 }
                 t.created = Some(outs);
                 // A plain view stores no data: reading it is traced through
                 // its definition. What it filters on is the view's business.
-                *self.filters.borrow_mut().last_mut().expect("base accumulator") = Lin::default();
+                *self
+                    .filters
+                    .borrow_mut()
+                    .last_mut()
+                    .expect("base accumulator") = Lin::default();
             }
-            Statement::Copy { source, to, target, options, legacy_options, .. } => {
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
                 if *to {
                     let outs = match source {
                         CopySource::Query(q) => self.query(q),
-                        CopySource::Table { table_name, columns } => {
+                        CopySource::Table {
+                            table_name,
+                            columns,
+                        } => {
                             let mut f = Frame::default();
                             self.add_relation(&mut f, table_name, None, None);
                             let src = f.sources.pop();
@@ -498,7 +579,12 @@ impl<'a> Tracer<'a> {
                                     .iter()
                                     .map(|c| {
                                         let n = names::fold_ident(c);
-                                        cols.iter().find(|o| o.name == n).cloned().unwrap_or(OutCol { name: n, lin: Lin::opaque() })
+                                        cols.iter().find(|o| o.name == n).cloned().unwrap_or(
+                                            OutCol {
+                                                name: n,
+                                                lin: Lin::opaque(),
+                                            },
+                                        )
                                     })
                                     .collect(),
                                 (None, _) => {
@@ -518,7 +604,9 @@ impl<'a> Tracer<'a> {
                     } else {
                         // COPY TO a file or program: refused by the built-in
                         // guards; still nothing sensitive may go there.
-                        self.written.borrow_mut().add(&Lin::union(outs.iter().map(|c| &c.lin)));
+                        self.written
+                            .borrow_mut()
+                            .add(&Lin::union(outs.iter().map(|c| &c.lin)));
                     }
                 }
             }
@@ -531,14 +619,18 @@ impl<'a> Tracer<'a> {
                 }
             }
             Statement::Fetch { name, .. } => t.fetches = Some(names::fold_ident(name)),
-            Statement::Prepare { name, statement, .. } => {
+            Statement::Prepare {
+                name, statement, ..
+            } => {
                 let inner = self.trace(statement);
                 t.outputs = inner.outputs;
                 t.returns_unknown = inner.returns_unknown;
                 t.copy = inner.copy;
                 t.prepares = Some(names::fold_ident(name));
             }
-            Statement::Execute { name: Some(name), .. } => {
+            Statement::Execute {
+                name: Some(name), ..
+            } => {
                 t.executes = names::folded_parts(name).and_then(|mut p| p.pop());
                 if t.executes.is_none() {
                     t.returns_unknown = true;
@@ -550,7 +642,10 @@ impl<'a> Tracer<'a> {
                 l.add(&inner.filters);
                 t.explained = l;
                 // The plan text: rows of a known shape holding no values.
-                t.outputs = Some(vec![OutCol { name: "QUERY PLAN".into(), lin: Lin::default() }]);
+                t.outputs = Some(vec![OutCol {
+                    name: "QUERY PLAN".into(),
+                    lin: Lin::default(),
+                }]);
             }
             Statement::ExplainTable { .. }
             | Statement::ShowVariable { .. }
@@ -603,7 +698,12 @@ impl<'a> Tracer<'a> {
                     // The recursive part sees the CTE itself: iterate from
                     // an opaque start until the lineage is stable... bounded.
                     let seed: Vec<OutCol> = Vec::new();
-                    self.stack.borrow_mut().last_mut().expect("pushed").ctes.push((name.clone(), Rc::new(seed)));
+                    self.stack
+                        .borrow_mut()
+                        .last_mut()
+                        .expect("pushed")
+                        .ctes
+                        .push((name.clone(), Rc::new(seed)));
                     let mut outs = self.query(&cte.query);
                     for _ in 0..3 {
                         if let Some(last) = self.stack.borrow_mut().last_mut() {
@@ -614,7 +714,10 @@ impl<'a> Tracer<'a> {
                         let merged: Vec<OutCol> = again
                             .iter()
                             .zip(outs.iter())
-                            .map(|(a, b)| OutCol { name: a.name.clone(), lin: Lin::union([&a.lin, &b.lin]) })
+                            .map(|(a, b)| OutCol {
+                                name: a.name.clone(),
+                                lin: Lin::union([&a.lin, &b.lin]),
+                            })
                             .collect();
                         let stable = merged.iter().zip(outs.iter()).all(|(a, b)| a.lin == b.lin);
                         outs = merged;
@@ -663,19 +766,34 @@ impl<'a> Tracer<'a> {
                 let outs: Vec<OutCol> = if l.len() == r.len() {
                     l.iter()
                         .zip(r.iter())
-                        .map(|(a, b)| OutCol { name: a.name.clone(), lin: Lin::union([&a.lin, &b.lin]) })
+                        .map(|(a, b)| OutCol {
+                            name: a.name.clone(),
+                            lin: Lin::union([&a.lin, &b.lin]),
+                        })
                         .collect()
                 } else {
                     let all = Lin::union(l.iter().chain(r.iter()).map(|c| &c.lin));
-                    l.iter().map(|c| OutCol { name: c.name.clone(), lin: Lin { opaque: true, ..all.clone() } }).collect()
+                    l.iter()
+                        .map(|c| OutCol {
+                            name: c.name.clone(),
+                            lin: Lin {
+                                opaque: true,
+                                ..all.clone()
+                            },
+                        })
+                        .collect()
                 };
                 self.order_by_outputs(order, &outs);
                 outs
             }
             SetExpr::Values(v) => {
                 let width = v.rows.first().map_or(0, |r| r.len());
-                let mut outs: Vec<OutCol> =
-                    (1..=width).map(|i| OutCol { name: format!("column{i}"), lin: Lin::default() }).collect();
+                let mut outs: Vec<OutCol> = (1..=width)
+                    .map(|i| OutCol {
+                        name: format!("column{i}"),
+                        lin: Lin::default(),
+                    })
+                    .collect();
                 for row in &v.rows {
                     for (i, e) in row.iter().enumerate() {
                         let l = self.expr_lin(e);
@@ -688,11 +806,24 @@ impl<'a> Tracer<'a> {
                 outs
             }
             SetExpr::Table(t) => {
-                let Some(name) = &t.table_name else { return vec![OutCol { name: "?".into(), lin: Lin::opaque() }] };
-                let rel = Relation { schema: t.schema_name.clone(), name: name.clone() };
+                let Some(name) = &t.table_name else {
+                    return vec![OutCol {
+                        name: "?".into(),
+                        lin: Lin::opaque(),
+                    }];
+                };
+                let rel = Relation {
+                    schema: t.schema_name.clone(),
+                    name: name.clone(),
+                };
                 let mut f = Frame::default();
                 self.add_resolved(&mut f, &rel, None, None);
-                f.sources.pop().and_then(|s| s.cols).unwrap_or_else(|| vec![OutCol { name: name.clone(), lin: Lin::opaque() }])
+                f.sources.pop().and_then(|s| s.cols).unwrap_or_else(|| {
+                    vec![OutCol {
+                        name: name.clone(),
+                        lin: Lin::opaque(),
+                    }]
+                })
             }
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
                 // A data-modifying CTE: its RETURNING rows, and what it writes.
@@ -702,13 +833,24 @@ impl<'a> Tracer<'a> {
                 *self.stack.borrow_mut() = std::mem::take(&mut *inner.stack.borrow_mut());
                 self.written.borrow_mut().add(&t.written);
                 self.reach.borrow_mut().add(&t.reach);
-                self.filters.borrow_mut().last_mut().expect("accumulator").add(&t.filters);
+                self.filters
+                    .borrow_mut()
+                    .last_mut()
+                    .expect("accumulator")
+                    .add(&t.filters);
                 self.refusals.borrow_mut().extend(t.refusals);
                 if t.own {
                     self.own.set(true);
                 }
                 t.outputs.unwrap_or_else(|| {
-                    if t.returns_unknown { vec![OutCol { name: "?".into(), lin: Lin::opaque() }] } else { Vec::new() }
+                    if t.returns_unknown {
+                        vec![OutCol {
+                            name: "?".into(),
+                            lin: Lin::opaque(),
+                        }]
+                    } else {
+                        Vec::new()
+                    }
                 })
             }
         }
@@ -723,11 +865,21 @@ impl<'a> Tracer<'a> {
                     let n = names::fold_ident(i);
                     outs.iter().find(|c| c.name == n).map(|c| c.lin.clone())
                 }
-                Expr::Value(v) => v.value.to_string().parse::<usize>().ok().and_then(|i| outs.get(i.wrapping_sub(1))).map(|c| c.lin.clone()),
+                Expr::Value(v) => v
+                    .value
+                    .to_string()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| outs.get(i.wrapping_sub(1)))
+                    .map(|c| c.lin.clone()),
                 _ => None,
             };
             let l = l.unwrap_or_else(|| Lin::union(outs.iter().map(|c| &c.lin)));
-            self.filters.borrow_mut().last_mut().expect("accumulator").add(&l);
+            self.filters
+                .borrow_mut()
+                .last_mut()
+                .expect("accumulator")
+                .add(&l);
         }
     }
 
@@ -758,7 +910,11 @@ impl<'a> Tracer<'a> {
         }
         for w in &s.named_window {
             let l = self.all_refs(w);
-            self.filters.borrow_mut().last_mut().expect("accumulator").add(&l);
+            self.filters
+                .borrow_mut()
+                .last_mut()
+                .expect("accumulator")
+                .add(&l);
         }
         for e in order {
             self.filter_or_output(e, &outs);
@@ -773,55 +929,107 @@ impl<'a> Tracer<'a> {
             Expr::Identifier(i) => {
                 let n = names::fold_ident(i);
                 let is_input = self.resolve_unqualified(&n).is_some();
-                (!is_input).then(|| outs.iter().find(|c| c.name == n).map(|c| c.lin.clone())).flatten()
+                (!is_input)
+                    .then(|| outs.iter().find(|c| c.name == n).map(|c| c.lin.clone()))
+                    .flatten()
             }
-            Expr::Value(v) => v.value.to_string().parse::<usize>().ok().and_then(|i| outs.get(i.wrapping_sub(1))).map(|c| c.lin.clone()),
+            Expr::Value(v) => v
+                .value
+                .to_string()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outs.get(i.wrapping_sub(1)))
+                .map(|c| c.lin.clone()),
             _ => None,
         };
         match by_output {
-            Some(l) => self.filters.borrow_mut().last_mut().expect("accumulator").add(&l),
+            Some(l) => self
+                .filters
+                .borrow_mut()
+                .last_mut()
+                .expect("accumulator")
+                .add(&l),
             None => self.filter(e),
         }
     }
 
     fn filter(&self, e: &Expr) {
         let l = self.expr_lin(e);
-        self.filters.borrow_mut().last_mut().expect("accumulator").add(&l);
+        self.filters
+            .borrow_mut()
+            .last_mut()
+            .expect("accumulator")
+            .add(&l);
     }
 
     fn projection(&self, items: &[SelectItem]) -> Vec<OutCol> {
         let mut outs = Vec::new();
         for item in items {
             match item {
-                SelectItem::UnnamedExpr(e) => outs.push(OutCol { name: figure_name(e), lin: self.expr_lin(e) }),
+                SelectItem::UnnamedExpr(e) => outs.push(OutCol {
+                    name: figure_name(e),
+                    lin: self.expr_lin(e),
+                }),
                 SelectItem::ExprWithAlias { expr, alias } => {
-                    outs.push(OutCol { name: names::fold_ident(alias), lin: self.expr_lin(expr) });
+                    outs.push(OutCol {
+                        name: names::fold_ident(alias),
+                        lin: self.expr_lin(expr),
+                    });
                 }
                 SelectItem::ExprWithAliases { expr, aliases } => {
                     let l = self.expr_lin(expr);
-                    outs.extend(aliases.iter().map(|a| OutCol { name: names::fold_ident(a), lin: l.clone() }));
+                    outs.extend(aliases.iter().map(|a| OutCol {
+                        name: names::fold_ident(a),
+                        lin: l.clone(),
+                    }));
                 }
                 SelectItem::Wildcard(_) => {
                     let stack = self.stack.borrow();
-                    if let Some(cols) = stack.last().and_then(|f| f.star.clone()) { outs.extend(cols) } else {
-                        let sources = stack.last().map(|f| f.sources.as_slice()).unwrap_or_default();
+                    if let Some(cols) = stack.last().and_then(|f| f.star.clone()) {
+                        outs.extend(cols)
+                    } else {
+                        let sources = stack
+                            .last()
+                            .map(|f| f.sources.as_slice())
+                            .unwrap_or_default();
                         let all = Lin::union(sources.iter().map(|s| &s.all));
                         // Unknown width: opaque, unless what is unknown is
                         // only relations that do not exist.
-                        let opaque = all.opaque || sources.iter().any(|s| s.cols.is_none() && !s.all.missing);
-                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque, ..all } });
+                        let opaque = all.opaque
+                            || sources.iter().any(|s| s.cols.is_none() && !s.all.missing);
+                        outs.push(OutCol {
+                            name: "*".into(),
+                            lin: Lin { opaque, ..all },
+                        });
                     }
                 }
                 SelectItem::QualifiedWildcard(kind, _) => match kind {
-                    SelectItemQualifiedWildcardKind::ObjectName(name) => match self.find_source(name) {
-                        Some(src) => match src.cols {
-                            Some(cols) => outs.extend(cols),
-                            None => outs.push(OutCol { name: "*".into(), lin: Lin { opaque: !src.all.missing || src.all.opaque, ..src.all } }),
-                        },
-                        None => outs.push(OutCol { name: "*".into(), lin: Lin::opaque() }),
-                    },
+                    SelectItemQualifiedWildcardKind::ObjectName(name) => {
+                        match self.find_source(name) {
+                            Some(src) => match src.cols {
+                                Some(cols) => outs.extend(cols),
+                                None => outs.push(OutCol {
+                                    name: "*".into(),
+                                    lin: Lin {
+                                        opaque: !src.all.missing || src.all.opaque,
+                                        ..src.all
+                                    },
+                                }),
+                            },
+                            None => outs.push(OutCol {
+                                name: "*".into(),
+                                lin: Lin::opaque(),
+                            }),
+                        }
+                    }
                     SelectItemQualifiedWildcardKind::Expr(e) => {
-                        outs.push(OutCol { name: "*".into(), lin: Lin { opaque: true, ..self.expr_lin(e) } });
+                        outs.push(OutCol {
+                            name: "*".into(),
+                            lin: Lin {
+                                opaque: true,
+                                ..self.expr_lin(e)
+                            },
+                        });
                     }
                 },
             }
@@ -858,16 +1066,26 @@ impl<'a> Tracer<'a> {
                 };
                 // ON sees both sides.
                 if let Some(JoinConstraint::On(e)) = constraint {
-                    self.push(Frame { sources: f.sources.clone(), ..Frame::default() });
+                    self.push(Frame {
+                        sources: f.sources.clone(),
+                        ..Frame::default()
+                    });
                     self.filter(e);
                     self.pop();
                 }
                 let using: Option<Vec<String>> = match constraint {
-                    Some(JoinConstraint::Using(cols)) => {
-                        Some(cols.iter().filter_map(|n| names::folded_parts(n).and_then(|mut p| p.pop())).collect())
-                    }
+                    Some(JoinConstraint::Using(cols)) => Some(
+                        cols.iter()
+                            .filter_map(|n| names::folded_parts(n).and_then(|mut p| p.pop()))
+                            .collect(),
+                    ),
                     Some(JoinConstraint::Natural) => match (&left, &right) {
-                        (Some(l), Some(r)) => Some(l.iter().filter(|c| r.iter().any(|d| d.name == c.name)).map(|c| c.name.clone()).collect()),
+                        (Some(l), Some(r)) => Some(
+                            l.iter()
+                                .filter(|c| r.iter().any(|d| d.name == c.name))
+                                .map(|c| c.name.clone())
+                                .collect(),
+                        ),
                         _ => None,
                     },
                     _ => None,
@@ -877,9 +1095,21 @@ impl<'a> Tracer<'a> {
                         // Joined columns are matched too: a filter.
                         let mut merged = Vec::new();
                         for u in &using {
-                            let lin = Lin::union(l.iter().chain(r.iter()).filter(|c| &c.name == u).map(|c| &c.lin));
-                            self.filters.borrow_mut().last_mut().expect("accumulator").add(&lin);
-                            merged.push(OutCol { name: u.clone(), lin });
+                            let lin = Lin::union(
+                                l.iter()
+                                    .chain(r.iter())
+                                    .filter(|c| &c.name == u)
+                                    .map(|c| &c.lin),
+                            );
+                            self.filters
+                                .borrow_mut()
+                                .last_mut()
+                                .expect("accumulator")
+                                .add(&lin);
+                            merged.push(OutCol {
+                                name: u.clone(),
+                                lin,
+                            });
                         }
                         merged.extend(l.into_iter().filter(|c| !using.contains(&c.name)));
                         merged.extend(r.into_iter().filter(|c| !using.contains(&c.name)));
@@ -916,7 +1146,9 @@ impl<'a> Tracer<'a> {
 
     fn add_factor(&self, f: &mut Frame, factor: &TableFactor) {
         match factor {
-            TableFactor::Table { name, alias, args, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 if let Some(args) = args {
                     // A set-returning function spelled as a table.
                     let l = self.all_refs(args);
@@ -926,23 +1158,42 @@ impl<'a> Tracer<'a> {
                 let alias_name = alias.as_ref().map(|a| names::fold_ident(&a.name));
                 self.add_relation(f, name, alias_name.as_deref(), alias.as_ref());
             }
-            TableFactor::Derived { subquery, alias, lateral, .. } => {
+            TableFactor::Derived {
+                subquery,
+                alias,
+                lateral,
+                ..
+            } => {
                 // A LATERAL subquery sees the FROM items before it.
                 if *lateral {
-                    self.push(Frame { sources: f.sources.clone(), ..Frame::default() });
+                    self.push(Frame {
+                        sources: f.sources.clone(),
+                        ..Frame::default()
+                    });
                 }
                 let mut outs = self.query(subquery);
                 if *lateral {
                     self.pop();
                 }
-                let name = alias.as_ref().map(|a| names::fold_ident(&a.name)).unwrap_or_default();
+                let name = alias
+                    .as_ref()
+                    .map(|a| names::fold_ident(&a.name))
+                    .unwrap_or_default();
                 if let Some(a) = alias {
                     rename(&mut outs, a);
                 }
                 let all = Lin::union(outs.iter().map(|c| &c.lin));
-                f.sources.push(Source { alias: name, schema: None, cols: Some(outs), all });
+                f.sources.push(Source {
+                    alias: name,
+                    schema: None,
+                    cols: Some(outs),
+                    all,
+                });
             }
-            TableFactor::NestedJoin { table_with_joins, alias } => {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
                 let mut inner = Frame::default();
                 self.add_from(&mut inner, std::slice::from_ref(table_with_joins));
                 let star = self.star_of(&inner);
@@ -952,7 +1203,12 @@ impl<'a> Tracer<'a> {
                         rename(c, a);
                     }
                     let all = Lin::union(inner.sources.iter().map(|s| &s.all));
-                    f.sources.push(Source { alias: names::fold_ident(&a.name), schema: None, cols, all });
+                    f.sources.push(Source {
+                        alias: names::fold_ident(&a.name),
+                        schema: None,
+                        cols,
+                        all,
+                    });
                 } else {
                     // Star expansion of the nested join is its own.
                     let n = inner.sources.len();
@@ -968,20 +1224,35 @@ impl<'a> Tracer<'a> {
                     }
                 }
             }
-            TableFactor::Function { name, args, alias, .. } => {
+            TableFactor::Function {
+                name, args, alias, ..
+            } => {
                 let mut l = Lin::default();
                 for a in args {
                     l.add(&self.all_refs(a));
                 }
                 self.table_function(f, &names::function(name), alias.as_ref(), l);
             }
-            TableFactor::UNNEST { array_exprs, alias, .. } => {
-                let l = Lin::union(array_exprs.iter().map(|e| self.expr_lin(e)).collect::<Vec<_>>().iter());
+            TableFactor::UNNEST {
+                array_exprs, alias, ..
+            } => {
+                let l = Lin::union(
+                    array_exprs
+                        .iter()
+                        .map(|e| self.expr_lin(e))
+                        .collect::<Vec<_>>()
+                        .iter(),
+                );
                 self.table_function(f, "unnest", alias.as_ref(), l);
             }
             other => {
                 let l = self.all_refs(other);
-                f.sources.push(Source { alias: String::new(), schema: None, cols: None, all: Lin { opaque: true, ..l } });
+                f.sources.push(Source {
+                    alias: String::new(),
+                    schema: None,
+                    cols: None,
+                    all: Lin { opaque: true, ..l },
+                });
             }
         }
     }
@@ -990,49 +1261,104 @@ impl<'a> Tracer<'a> {
     /// function is built in).
     fn table_function(&self, f: &mut Frame, name: &str, alias: Option<&TableAlias>, mut l: Lin) {
         self.check_function(name, &mut l);
-        let alias_name = alias.map_or_else(|| name.rsplit('.').next().unwrap_or(name).to_owned(), |a| names::fold_ident(&a.name));
+        let alias_name = alias.map_or_else(
+            || name.rsplit('.').next().unwrap_or(name).to_owned(),
+            |a| names::fold_ident(&a.name),
+        );
         let cols = alias.filter(|a| !a.columns.is_empty()).map(|a| {
-            a.columns.iter().map(|c| OutCol { name: names::fold_ident(&c.name), lin: l.clone() }).collect::<Vec<_>>()
+            a.columns
+                .iter()
+                .map(|c| OutCol {
+                    name: names::fold_ident(&c.name),
+                    lin: l.clone(),
+                })
+                .collect::<Vec<_>>()
         });
         // Without column aliases a scalar function's one column is named
         // after the alias.
-        let cols = cols.or_else(|| Some(vec![OutCol { name: alias_name.clone(), lin: l.clone() }]));
-        f.sources.push(Source { alias: alias_name, schema: None, cols: if l.opaque { None } else { cols }, all: l });
+        let cols = cols.or_else(|| {
+            Some(vec![OutCol {
+                name: alias_name.clone(),
+                lin: l.clone(),
+            }])
+        });
+        f.sources.push(Source {
+            alias: alias_name,
+            schema: None,
+            cols: if l.opaque { None } else { cols },
+            all: l,
+        });
     }
 
-    fn add_relation(&self, f: &mut Frame, name: &ObjectName, alias: Option<&str>, table_alias: Option<&TableAlias>) {
+    fn add_relation(
+        &self,
+        f: &mut Frame,
+        name: &ObjectName,
+        alias: Option<&str>,
+        table_alias: Option<&TableAlias>,
+    ) {
         // A single-part name may be a CTE.
         if let Some(single) = names::single(name) {
-            let cte = self
-                .stack
-                .borrow()
-                .iter()
-                .rev()
-                .find_map(|fr| fr.ctes.iter().rev().find(|(n, _)| *n == single).map(|(_, c)| Rc::clone(c)));
+            let cte = self.stack.borrow().iter().rev().find_map(|fr| {
+                fr.ctes
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == single)
+                    .map(|(_, c)| Rc::clone(c))
+            });
             if let Some(cols) = cte {
                 let mut cols = cols.as_ref().clone();
                 if let Some(a) = table_alias {
                     rename(&mut cols, a);
                 }
                 let all = Lin::union(cols.iter().map(|c| &c.lin));
-                f.sources.push(Source { alias: alias.unwrap_or(&single).to_owned(), schema: None, cols: Some(cols), all });
+                f.sources.push(Source {
+                    alias: alias.unwrap_or(&single).to_owned(),
+                    schema: None,
+                    cols: Some(cols),
+                    all,
+                });
                 return;
             }
         }
         let Some(rel) = names::relation(name) else {
-            f.sources.push(Source { alias: alias.unwrap_or_default().to_owned(), schema: None, cols: None, all: Lin::opaque() });
+            f.sources.push(Source {
+                alias: alias.unwrap_or_default().to_owned(),
+                schema: None,
+                cols: None,
+                all: Lin::opaque(),
+            });
             return;
         };
         self.add_resolved(f, &rel, alias, table_alias);
     }
 
-    fn add_resolved(&self, f: &mut Frame, rel: &Relation, alias: Option<&str>, table_alias: Option<&TableAlias>) {
-        if VALUE_STATS.contains(&rel.name.as_str()) && rel.schema.as_deref().is_none_or(|s| s == "pg_catalog") {
-            self.refusals
-                .borrow_mut()
-                .push(format!("{} holds column values (most common values, histograms)", rel.name));
+    fn add_resolved(
+        &self,
+        f: &mut Frame,
+        rel: &Relation,
+        alias: Option<&str>,
+        table_alias: Option<&TableAlias>,
+    ) {
+        if VALUE_STATS.contains(&rel.name.as_str())
+            && rel.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+        {
+            self.refusals.borrow_mut().push(format!(
+                "{} holds column values (most common values, histograms)",
+                rel.name
+            ));
         }
         let alias = alias.unwrap_or(&rel.name).to_owned();
+        let qualified;
+        let rel = if self.in_catalog_view.get() && rel.schema.is_none() {
+            qualified = Relation {
+                schema: Some("pg_catalog".into()),
+                name: rel.name.clone(),
+            };
+            &qualified
+        } else {
+            rel
+        };
         let info = match self.cat.relation(rel) {
             Some(Some(info)) => info,
             Some(None) => {
@@ -1040,17 +1366,31 @@ impl<'a> Tracer<'a> {
                 // will say 42P01. Should it exist by the time the statement
                 // runs, what it returns is masked whole.
                 self.reach.borrow_mut().missing = true;
-                f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::missing() });
+                f.sources.push(Source {
+                    alias,
+                    schema: rel.schema.clone(),
+                    cols: None,
+                    all: Lin::missing(),
+                });
                 return;
             }
             None => {
                 // Not looked up: nothing known.
                 self.reach.borrow_mut().opaque = true;
-                f.sources.push(Source { alias, schema: rel.schema.clone(), cols: None, all: Lin::opaque() });
+                f.sources.push(Source {
+                    alias,
+                    schema: rel.schema.clone(),
+                    cols: None,
+                    all: Lin::opaque(),
+                });
                 return;
             }
         };
-        let derived = if info.view_def.is_some() { self.view_columns(info) } else { None };
+        let derived = if info.view_def.is_some() {
+            self.view_columns(info)
+        } else {
+            None
+        };
         let mut cols: Vec<OutCol> = info
             .columns
             .iter()
@@ -1058,7 +1398,8 @@ impl<'a> Tracer<'a> {
             .map(|(i, c)| {
                 let mut lin = Lin::default();
                 if let Some(cat) = self.policy.category(&info.schema, &info.name, c) {
-                    lin.sources.insert((cat.to_owned(), format!("{}.{}.{c}", info.schema, info.name)));
+                    lin.sources
+                        .insert((cat.to_owned(), format!("{}.{}.{c}", info.schema, info.name)));
                 }
                 if info.view_def.is_some() {
                     match derived.as_ref().and_then(|d| d.get(i)) {
@@ -1069,7 +1410,10 @@ impl<'a> Tracer<'a> {
                 if let Some(l) = info.carries.get(i) {
                     lin.add(l);
                 }
-                OutCol { name: c.clone(), lin }
+                OutCol {
+                    name: c.clone(),
+                    lin,
+                }
             })
             .collect();
         if let Some(a) = table_alias {
@@ -1083,7 +1427,12 @@ impl<'a> Tracer<'a> {
             self.own.set(true);
             all.opaque = true;
         }
-        f.sources.push(Source { alias, schema: Some(info.schema.clone()), cols: Some(cols), all });
+        f.sources.push(Source {
+            alias,
+            schema: Some(info.schema.clone()),
+            cols: Some(cols),
+            all,
+        });
     }
 
     /// A view's columns' lineage, from its definition (memoised).
@@ -1096,18 +1445,24 @@ impl<'a> Tracer<'a> {
         }
         let def = info.view_def.as_deref()?;
         let stmt = sql::parse_one(def.trim().trim_end_matches(';'), &self.limits).ok()?;
-        let Statement::Query(q) = stmt else { return None };
+        let Statement::Query(q) = stmt else {
+            return None;
+        };
         self.view_depth.set(self.view_depth.get() + 1);
         // A view's own filters are its owner's, not the caller's probing;
         // its scope starts afresh.
         let saved = std::mem::take(&mut *self.stack.borrow_mut());
+        let saved_catalog = self.in_catalog_view.replace(info.oid < OWN_OID_BASE);
         self.filters.borrow_mut().push(Lin::default());
         let outs = self.query(&q);
         self.filters.borrow_mut().pop();
+        self.in_catalog_view.set(saved_catalog);
         *self.stack.borrow_mut() = saved;
         self.view_depth.set(self.view_depth.get() - 1);
         let lins = Rc::new(outs.into_iter().map(|c| c.lin).collect::<Vec<_>>());
-        self.views.borrow_mut().insert(info.oid, Some(Rc::clone(&lins)));
+        self.views
+            .borrow_mut()
+            .insert(info.oid, Some(Rc::clone(&lins)));
         Some(lins)
     }
 
@@ -1160,14 +1515,20 @@ impl<'a> Tracer<'a> {
         }
         // A table alias as a value: the whole row.
         if let Some(src) = self.find_source(&ObjectName::from(vec![i.clone()])) {
-            return Lin { derived: true, ..src.all };
+            return Lin {
+                derived: true,
+                ..src.all
+            };
         }
         if i.quote_style.is_none() && KEYWORD_VALUES.contains(&n.as_str()) {
             return Lin::default();
         }
         // Unknown: could be anything in scope.
         let stack = self.stack.borrow();
-        stack.last().map(|f| Lin::union(f.sources.iter().map(|s| &s.all))).unwrap_or_default()
+        stack
+            .last()
+            .map(|f| Lin::union(f.sources.iter().map(|s| &s.all)))
+            .unwrap_or_default()
     }
 
     fn resolve_compound(&self, parts: &[Ident]) -> Lin {
@@ -1187,9 +1548,16 @@ impl<'a> Tracer<'a> {
         }
         // column.field (composite access) or unknown.
         let first = self.resolve_ident(&parts[0]);
-        if first.is_clean() && self.resolve_unqualified(&names::fold_ident(&parts[0])).is_none() {
+        if first.is_clean()
+            && self
+                .resolve_unqualified(&names::fold_ident(&parts[0]))
+                .is_none()
+        {
             let stack = self.stack.borrow();
-            return stack.last().map(|f| Lin::union(f.sources.iter().map(|s| &s.all))).unwrap_or_default();
+            return stack
+                .last()
+                .map(|f| Lin::union(f.sources.iter().map(|s| &s.all)))
+                .unwrap_or_default();
         }
         first
     }
@@ -1197,7 +1565,9 @@ impl<'a> Tracer<'a> {
     fn check_function(&self, name: &str, l: &mut Lin) {
         let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
         if SQL_FROM_TEXT.contains(&bare) {
-            self.refusals.borrow_mut().push(format!("{bare}() runs SQL given as text, out of the masking's sight"));
+            self.refusals.borrow_mut().push(format!(
+                "{bare}() runs SQL given as text, out of the masking's sight"
+            ));
         }
         if self.cat.user_function(name) {
             // Its body may read anything.
@@ -1214,7 +1584,12 @@ impl<'a> Tracer<'a> {
     /// Everything any node mentions, subqueries included (with their own
     /// scopes).
     fn all_refs<V: Visit + ?Sized>(&self, node: &V) -> Lin {
-        let mut v = RefWalker { t: self, depth: 0, out: Lin::default(), derived: false };
+        let mut v = RefWalker {
+            t: self,
+            depth: 0,
+            out: Lin::default(),
+            derived: false,
+        };
         let _ = node.visit(&mut v);
         if v.derived {
             v.out.derived = true;
@@ -1227,7 +1602,11 @@ impl<'a> Tracer<'a> {
         self.filters.borrow_mut().push(Lin::default());
         let outs = self.query(q);
         let inner = self.filters.borrow_mut().pop().unwrap_or_default();
-        self.filters.borrow_mut().last_mut().expect("accumulator").add(&inner);
+        self.filters
+            .borrow_mut()
+            .last_mut()
+            .expect("accumulator")
+            .add(&inner);
         let mut l = Lin::union(outs.iter().map(|c| &c.lin));
         l.add(&inner);
         l
@@ -1264,7 +1643,10 @@ impl Visitor for RefWalker<'_, '_> {
             return ControlFlow::Continue(());
         }
         // Anything but a column reference computes a new value from it.
-        if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_)) {
+        if !matches!(
+            e,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_)
+        ) {
             self.derived = true;
         }
         match e {
@@ -1290,7 +1672,9 @@ impl Visitor for RefWalker<'_, '_> {
                 if let FunctionArguments::List(list) = &f.args {
                     for a in &list.args {
                         let arg = match a {
-                            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } | FunctionArg::Unnamed(arg) => arg,
+                            FunctionArg::Named { arg, .. }
+                            | FunctionArg::ExprNamed { arg, .. }
+                            | FunctionArg::Unnamed(arg) => arg,
                         };
                         if let FunctionArgExpr::QualifiedWildcard(n) = arg {
                             match self.t.find_source(n) {
@@ -1332,7 +1716,11 @@ fn figure_name(e: &Expr) -> String {
     match e {
         Expr::Identifier(i) => names::fold_ident(i),
         Expr::CompoundIdentifier(parts) => parts.last().map(names::fold_ident).unwrap_or_default(),
-        Expr::Function(f) => names::function(&f.name).rsplit('.').next().unwrap_or_default().to_owned(),
+        Expr::Function(f) => names::function(&f.name)
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
         Expr::Cast { expr, .. } | Expr::Nested(expr) => figure_name(expr),
         _ => "?column?".into(),
     }

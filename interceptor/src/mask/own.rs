@@ -69,18 +69,23 @@ pub struct OwnState {
 
 impl OwnState {
     fn temp(&self, name: &str) -> Option<usize> {
-        self.rels.iter().rposition(|r| r.temp && r.info.name == name)
+        self.rels
+            .iter()
+            .rposition(|r| r.temp && r.info.name == name)
     }
 
     /// A non-temporary relation the session created under this spelling.
     fn permanent(&self, rel: &Relation) -> Option<usize> {
-        let exact = self.rels.iter().rposition(|r| !r.temp && r.info.name == rel.name && r.schema == rel.schema);
+        let exact = self
+            .rels
+            .iter()
+            .rposition(|r| !r.temp && r.info.name == rel.name && r.schema == rel.schema);
         // Created unqualified, named qualified (or the other way round):
         // the only candidate the session has.
         exact.or_else(|| {
-            self.rels
-                .iter()
-                .rposition(|r| !r.temp && r.info.name == rel.name && (r.schema.is_none() || rel.schema.is_none()))
+            self.rels.iter().rposition(|r| {
+                !r.temp && r.info.name == rel.name && (r.schema.is_none() || rel.schema.is_none())
+            })
         })
     }
 
@@ -133,7 +138,10 @@ impl OwnState {
     /// have not completed.
     #[must_use]
     pub fn uncertain(&self) -> Self {
-        Self { uncertain: true, ..self.clone() }
+        Self {
+            uncertain: true,
+            ..self.clone()
+        }
     }
 
     /// Applies `effects` as if their statement succeeded (planning the next
@@ -159,7 +167,12 @@ impl OwnState {
             Effect::Taint => self.taint(),
             Effect::DropTemp => self.rels.retain(|r| !r.temp),
             Effect::SearchPath { value, .. } => self.search_path = value.clone(),
-            Effect::Begin | Effect::Commit | Effect::Rollback | Effect::Savepoint(_) | Effect::RollbackTo(_) | Effect::Release(_) => {}
+            Effect::Begin
+            | Effect::Commit
+            | Effect::Rollback
+            | Effect::Savepoint(_)
+            | Effect::RollbackTo(_)
+            | Effect::Release(_) => {}
         }
     }
 
@@ -177,8 +190,16 @@ impl OwnState {
             self.rels.remove(0);
         }
         self.next_oid = self.next_oid.wrapping_add(1);
-        let schema = if c.temp { Some("pg_temp".to_owned()) } else { c.rel.schema.clone() };
-        let (columns, carries): (Vec<String>, Vec<Lin>) = c.columns.iter().map(|o| (o.name.clone(), o.lin.clone())).unzip();
+        let schema = if c.temp {
+            Some("pg_temp".to_owned())
+        } else {
+            c.rel.schema.clone()
+        };
+        let (columns, carries): (Vec<String>, Vec<Lin>) = c
+            .columns
+            .iter()
+            .map(|o| (o.name.clone(), o.lin.clone()))
+            .unzip();
         let info = RelInfo {
             oid: OWN_OID_BASE | (self.next_oid & 0x0FFF_FFFF),
             schema: schema.clone().unwrap_or_else(|| "public".into()),
@@ -189,7 +210,11 @@ impl OwnState {
             view_def: c.view_def.clone(),
             carries,
         };
-        self.rels.push(OwnRel { schema, temp: c.temp, info });
+        self.rels.push(OwnRel {
+            schema,
+            temp: c.temp,
+            info,
+        });
     }
 
     fn drop_rels(&mut self, rels: &[Relation]) {
@@ -232,7 +257,9 @@ impl OwnState {
             Alter::AddColumn(name, lin) => {
                 r.info.columns.push(name.clone());
                 r.info.carries.push(lin.clone());
-                r.info.attnums.push(r.info.attnums.last().copied().unwrap_or(0) + 1);
+                r.info
+                    .attnums
+                    .push(r.info.attnums.last().copied().unwrap_or(0) + 1);
             }
             Alter::DropColumn(name) => {
                 if let Some(at) = r.info.columns.iter().position(|c| c == name) {
@@ -292,7 +319,10 @@ pub enum Effect {
     Taint,
     /// `DISCARD TEMP` / `DISCARD ALL`: every temporary relation is gone.
     DropTemp,
-    SearchPath { value: SearchPath, local: bool },
+    SearchPath {
+        value: SearchPath,
+        local: bool,
+    },
     Begin,
     /// COMMIT (the server's tag says whether it committed or rolled back).
     Commit,
@@ -316,8 +346,15 @@ pub struct OwnRelations {
 impl OwnRelations {
     /// A session whose startup packet set `search_path` (or not).
     pub fn new(search_path: SearchPath) -> Self {
-        let state = OwnState { search_path, ..OwnState::default() };
-        Self { current: state.clone(), committed: state, ..Self::default() }
+        let state = OwnState {
+            search_path,
+            ..OwnState::default()
+        };
+        Self {
+            current: state.clone(),
+            committed: state,
+            ..Self::default()
+        }
     }
 
     /// The state statements are planned against now.
@@ -329,13 +366,19 @@ impl OwnRelations {
     pub fn completed(&mut self, effects: &[Effect], tag: &str) {
         for e in effects {
             match e {
-                Effect::Create(_) | Effect::Drop(_) | Effect::Alter(..) | Effect::Write(..) | Effect::Taint | Effect::DropTemp => {
+                Effect::Create(_)
+                | Effect::Drop(_)
+                | Effect::Alter(..)
+                | Effect::Write(..)
+                | Effect::Taint
+                | Effect::DropTemp => {
                     self.current.apply(e);
                 }
                 Effect::SearchPath { value, local } => {
                     if *local {
                         if self.in_block {
-                            self.local_base.get_or_insert_with(|| self.current.search_path.clone());
+                            self.local_base
+                                .get_or_insert_with(|| self.current.search_path.clone());
                             self.current.search_path = value.clone();
                         }
                         // Outside a block SET LOCAL does nothing (a warning).
@@ -347,7 +390,9 @@ impl OwnRelations {
                 Effect::Begin => self.in_block = true,
                 Effect::Commit if tag == "COMMIT" => self.commit(),
                 Effect::Commit | Effect::Rollback => self.rollback(),
-                Effect::Savepoint(name) => self.savepoints.push((name.clone(), self.current.clone())),
+                Effect::Savepoint(name) => {
+                    self.savepoints.push((name.clone(), self.current.clone()))
+                }
                 Effect::RollbackTo(name) => {
                     if let Some(at) = self.savepoints.iter().rposition(|(n, _)| n == name) {
                         self.savepoints.truncate(at + 1);
@@ -426,7 +471,10 @@ impl Catalog for Resolver<'_> {
         }
         if rel.schema.is_none() && self.own.search_path == SearchPath::Unknown {
             // Which schema the server would pick is not known.
-            return self.own.permanent(rel).map(|i| Some(&self.own.rels[i].info));
+            return self
+                .own
+                .permanent(rel)
+                .map(|i| Some(&self.own.rels[i].info));
         }
         match self.snap.relation(rel) {
             Some(Some(info)) => Some(Some(info)),
@@ -446,7 +494,13 @@ impl Catalog for Resolver<'_> {
 /// output columns where it creates a relation from a query (CREATE TABLE
 /// AS, SELECT INTO, views); `written` what it writes; `writes` the
 /// relations it writes (from the analysis).
-pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writes: &[Relation], opaque_code: bool) -> Vec<Effect> {
+pub fn effects(
+    stmt: &Statement,
+    outputs: Option<&[OutCol]>,
+    written: &Lin,
+    writes: &[Relation],
+    opaque_code: bool,
+) -> Vec<Effect> {
     let mut out = Vec::new();
     if opaque_code {
         out.push(Effect::Taint);
@@ -463,7 +517,13 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
                     }
                     outs
                 } else {
-                    ct.columns.iter().map(|c| OutCol { name: names::fold_ident(&c.name), lin: Lin::default() }).collect()
+                    ct.columns
+                        .iter()
+                        .map(|c| OutCol {
+                            name: names::fold_ident(&c.name),
+                            lin: Lin::default(),
+                        })
+                        .collect()
                 };
                 // Inherited or copied columns, partitions: not modelled.
                 let unknown_shape = ct.like.is_some()
@@ -471,12 +531,21 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
                     || ct.partition_of.is_some()
                     || ct.clone.is_some();
                 if unknown_shape {
-                    columns.push(OutCol { name: "?".into(), lin: Lin::opaque() });
+                    columns.push(OutCol {
+                        name: "?".into(),
+                        lin: Lin::opaque(),
+                    });
                     for c in &mut columns {
                         c.lin.opaque = true;
                     }
                 }
-                out.push(Effect::Create(Create { rel, temp, if_not_exists: ct.if_not_exists, columns, view_def: None }));
+                out.push(Effect::Create(Create {
+                    rel,
+                    temp,
+                    if_not_exists: ct.if_not_exists,
+                    columns,
+                    view_def: None,
+                }));
             }
         }
         Statement::CreateView(v) => {
@@ -494,7 +563,13 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
                         c.lin = Lin::default();
                     }
                 }
-                out.push(Effect::Create(Create { rel, temp, if_not_exists: v.if_not_exists, columns, view_def }));
+                out.push(Effect::Create(Create {
+                    rel,
+                    temp,
+                    if_not_exists: v.if_not_exists,
+                    columns,
+                    view_def,
+                }));
             }
         }
         Statement::Query(q) => {
@@ -504,10 +579,20 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
             {
                 let temp = into.temporary || rel.schema.as_deref() == Some("pg_temp");
                 let columns = outputs.map(<[OutCol]>::to_vec).unwrap_or_default();
-                out.push(Effect::Create(Create { rel, temp, if_not_exists: false, columns, view_def: None }));
+                out.push(Effect::Create(Create {
+                    rel,
+                    temp,
+                    if_not_exists: false,
+                    columns,
+                    view_def: None,
+                }));
             }
         }
-        Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, names: n, .. } => {
+        Statement::Drop {
+            object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView,
+            names: n,
+            ..
+        } => {
             out.push(Effect::Drop(n.iter().filter_map(names::relation).collect()));
         }
         Statement::AlterTable(at) => {
@@ -515,23 +600,34 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
                 for op in &at.operations {
                     use sqlparser::ast::AlterTableOperation as Op;
                     let change = match op {
-                        Op::AddColumn { column_def, .. } => Alter::AddColumn(names::fold_ident(&column_def.name), Lin::default()),
+                        Op::AddColumn { column_def, .. } => {
+                            Alter::AddColumn(names::fold_ident(&column_def.name), Lin::default())
+                        }
                         Op::DropColumn { column_names, .. } => {
                             for c in column_names {
-                                out.push(Effect::Alter(rel.clone(), Alter::DropColumn(names::fold_ident(c))));
+                                out.push(Effect::Alter(
+                                    rel.clone(),
+                                    Alter::DropColumn(names::fold_ident(c)),
+                                ));
                             }
                             continue;
                         }
-                        Op::RenameColumn { old_column_name, new_column_name } => {
-                            Alter::RenameColumn(names::fold_ident(old_column_name), names::fold_ident(new_column_name))
-                        }
-                        Op::RenameTable { table_name: RenameTableNameKind::As(n) | RenameTableNameKind::To(n) } => {
-                            match names::relation(n) {
-                                Some(r) => Alter::Rename(r.name),
-                                None => Alter::Opaque,
-                            }
-                        }
-                        Op::AddConstraint { .. } | Op::DropConstraint { .. } | Op::AlterColumn { .. } => continue,
+                        Op::RenameColumn {
+                            old_column_name,
+                            new_column_name,
+                        } => Alter::RenameColumn(
+                            names::fold_ident(old_column_name),
+                            names::fold_ident(new_column_name),
+                        ),
+                        Op::RenameTable {
+                            table_name: RenameTableNameKind::As(n) | RenameTableNameKind::To(n),
+                        } => match names::relation(n) {
+                            Some(r) => Alter::Rename(r.name),
+                            None => Alter::Opaque,
+                        },
+                        Op::AddConstraint { .. }
+                        | Op::DropConstraint { .. }
+                        | Op::AlterColumn { .. } => continue,
                         _ => Alter::Opaque,
                     };
                     out.push(Effect::Alter(rel.clone(), change));
@@ -542,13 +638,19 @@ pub fn effects(stmt: &Statement, outputs: Option<&[OutCol]>, written: &Lin, writ
             sqlparser::ast::DiscardObject::TEMP => out.push(Effect::DropTemp),
             sqlparser::ast::DiscardObject::ALL => {
                 out.push(Effect::DropTemp);
-                out.push(Effect::SearchPath { value: SearchPath::Default, local: false });
+                out.push(Effect::SearchPath {
+                    value: SearchPath::Default,
+                    local: false,
+                });
             }
             _ => {}
         },
         Statement::StartTransaction { .. } => out.push(Effect::Begin),
         Statement::Commit { .. } => out.push(Effect::Commit),
-        Statement::Rollback { savepoint: Some(name), .. } => out.push(Effect::RollbackTo(names::fold_ident(name))),
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => out.push(Effect::RollbackTo(names::fold_ident(name))),
         Statement::Rollback { .. } => out.push(Effect::Rollback),
         Statement::Savepoint { name } => out.push(Effect::Savepoint(names::fold_ident(name))),
         Statement::ReleaseSavepoint { name } => out.push(Effect::Release(names::fold_ident(name))),
@@ -569,39 +671,70 @@ pub fn search_path_effect(stmt: &Statement, value: &str) -> Effect {
     match stmt {
         Statement::Set(Set::SingleAssignment { scope, .. }) => {
             let local = matches!(scope, Some(ContextModifier::Local));
-            let v = if value.eq_ignore_ascii_case("default") { SearchPath::Default } else { SearchPath::Set(value.to_owned()) };
+            let v = if value.eq_ignore_ascii_case("default") {
+                SearchPath::Default
+            } else {
+                SearchPath::Set(value.to_owned())
+            };
             Effect::SearchPath { value: v, local }
         }
-        Statement::Set(_) => Effect::SearchPath { value: SearchPath::Unknown, local: false },
+        Statement::Set(_) => Effect::SearchPath {
+            value: SearchPath::Unknown,
+            local: false,
+        },
         _ if value.eq_ignore_ascii_case("default") && set_config_local(stmt).is_none() => {
             // RESET search_path, RESET ALL.
-            Effect::SearchPath { value: SearchPath::Default, local: false }
+            Effect::SearchPath {
+                value: SearchPath::Default,
+                local: false,
+            }
         }
         _ => match set_config_local(stmt) {
-            Some(local) => Effect::SearchPath { value: SearchPath::Set(value.to_owned()), local },
-            None => Effect::SearchPath { value: SearchPath::Unknown, local: false },
+            Some(local) => Effect::SearchPath {
+                value: SearchPath::Set(value.to_owned()),
+                local,
+            },
+            None => Effect::SearchPath {
+                value: SearchPath::Unknown,
+                local: false,
+            },
         },
     }
 }
 
 /// `SELECT set_config('search_path', '...', <bool literal>)`: whether local.
 fn set_config_local(stmt: &Statement) -> Option<bool> {
-    let Statement::Query(q) = stmt else { return None };
-    let SetExpr::Select(s) = q.body.as_ref() else { return None };
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
     if s.projection.len() != 1 || !s.from.is_empty() || s.selection.is_some() {
         return None;
     }
     let (sqlparser::ast::SelectItem::UnnamedExpr(Expr::Function(f))
-    | sqlparser::ast::SelectItem::ExprWithAlias { expr: Expr::Function(f), .. }) = &s.projection[0]
+    | sqlparser::ast::SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    }) = &s.projection[0]
     else {
         return None;
     };
-    if names::function(&f.name).strip_prefix("pg_catalog.").unwrap_or(&names::function(&f.name)) != "set_config" {
+    if names::function(&f.name)
+        .strip_prefix("pg_catalog.")
+        .unwrap_or(&names::function(&f.name))
+        != "set_config"
+    {
         return None;
     }
-    let sqlparser::ast::FunctionArguments::List(list) = &f.args else { return None };
+    let sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
     match list.args.get(2) {
-        Some(sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+        Some(sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(
+            Expr::Value(v),
+        ))) => match &v.value {
             Value::Boolean(b) => Some(*b),
             _ => None,
         },

@@ -52,7 +52,12 @@ impl StmtPlan {
                 } else {
                     // The result does not have the shape traced: every
                     // column is suspect.
-                    Some(cols.iter().flatten().max_by_key(|m| m.strategy).unwrap_or(&SHAPE_DIFFERS))
+                    Some(
+                        cols.iter()
+                            .flatten()
+                            .max_by_key(|m| m.strategy)
+                            .unwrap_or(&SHAPE_DIFFERS),
+                    )
                 }
             }
         }
@@ -66,7 +71,10 @@ impl StmtPlan {
 
 /// The sensitive part of a lineage for `profile`: (category, column,
 /// strategy), raw ones left out.
-fn sensitive<'a>(lin: &'a Lin, profile: &'a Profile) -> impl Iterator<Item = (&'a str, &'a str, Strategy)> + 'a {
+fn sensitive<'a>(
+    lin: &'a Lin,
+    profile: &'a Profile,
+) -> impl Iterator<Item = (&'a str, &'a str, Strategy)> + 'a {
     lin.sources
         .iter()
         .map(|(cat, col)| (cat.as_str(), col.as_str(), profile.strategy(cat)))
@@ -84,7 +92,11 @@ fn strictest(lin: &Lin, profile: &Profile) -> Option<ColMask> {
     }
     let (strategy, category) = best?;
     cols.dedup();
-    Some(ColMask { strategy, category: category.to_owned(), why: cols.join(", ") })
+    Some(ColMask {
+        strategy,
+        category: category.to_owned(),
+        why: cols.join(", "),
+    })
 }
 
 /// Plans one traced statement for `profile`; `Err` is the reason to refuse
@@ -123,10 +135,15 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
         ));
     }
     if t.written.opaque && in_reach {
-        return Err("it writes data whose origin cannot be traced while masked data is in reach".into());
+        return Err(
+            "it writes data whose origin cannot be traced while masked data is in reach".into(),
+        );
     }
     if t.written.missing && in_reach {
-        return Err("it writes data read from a relation that does not exist while masked data is in reach".into());
+        return Err(
+            "it writes data read from a relation that does not exist while masked data is in reach"
+                .into(),
+        );
     }
     if (profile.filters == Filters::Refuse || profile.strict)
         && let Some(m) = strictest(&t.filters, profile)
@@ -138,20 +155,30 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
         ));
     }
     let fallback = || {
-        reach.clone().unwrap_or(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() })
+        reach.clone().unwrap_or(ColMask {
+            strategy: Strategy::Redact,
+            category: "unknown".into(),
+            why: "unknown lineage".into(),
+        })
     };
     let unknown = |what: &str| -> Result<ColMask, String> {
         match profile.unknown {
             UnknownLineage::Refuse => Err(format!(
                 "the lineage of {what} cannot be established while masked data is in reach"
             )),
-            UnknownLineage::Mask => Ok(ColMask { why: "unknown lineage".into(), ..fallback() }),
+            UnknownLineage::Mask => Ok(ColMask {
+                why: "unknown lineage".into(),
+                ..fallback()
+            }),
         }
     };
     let Some(outputs) = &t.outputs else {
         if t.returns_unknown {
             // No rows are expected; any that come are masked whole.
-            return Ok(StmtPlan::All(ColMask { why: "unknown lineage".into(), ..fallback() }));
+            return Ok(StmtPlan::All(ColMask {
+                why: "unknown lineage".into(),
+                ..fallback()
+            }));
         }
         return Ok(StmtPlan::Clean);
     };
@@ -162,7 +189,9 @@ pub fn plan(t: &Traced, profile: &Profile) -> Result<StmtPlan, String> {
                 return Err(format!(
                     "strict mode: result column `{}` computes a value from masked data ({}); a masked column may only be selected as it is",
                     c.name,
-                    strictest(&c.lin, profile).map(|m| m.why).unwrap_or_default()
+                    strictest(&c.lin, profile)
+                        .map(|m| m.why)
+                        .unwrap_or_default()
                 ));
             }
             Some(mut m) => {

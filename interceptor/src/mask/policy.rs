@@ -152,12 +152,17 @@ impl Default for Profile {
 impl Profile {
     /// The strategy for `category`.
     pub fn strategy(&self, category: &str) -> Strategy {
-        self.strategies.get(category).copied().unwrap_or(self.default)
+        self.strategies
+            .get(category)
+            .copied()
+            .unwrap_or(self.default)
     }
 
     /// Whether this identity sees everything raw (nothing to do).
     pub fn sees_all_raw(&self) -> bool {
-        !self.detectors && self.default == Strategy::Raw && self.strategies.values().all(|s| *s == Strategy::Raw)
+        !self.detectors
+            && self.default == Strategy::Raw
+            && self.strategies.values().all(|s| *s == Strategy::Raw)
     }
 }
 
@@ -195,18 +200,26 @@ impl MaskPolicy {
             return Err("[[sensitive]] without a category".into());
         }
         if spec.columns.is_empty() {
-            return Err(format!("[[sensitive]] `{}` lists no columns", spec.category));
+            return Err(format!(
+                "[[sensitive]] `{}` lists no columns",
+                spec.category
+            ));
         }
         for c in &spec.columns {
             if c.split('.').count() != 3 {
-                return Err(format!("sensitive column `{c}` must be schema.table.column (globs allowed)"));
+                return Err(format!(
+                    "sensitive column `{c}` must be schema.table.column (globs allowed)"
+                ));
             }
             let glob = GlobBuilder::new(c)
                 .literal_separator(false)
                 .build()
                 .map_err(|e| format!("sensitive column `{c}`: {e}"))?
                 .compile_matcher();
-            self.tags.push(Tag { glob, category: spec.category.clone() });
+            self.tags.push(Tag {
+                glob,
+                category: spec.category.clone(),
+            });
         }
         Ok(())
     }
@@ -218,7 +231,10 @@ impl MaskPolicy {
         }
         let mut strategies = BTreeMap::new();
         for (cat, s) in &spec.strategies {
-            strategies.insert(cat.clone(), Strategy::parse(s).map_err(|e| format!("category `{cat}`: {e}"))?);
+            strategies.insert(
+                cat.clone(),
+                Strategy::parse(s).map_err(|e| format!("category `{cat}`: {e}"))?,
+            );
         }
         let default = match &spec.default {
             Some(s) => Strategy::parse(s)?,
@@ -247,7 +263,10 @@ impl MaskPolicy {
         list.retain(|d| d.name != spec.name);
         if spec.enabled {
             let (Some(category), Some(regex)) = (&spec.category, &spec.regex) else {
-                return Err(format!("detector `{}` needs a category and a regex", spec.name));
+                return Err(format!(
+                    "detector `{}` needs a category and a regex",
+                    spec.name
+                ));
             };
             list.push(Detector::new(&spec.name, category, regex, spec.luhn)?);
         }
@@ -257,7 +276,9 @@ impl MaskPolicy {
 
     /// Identity names the profiles refer to (checked against the set).
     pub fn profile_identities(&self) -> impl Iterator<Item = &str> {
-        self.profiles.iter().flat_map(|(ids, _)| ids.iter().map(String::as_str))
+        self.profiles
+            .iter()
+            .flat_map(|(ids, _)| ids.iter().map(String::as_str))
     }
 
     /// The category of a base column, if it is tagged.
@@ -266,13 +287,18 @@ impl MaskPolicy {
             return None;
         }
         let full = format!("{schema}.{table}.{column}");
-        self.tags.iter().find(|t| t.glob.is_match(&full)).map(|t| t.category.as_str())
+        self.tags
+            .iter()
+            .find(|t| t.glob.is_match(&full))
+            .map(|t| t.category.as_str())
     }
 
     /// Whether `profile` sees some tagged category masked (then statements
     /// are traced).
     pub fn masks_tags_for(&self, profile: &Profile) -> bool {
-        self.tags.iter().any(|t| profile.strategy(&t.category) != Strategy::Raw)
+        self.tags
+            .iter()
+            .any(|t| profile.strategy(&t.category) != Strategy::Raw)
     }
 
     /// Whether any column is tagged.
@@ -301,24 +327,48 @@ mod tests {
     #[test]
     fn tags_profiles_detectors() {
         let mut m = MaskPolicy::default();
-        m.add_sensitive(SensitiveSpec { columns: vec!["public.customers.ssn".into(), "*.*.card_*".into()], category: "x".into() })
-            .unwrap();
+        m.add_sensitive(SensitiveSpec {
+            columns: vec!["public.customers.ssn".into(), "*.*.card_*".into()],
+            category: "x".into(),
+        })
+        .unwrap();
         assert_eq!(m.category("public", "customers", "ssn"), Some("x"));
         assert_eq!(m.category("sales", "orders", "card_number"), Some("x"));
         assert_eq!(m.category("public", "customers", "name"), None);
-        assert!(m.add_sensitive(SensitiveSpec { columns: vec!["customers.ssn".into()], category: "x".into() }).is_err());
+        assert!(
+            m.add_sensitive(SensitiveSpec {
+                columns: vec!["customers.ssn".into()],
+                category: "x".into()
+            })
+            .is_err()
+        );
 
-        let spec: MaskingSpec = toml::from_str("identities = [\"dba\"]\ndefault = \"raw\"\ndetectors = false").unwrap();
+        let spec: MaskingSpec =
+            toml::from_str("identities = [\"dba\"]\ndefault = \"raw\"\ndetectors = false").unwrap();
         m.add_profile(spec).unwrap();
         assert!(m.profile("dba").sees_all_raw());
         assert!(!m.profile("agent").sees_all_raw());
         assert_eq!(m.profile("agent").strategy("ssn"), Strategy::Redact);
 
-        m.add_detector(DetectorSpec { name: "email".into(), category: None, regex: None, luhn: false, enabled: false }).unwrap();
+        m.add_detector(DetectorSpec {
+            name: "email".into(),
+            category: None,
+            regex: None,
+            luhn: false,
+            enabled: false,
+        })
+        .unwrap();
         assert!(m.detectors().list().iter().all(|d| d.name != "email"));
-        assert!(m
-            .add_detector(DetectorSpec { name: "bad".into(), category: Some("c".into()), regex: Some("(".into()), luhn: false, enabled: true })
+        assert!(
+            m.add_detector(DetectorSpec {
+                name: "bad".into(),
+                category: Some("c".into()),
+                regex: Some("(".into()),
+                luhn: false,
+                enabled: true
+            })
             .unwrap_err()
-            .contains("invalid regex"));
+            .contains("invalid regex")
+        );
     }
 }

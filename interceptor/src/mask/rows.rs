@@ -25,7 +25,9 @@ const JSONB: u32 = 3802;
 /// digits, no separators): int2, int4, bool, float4/8, date, time(tz),
 /// timestamp(tz), interval, oid, uuid. Numbers that can (int8, numeric)
 /// are scanned.
-const UNSCANNED_TYPES: &[u32] = &[21, 23, 16, 700, 701, 1082, 1083, 1266, 1114, 1184, 1186, 26, 2950];
+const UNSCANNED_TYPES: &[u32] = &[
+    21, 23, 16, 700, 701, 1082, 1083, 1266, 1114, 1184, 1186, 26, 2950,
+];
 
 fn scannable(format: i16, ty: u32) -> bool {
     if TEXT_TYPES.contains(&ty) || ty == JSON || ty == JSONB {
@@ -60,9 +62,18 @@ impl Stats {
         let mut out: Vec<String> = self
             .columns
             .values()
-            .map(|(name, m, n)| format!("{name}: {} as {} from {} ({n} values)", m.strategy, m.category, m.why))
+            .map(|(name, m, n)| {
+                format!(
+                    "{name}: {} as {} from {} ({n} values)",
+                    m.strategy, m.category, m.why
+                )
+            })
             .collect();
-        out.extend(self.detected.iter().map(|(cat, n)| format!("content detector: {cat} ({n} values)")));
+        out.extend(
+            self.detected
+                .iter()
+                .map(|(cat, n)| format!("content detector: {cat} ({n} values)")),
+        );
         out
     }
 
@@ -105,7 +116,10 @@ pub struct Masker {
 
 impl std::fmt::Debug for Masker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masker").field("profile", &self.profile).field("detectors", &self.detectors.is_some()).finish_non_exhaustive()
+        f.debug_struct("Masker")
+            .field("profile", &self.profile)
+            .field("detectors", &self.detectors.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +128,11 @@ impl Masker {
     /// switches them off) and the token key.
     pub fn new(profile: Arc<Profile>, detectors: Arc<Detectors>, key: Arc<[u8; 32]>) -> Self {
         let detectors = (profile.detectors && !detectors.is_empty()).then_some(detectors);
-        Self { profile, detectors, key }
+        Self {
+            profile,
+            detectors,
+            key,
+        }
     }
 
     /// Whether rows with a clean plan pass untouched.
@@ -125,7 +143,10 @@ impl Masker {
     /// A masked value in the given format and type; `None` = NULL.
     fn mask_value(&self, m: &ColMask, format: i16, ty: u32, value: &[u8]) -> Option<Vec<u8>> {
         let text_like = TEXT_TYPES.contains(&ty) || (ty == 0 && format == 0);
-        let as_text = |v: &[u8]| m.strategy.apply(&m.category, &String::from_utf8_lossy(v), &self.key);
+        let as_text = |v: &[u8]| {
+            m.strategy
+                .apply(&m.category, &String::from_utf8_lossy(v), &self.key)
+        };
         match (format, ty) {
             _ if m.strategy == Strategy::Null => None,
             (_, JSON) | (0, JSONB) => {
@@ -163,7 +184,11 @@ impl Masker {
             out.push_str(&value[at..h.start]);
             let hit = &value[h.start..h.end];
             // A part of a value cannot be NULL: redacted.
-            let s = if s == Strategy::Null { Strategy::Redact } else { s };
+            let s = if s == Strategy::Null {
+                Strategy::Redact
+            } else {
+                s
+            };
             out.push_str(&s.apply(h.category, hit, &self.key).unwrap_or_default());
             at = h.end;
             changed = true;
@@ -207,11 +232,21 @@ impl Masker {
             let format = shape.format(i);
             let ty = shape.types.get(i).copied().unwrap_or(0);
             if let Some(m) = shape.plan.column(i, n) {
-                stats.count(i, || (shape.names.get(i).cloned().unwrap_or_else(|| format!("column {}", i + 1)), m.clone()));
+                stats.count(i, || {
+                    (
+                        shape
+                            .names
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("column {}", i + 1)),
+                        m.clone(),
+                    )
+                });
                 let start = scratch.len();
                 let text_like = TEXT_TYPES.contains(&ty) || (ty == 0 && format == 0);
                 let written = if text_like {
-                    m.strategy.apply_into(&m.category, bytes, &self.key, &mut scratch)
+                    m.strategy
+                        .apply_into(&m.category, bytes, &self.key, &mut scratch)
                 } else {
                     match self.mask_value(m, format, ty, bytes) {
                         Some(v) => {
@@ -223,8 +258,15 @@ impl Masker {
                 };
                 replaced.push((i, written.then_some((start, scratch.len()))));
             } else if self.detectors.is_some() && scannable(format, ty) {
-                let (prefix, text) = if format == 1 && ty == JSONB && !bytes.is_empty() { bytes.split_at(1) } else { (&bytes[..0], bytes) };
-                if let Some(s) = std::str::from_utf8(text).ok().and_then(|s| self.detect(s, stats)) {
+                let (prefix, text) = if format == 1 && ty == JSONB && !bytes.is_empty() {
+                    bytes.split_at(1)
+                } else {
+                    (&bytes[..0], bytes)
+                };
+                if let Some(s) = std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|s| self.detect(s, stats))
+                {
                     let start = scratch.len();
                     scratch.extend_from_slice(prefix);
                     scratch.extend_from_slice(s.as_bytes());
@@ -281,7 +323,10 @@ impl Masker {
 
     fn field_mask(&self, copy: &CopyOut, i: usize, n: usize, stats: &mut Stats) -> Option<ColMask> {
         let m = copy.plan.column(i, n)?.clone();
-        let e = stats.columns.entry(i).or_insert_with(|| (format!("column {}", i + 1), m.clone(), 0));
+        let e = stats
+            .columns
+            .entry(i)
+            .or_insert_with(|| (format!("column {}", i + 1), m.clone(), 0));
         e.2 += 1;
         Some(m)
     }
@@ -300,12 +345,15 @@ impl Masker {
             let new = if *f == l.null.as_slice() {
                 None
             } else if let Some(m) = self.field_mask(copy, i, n, stats) {
-                Some(match m.strategy.apply(&m.category, &unescape_text(f), &self.key) {
-                    Some(v) => escape_text(&v, l.delimiter),
-                    None => l.null.clone(),
-                })
+                Some(
+                    match m.strategy.apply(&m.category, &unescape_text(f), &self.key) {
+                        Some(v) => escape_text(&v, l.delimiter),
+                        None => l.null.clone(),
+                    },
+                )
             } else {
-                self.detect(&unescape_text(f), stats).map(|v| escape_text(&v, l.delimiter))
+                self.detect(&unescape_text(f), stats)
+                    .map(|v| escape_text(&v, l.delimiter))
             };
             match new {
                 Some(v) => {
@@ -324,7 +372,11 @@ impl Masker {
         let line = text.strip_suffix('\n').unwrap_or(&text);
         let line = line.strip_suffix('\r').unwrap_or(line);
         let l = &copy.layout;
-        let (delimiter, quote, escape) = (char::from(l.delimiter), char::from(l.quote), char::from(l.escape));
+        let (delimiter, quote, escape) = (
+            char::from(l.delimiter),
+            char::from(l.quote),
+            char::from(l.escape),
+        );
         let null = String::from_utf8_lossy(&l.null);
         let fields = split_csv(line, delimiter, quote, escape);
         let n = fields.len();
@@ -336,7 +388,11 @@ impl Masker {
             let new = if is_null {
                 None
             } else if let Some(m) = self.field_mask(copy, i, n, stats) {
-                Some(m.strategy.apply(&m.category, value, &self.key).map_or_else(|| null.clone().into_owned(), |v| requote(&v)))
+                Some(
+                    m.strategy
+                        .apply(&m.category, value, &self.key)
+                        .map_or_else(|| null.clone().into_owned(), |v| requote(&v)),
+                )
             } else {
                 self.detect(value, stats).map(|v| requote(&v))
             };
@@ -349,7 +405,8 @@ impl Masker {
                 None => parts.push(value.clone()),
             }
         }
-        changed.then(|| format!("{}\n", parts.join(delimiter.encode_utf8(&mut [0; 4]))).into_bytes())
+        changed
+            .then(|| format!("{}\n", parts.join(delimiter.encode_utf8(&mut [0; 4]))).into_bytes())
     }
 
     fn copy_binary(&self, copy: &mut CopyOut, body: &[u8], stats: &mut Stats) -> Option<Vec<u8>> {
@@ -360,7 +417,11 @@ impl Masker {
             if !body.starts_with(SIGNATURE) || body.len() < SIGNATURE.len() + 8 {
                 return Some(Vec::new());
             }
-            let ext = u32::from_be_bytes(body[SIGNATURE.len() + 4..SIGNATURE.len() + 8].try_into().ok()?) as usize;
+            let ext = u32::from_be_bytes(
+                body[SIGNATURE.len() + 4..SIGNATURE.len() + 8]
+                    .try_into()
+                    .ok()?,
+            ) as usize;
             at = SIGNATURE.len() + 8 + ext;
             out.extend_from_slice(body.get(..at)?);
             copy.header_seen = true;
@@ -375,7 +436,11 @@ impl Masker {
             }
             let n = count as usize;
             for i in 0..n {
-                let Some(len) = body.get(at..at + 4).and_then(|b| b.try_into().ok()).map(i32::from_be_bytes) else {
+                let Some(len) = body
+                    .get(at..at + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i32::from_be_bytes)
+                else {
                     // Truncated: nothing of it may pass.
                     return Some(Vec::new());
                 };
@@ -384,15 +449,28 @@ impl Masker {
                     out.extend_from_slice(&(-1i32).to_be_bytes());
                     continue;
                 }
-                let Some(v) = body.get(at..at + len as usize) else { return Some(Vec::new()) };
+                let Some(v) = body.get(at..at + len as usize) else {
+                    return Some(Vec::new());
+                };
                 at += len as usize;
                 let new = if let Some(m) = self.field_mask(copy, i, n, stats) {
                     // Types are unknown in binary COPY: text-looking values
                     // get the strategy, anything else NULL.
-                    let ty = if std::str::from_utf8(v).is_ok() { 25 } else { 0 };
-                    Some(if ty == 25 { self.mask_value(&m, 1, 25, v) } else { None })
+                    let ty = if std::str::from_utf8(v).is_ok() {
+                        25
+                    } else {
+                        0
+                    };
+                    Some(if ty == 25 {
+                        self.mask_value(&m, 1, 25, v)
+                    } else {
+                        None
+                    })
                 } else {
-                    std::str::from_utf8(v).ok().and_then(|s| self.detect(s, stats)).map(|s| Some(s.into_bytes()))
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| self.detect(s, stats))
+                        .map(|s| Some(s.into_bytes()))
                 };
                 match new {
                     Some(Some(b)) => {
@@ -427,7 +505,13 @@ impl Masker {
         let mut at = 0;
         while at < body.len() && body[at] != 0 {
             let code = body[at];
-            let Some(end) = body[at + 1..].iter().position(|b| *b == 0).map(|p| at + 1 + p) else { break };
+            let Some(end) = body[at + 1..]
+                .iter()
+                .position(|b| *b == 0)
+                .map(|p| at + 1 + p)
+            else {
+                break;
+            };
             let value = String::from_utf8_lossy(&body[at + 1..end]);
             let mut v: Cow<'_, str> = value.clone();
             if matches!(code, b'M' | b'D' | b'H' | b'W' | b'q' | b'P' | b'p') {
@@ -445,7 +529,11 @@ impl Masker {
             at = end + 1;
         }
         out.push(0);
-        if changed { Frame::new(frame.tag(), &out) } else { frame }
+        if changed {
+            Frame::new(frame.tag(), &out)
+        } else {
+            frame
+        }
     }
 
     /// A `ParameterStatus` with its value scanned.
@@ -454,8 +542,14 @@ impl Masker {
             return frame;
         }
         let body = frame.body();
-        let Some(nul) = body.iter().position(|b| *b == 0) else { return frame };
-        let value = String::from_utf8_lossy(body[nul + 1..].strip_suffix(&[0]).unwrap_or(&body[nul + 1..]));
+        let Some(nul) = body.iter().position(|b| *b == 0) else {
+            return frame;
+        };
+        let value = String::from_utf8_lossy(
+            body[nul + 1..]
+                .strip_suffix(&[0])
+                .unwrap_or(&body[nul + 1..]),
+        );
         match self.text(&value) {
             Cow::Borrowed(_) => frame,
             Cow::Owned(v) => {
@@ -473,7 +567,13 @@ impl Masker {
             return frame;
         }
         let body = frame.body();
-        let Some(ch_end) = body.get(4..).and_then(|b| b.iter().position(|c| *c == 0)).map(|p| 4 + p) else { return frame };
+        let Some(ch_end) = body
+            .get(4..)
+            .and_then(|b| b.iter().position(|c| *c == 0))
+            .map(|p| 4 + p)
+        else {
+            return frame;
+        };
         let payload = &body[ch_end + 1..];
         let payload = String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(payload));
         match self.text(&payload) {
@@ -504,7 +604,12 @@ impl CopyOut {
     /// A COPY OUT laid out as `layout`, masked by `plan`.
     pub fn new(layout: CopyLayout, plan: StmtPlan) -> Self {
         let header = layout.header;
-        Self { layout, plan, header_seen: false, header }
+        Self {
+            layout,
+            plan,
+            header_seen: false,
+            header,
+        }
     }
 }
 
@@ -514,7 +619,8 @@ fn redact_echoes(code: u8, v: &str) -> String {
     static ROW: OnceLock<Regex> = OnceLock::new();
     static QUOTED: OnceLock<Regex> = OnceLock::new();
     let key = KEY.get_or_init(|| Regex::new(r"\)=\((?s:.*)\)").expect("compiles"));
-    let row = ROW.get_or_init(|| Regex::new(r"(?s)(Failing row contains) \(.*\)").expect("compiles"));
+    let row =
+        ROW.get_or_init(|| Regex::new(r"(?s)(Failing row contains) \(.*\)").expect("compiles"));
     let quoted = QUOTED.get_or_init(|| Regex::new(r#"(?s): "(.*)"$"#).expect("compiles"));
     match code {
         b'D' => {
@@ -642,7 +748,11 @@ mod tests {
     use bytes::BytesMut;
 
     fn masker() -> Masker {
-        Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([1; 32]))
+        Masker::new(
+            Arc::new(Profile::default()),
+            Arc::new(Detectors::new(builtin())),
+            Arc::new([1; 32]),
+        )
     }
 
     fn row(values: &[Option<&str>]) -> Frame {
@@ -661,33 +771,60 @@ mod tests {
     }
 
     fn values(f: &Frame) -> Vec<Option<String>> {
-        crate::wire::values::data_row(f.body()).unwrap().into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect()
+        crate::wire::values::data_row(f.body())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
     }
 
     fn ssn_mask(s: Strategy) -> ColMask {
-        ColMask { strategy: s, category: "ssn".into(), why: "public.customers.ssn".into() }
+        ColMask {
+            strategy: s,
+            category: "ssn".into(),
+            why: "public.customers.ssn".into(),
+        }
     }
 
     #[test]
     fn data_rows() {
         let m = masker();
         let shape = Shape {
-            plan: StmtPlan::Columns(Arc::new(vec![None, Some(ssn_mask(Strategy::Redact)), Some(ssn_mask(Strategy::Redact))])),
+            plan: StmtPlan::Columns(Arc::new(vec![
+                None,
+                Some(ssn_mask(Strategy::Redact)),
+                Some(ssn_mask(Strategy::Redact)),
+            ])),
             formats: vec![0, 0, 1],
             types: vec![25, 25, 23],
             names: vec!["name".into(), "ssn".into(), "n".into()],
         };
         let mut stats = Stats::default();
-        let out = m.data_row(&shape, row(&[Some("Ann, mail ann@example.com"), Some("123-45-6789"), Some("\0\0\0\x07")]), &mut stats);
+        let out = m.data_row(
+            &shape,
+            row(&[
+                Some("Ann, mail ann@example.com"),
+                Some("123-45-6789"),
+                Some("\0\0\0\x07"),
+            ]),
+            &mut stats,
+        );
         assert_eq!(
             values(&out),
-            [Some("Ann, mail [REDACTED:email]".into()), Some("[REDACTED:ssn]".into()), None]
+            [
+                Some("Ann, mail [REDACTED:email]".into()),
+                Some("[REDACTED:ssn]".into()),
+                None
+            ]
         );
         assert_eq!(stats.columns.len(), 2);
         assert_eq!(stats.detected.get("email"), Some(&1));
         // A row of a different width: every column suspect.
         let out = m.data_row(&shape, row(&[Some("x"), Some("987-65-4321")]), &mut stats);
-        assert_eq!(values(&out), [Some("[REDACTED:ssn]".into()), Some("[REDACTED:ssn]".into())]);
+        assert_eq!(
+            values(&out),
+            [Some("[REDACTED:ssn]".into()), Some("[REDACTED:ssn]".into())]
+        );
     }
 
     /// Rows as PostgreSQL writes them under each set of options; the masked
@@ -695,7 +832,11 @@ mod tests {
     #[test]
     fn copy_with_options() {
         let m = masker();
-        let plan = StmtPlan::Columns(Arc::new(vec![None, Some(ssn_mask(Strategy::Partial(4))), None]));
+        let plan = StmtPlan::Columns(Arc::new(vec![
+            None,
+            Some(ssn_mask(Strategy::Partial(4))),
+            None,
+        ]));
         let layout = |format, delimiter, null: &str, quote, escape| CopyLayout {
             format,
             delimiter,
@@ -706,33 +847,78 @@ mod tests {
         };
         let cases: &[(CopyLayout, &[u8], &str)] = &[
             // psycopg2's copy_to: DELIMITER E'\t' NULL '\N'.
-            (layout(CopyFormat::Text, b'\t', "\\N", b'"', b'"'), b"a\\tb\t123-45-6789\t\\N\n", "a\\tb\t***-**-6789\t\\N\n"),
+            (
+                layout(CopyFormat::Text, b'\t', "\\N", b'"', b'"'),
+                b"a\\tb\t123-45-6789\t\\N\n",
+                "a\\tb\t***-**-6789\t\\N\n",
+            ),
             // A delimiter inside a value is escaped; an escaped one is not a split.
-            (layout(CopyFormat::Text, b'|', "\\N", b'"', b'"'), b"x\\|y|123-45-6789|z\n", "x\\|y|***-**-6789|z\n"),
+            (
+                layout(CopyFormat::Text, b'|', "\\N", b'"', b'"'),
+                b"x\\|y|123-45-6789|z\n",
+                "x\\|y|***-**-6789|z\n",
+            ),
             // A NULL string of one's own, in the masked column and beside it.
-            (layout(CopyFormat::Text, b'|', "NIL", b'"', b'"'), b"NIL|NIL|NIL\n", "NIL|NIL|NIL\n"),
-            (layout(CopyFormat::Text, b',', "", b'"', b'"'), b"1,987-65-4321,\n", "1,***-**-4321,\n"),
+            (
+                layout(CopyFormat::Text, b'|', "NIL", b'"', b'"'),
+                b"NIL|NIL|NIL\n",
+                "NIL|NIL|NIL\n",
+            ),
+            (
+                layout(CopyFormat::Text, b',', "", b'"', b'"'),
+                b"1,987-65-4321,\n",
+                "1,***-**-4321,\n",
+            ),
             // CSV with ';', a quote and escape of one's own.
-            (layout(CopyFormat::Csv, b';', "", b'"', b'"'), b"\"a;b\";123-45-6789;\n", "\"a;b\";\"***-**-6789\";\n"),
-            (layout(CopyFormat::Csv, b',', "", b'\'', b'\\'), b"'it\\'s, x',123-45-6789,''\n", "'it\\'s, x','***-**-6789',''\n"),
-            (layout(CopyFormat::Csv, b',', "NULL", b'"', b'"'), b"NULL,\"123-45-6789\",\"NULL\"\n", "NULL,\"***-**-6789\",\"NULL\"\n"),
+            (
+                layout(CopyFormat::Csv, b';', "", b'"', b'"'),
+                b"\"a;b\";123-45-6789;\n",
+                "\"a;b\";\"***-**-6789\";\n",
+            ),
+            (
+                layout(CopyFormat::Csv, b',', "", b'\'', b'\\'),
+                b"'it\\'s, x',123-45-6789,''\n",
+                "'it\\'s, x','***-**-6789',''\n",
+            ),
+            (
+                layout(CopyFormat::Csv, b',', "NULL", b'"', b'"'),
+                b"NULL,\"123-45-6789\",\"NULL\"\n",
+                "NULL,\"***-**-6789\",\"NULL\"\n",
+            ),
             // A quoted value holding the delimiter and an escaped quote in the masked column.
-            (layout(CopyFormat::Csv, b'|', "", b'"', b'\\'), b"1|\"12\\\"3-45|6789\"|x\n", "1|\"**\\\"*-**|6789\"|x\n"),
+            (
+                layout(CopyFormat::Csv, b'|', "", b'"', b'\\'),
+                b"1|\"12\\\"3-45|6789\"|x\n",
+                "1|\"**\\\"*-**|6789\"|x\n",
+            ),
         ];
         for (l, row, want) in cases {
             let mut stats = Stats::default();
             let mut copy = CopyOut::new(l.clone(), plan.clone());
             let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, row), &mut stats);
-            assert_eq!(String::from_utf8_lossy(out.body()), *want, "{l:?} {}", String::from_utf8_lossy(row));
+            assert_eq!(
+                String::from_utf8_lossy(out.body()),
+                *want,
+                "{l:?} {}",
+                String::from_utf8_lossy(row)
+            );
         }
         // A header line passes as it is, once.
         let mut l = layout(CopyFormat::Csv, b';', "", b'"', b'"');
         l.header = true;
         let mut copy = CopyOut::new(l, plan.clone());
         let mut stats = Stats::default();
-        let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, b"id;ssn;x\n"), &mut stats);
+        let out = m.copy_data(
+            &mut copy,
+            Frame::new(be::COPY_DATA, b"id;ssn;x\n"),
+            &mut stats,
+        );
         assert_eq!(out.body(), b"id;ssn;x\n");
-        let out = m.copy_data(&mut copy, Frame::new(be::COPY_DATA, b"1;123-45-6789;x\n"), &mut stats);
+        let out = m.copy_data(
+            &mut copy,
+            Frame::new(be::COPY_DATA, b"1;123-45-6789;x\n"),
+            &mut stats,
+        );
         assert_eq!(String::from_utf8_lossy(out.body()), "1;\"***-**-6789\";x\n");
     }
 
@@ -742,11 +928,22 @@ mod tests {
         let plan = StmtPlan::Columns(Arc::new(vec![None, Some(ssn_mask(Strategy::Partial(4)))]));
         let mut stats = Stats::default();
         let mut text = CopyOut::new(CopyLayout::new(CopyFormat::Text), plan.clone());
-        let out = m.copy_data(&mut text, Frame::new(be::COPY_DATA, b"a\\tb\t123-45-6789\n"), &mut stats);
+        let out = m.copy_data(
+            &mut text,
+            Frame::new(be::COPY_DATA, b"a\\tb\t123-45-6789\n"),
+            &mut stats,
+        );
         assert_eq!(out.body(), b"a\\tb\t***-**-6789\n");
         let mut csv = CopyOut::new(CopyLayout::new(CopyFormat::Csv), plan.clone());
-        let out = m.copy_data(&mut csv, Frame::new(be::COPY_DATA, b"\"x,\"\"y\",123-45-6789\n"), &mut stats);
-        assert_eq!(String::from_utf8_lossy(out.body()), "\"x,\"\"y\",\"***-**-6789\"\n");
+        let out = m.copy_data(
+            &mut csv,
+            Frame::new(be::COPY_DATA, b"\"x,\"\"y\",123-45-6789\n"),
+            &mut stats,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(out.body()),
+            "\"x,\"\"y\",\"***-**-6789\"\n"
+        );
         let mut bin = CopyOut::new(CopyLayout::new(CopyFormat::Binary), plan);
         let mut body = b"PGCOPY\n\xff\r\n\0".to_vec();
         body.extend([0, 0, 0, 0, 0, 0, 0, 0]);
@@ -763,13 +960,23 @@ mod tests {
     #[test]
     fn errors_and_async_messages() {
         let m = masker();
-        let err = crate::wire::PgError::error("23505", "duplicate key value violates unique constraint \"c_ssn_key\"")
-            .with_detail("Key (secret_code)=(hunter2) already exists.")
-            .to_frame();
+        let err = crate::wire::PgError::error(
+            "23505",
+            "duplicate key value violates unique constraint \"c_ssn_key\"",
+        )
+        .with_detail("Key (secret_code)=(hunter2) already exists.")
+        .to_frame();
         let out = m.error_fields(err, true);
         let text = String::from_utf8_lossy(out.body()).into_owned();
-        assert!(!text.contains("hunter2") && text.contains("Key (secret_code)=([REDACTED])"), "{text}");
-        let err = crate::wire::PgError::error("22P02", "invalid input syntax for type integer: \"s3cr3t\"").to_frame();
+        assert!(
+            !text.contains("hunter2") && text.contains("Key (secret_code)=([REDACTED])"),
+            "{text}"
+        );
+        let err = crate::wire::PgError::error(
+            "22P02",
+            "invalid input syntax for type integer: \"s3cr3t\"",
+        )
+        .to_frame();
         assert!(!String::from_utf8_lossy(m.error_fields(err, true).body()).contains("s3cr3t"));
         let mut b = 42i32.to_be_bytes().to_vec();
         b.extend(b"ch\0ssn 123-45-6789\0");

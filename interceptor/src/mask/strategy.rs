@@ -45,7 +45,13 @@ impl Strategy {
     /// [`Self::apply`] on bytes, appending the masked value to `out`
     /// (the hot path of result rows: no allocation of its own). `false`
     /// means SQL NULL (nothing appended).
-    pub fn apply_into(self, category: &str, value: &[u8], key: &[u8; 32], out: &mut Vec<u8>) -> bool {
+    pub fn apply_into(
+        self,
+        category: &str,
+        value: &[u8],
+        key: &[u8; 32],
+        out: &mut Vec<u8>,
+    ) -> bool {
         match self {
             Self::Null => false,
             Self::Raw => {
@@ -62,10 +68,16 @@ impl Strategy {
                 out.extend_from_slice(token(category, value, key).as_bytes());
                 true
             }
-            Self::Partial(n) if value.is_ascii() && category != "email" && !value.contains(&b'@') => {
+            Self::Partial(n)
+                if value.is_ascii() && category != "email" && !value.contains(&b'@') =>
+            {
                 let keep = n as usize;
                 let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
-                let mut hide = if alnum <= keep * 2 { alnum } else { alnum - keep };
+                let mut hide = if alnum <= keep * 2 {
+                    alnum
+                } else {
+                    alnum - keep
+                };
                 out.extend(value.iter().map(|&b| {
                     if b.is_ascii_alphanumeric() && hide > 0 {
                         hide -= 1;
@@ -77,7 +89,9 @@ impl Strategy {
                 true
             }
             Self::Partial(n) => {
-                out.extend_from_slice(partial(category, &String::from_utf8_lossy(value), n as usize).as_bytes());
+                out.extend_from_slice(
+                    partial(category, &String::from_utf8_lossy(value), n as usize).as_bytes(),
+                );
                 true
             }
         }
@@ -174,7 +188,16 @@ fn partial(category: &str, value: &str, keep: usize) -> String {
         // The common case, on bytes.
         let alnum = value.bytes().filter(u8::is_ascii_alphanumeric).count();
         if alnum <= keep * 2 {
-            return value.bytes().map(|b| if b.is_ascii_alphanumeric() { '*' } else { b as char }).collect();
+            return value
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        '*'
+                    } else {
+                        b as char
+                    }
+                })
+                .collect();
         }
         let mut hide = alnum - keep;
         return value
@@ -191,7 +214,10 @@ fn partial(category: &str, value: &str, keep: usize) -> String {
     }
     let alnum = value.chars().filter(char::is_ascii_alphanumeric).count();
     if alnum <= keep * 2 {
-        return value.chars().map(|c| if c.is_alphanumeric() { '*' } else { c }).collect();
+        return value
+            .chars()
+            .map(|c| if c.is_alphanumeric() { '*' } else { c })
+            .collect();
     }
     let mut shown = 0;
     let mut out: Vec<char> = value
@@ -220,39 +246,102 @@ mod tests {
 
     #[test]
     fn strategies() {
-        assert_eq!(Strategy::Redact.apply("ssn", "123-45-6789", &KEY).unwrap(), "[REDACTED:ssn]");
-        assert_eq!(Strategy::Null.apply("ssn", "123-45-6789", &KEY), None);
-        assert_eq!(Strategy::Partial(4).apply("ssn", "123-45-6789", &KEY).unwrap(), "***-**-6789");
         assert_eq!(
-            Strategy::Partial(4).apply("card", "4111 1111 1111 1111", &KEY).unwrap(),
+            Strategy::Redact.apply("ssn", "123-45-6789", &KEY).unwrap(),
+            "[REDACTED:ssn]"
+        );
+        assert_eq!(Strategy::Null.apply("ssn", "123-45-6789", &KEY), None);
+        assert_eq!(
+            Strategy::Partial(4)
+                .apply("ssn", "123-45-6789", &KEY)
+                .unwrap(),
+            "***-**-6789"
+        );
+        assert_eq!(
+            Strategy::Partial(4)
+                .apply("card", "4111 1111 1111 1111", &KEY)
+                .unwrap(),
             "**** **** **** 1111"
         );
-        assert_eq!(Strategy::Partial(4).apply("email", "jane.doe@example.com", &KEY).unwrap(), "j***@example.com");
-        assert_eq!(Strategy::Partial(4).apply("secret", "abc123", &KEY).unwrap(), "******");
+        assert_eq!(
+            Strategy::Partial(4)
+                .apply("email", "jane.doe@example.com", &KEY)
+                .unwrap(),
+            "j***@example.com"
+        );
+        assert_eq!(
+            Strategy::Partial(4)
+                .apply("secret", "abc123", &KEY)
+                .unwrap(),
+            "******"
+        );
         let a = Strategy::Hash.apply("ssn", "123-45-6789", &KEY).unwrap();
         assert_eq!(a, Strategy::Hash.apply("ssn", "123-45-6789", &KEY).unwrap());
         assert_ne!(a, Strategy::Hash.apply("ssn", "123-45-6780", &KEY).unwrap());
-        assert_ne!(a, Strategy::Hash.apply("ssn", "123-45-6789", &[8; 32]).unwrap());
+        assert_ne!(
+            a,
+            Strategy::Hash
+                .apply("ssn", "123-45-6789", &[8; 32])
+                .unwrap()
+        );
         assert!(!a.contains("6789"));
         // The byte path gives the same text as the string path.
-        for s in [Strategy::Redact, Strategy::Hash, Strategy::Partial(4), Strategy::Partial(2), Strategy::Raw] {
-            for v in ["123-45-6789", "4111 1111 1111 1111", "ab", "jane@example.com", "名前-1234-5678"] {
+        for s in [
+            Strategy::Redact,
+            Strategy::Hash,
+            Strategy::Partial(4),
+            Strategy::Partial(2),
+            Strategy::Raw,
+        ] {
+            for v in [
+                "123-45-6789",
+                "4111 1111 1111 1111",
+                "ab",
+                "jane@example.com",
+                "名前-1234-5678",
+            ] {
                 let mut out = Vec::new();
                 assert!(s.apply_into("ssn", v.as_bytes(), &KEY, &mut out));
-                assert_eq!(String::from_utf8(out).unwrap(), s.apply("ssn", v, &KEY).unwrap(), "{s} {v}");
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    s.apply("ssn", v, &KEY).unwrap(),
+                    "{s} {v}"
+                );
             }
         }
         assert!(!Strategy::Null.apply_into("ssn", b"x", &KEY, &mut Vec::new()));
         // A long value works the same.
         let long = "x".repeat(300);
-        assert_eq!(token("ssn", long.as_bytes(), &KEY), token("ssn", long.as_bytes(), &KEY));
-        assert_ne!(token("ssn", long.as_bytes(), &KEY), token("card", long.as_bytes(), &KEY));
+        assert_eq!(
+            token("ssn", long.as_bytes(), &KEY),
+            token("ssn", long.as_bytes(), &KEY)
+        );
+        assert_ne!(
+            token("ssn", long.as_bytes(), &KEY),
+            token("card", long.as_bytes(), &KEY)
+        );
         // The byte path gives the same text as the string path.
-        for s in [Strategy::Redact, Strategy::Hash, Strategy::Partial(4), Strategy::Partial(2), Strategy::Raw] {
-            for v in ["123-45-6789", "4111 1111 1111 1111", "ab", "jane@example.com", "名前-1234-5678"] {
+        for s in [
+            Strategy::Redact,
+            Strategy::Hash,
+            Strategy::Partial(4),
+            Strategy::Partial(2),
+            Strategy::Raw,
+        ] {
+            for v in [
+                "123-45-6789",
+                "4111 1111 1111 1111",
+                "ab",
+                "jane@example.com",
+                "名前-1234-5678",
+            ] {
                 let mut out = Vec::new();
                 assert!(s.apply_into("ssn", v.as_bytes(), &KEY, &mut out));
-                assert_eq!(String::from_utf8(out).unwrap(), s.apply("ssn", v, &KEY).unwrap(), "{s} {v}");
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    s.apply("ssn", v, &KEY).unwrap(),
+                    "{s} {v}"
+                );
             }
         }
         assert!(!Strategy::Null.apply_into("ssn", b"x", &KEY, &mut Vec::new()));
@@ -264,6 +353,10 @@ mod tests {
         assert!(Strategy::Hash > Strategy::Partial(4) && Strategy::Partial(2) > Strategy::Raw);
         assert_eq!(Strategy::parse("partial:2").unwrap(), Strategy::Partial(2));
         assert!(Strategy::parse("partial:0").is_err());
-        assert!(Strategy::parse("scramble").unwrap_err().contains("unknown masking strategy"));
+        assert!(
+            Strategy::parse("scramble")
+                .unwrap_err()
+                .contains("unknown masking strategy")
+        );
     }
 }

@@ -46,7 +46,11 @@ pub const DANGEROUS_FUNCTIONS: &[&str] = &[
 
 /// Settings that change how the server lexes SQL: never changed through the
 /// proxy (the analyser reads SQL with PostgreSQL's defaults).
-pub const LEXING_SETTINGS: &[&str] = &["standard_conforming_strings", "backslash_quote", "client_encoding"];
+pub const LEXING_SETTINGS: &[&str] = &[
+    "standard_conforming_strings",
+    "backslash_quote",
+    "client_encoding",
+];
 
 /// Settings that change what a statement means without being visible in it.
 pub const GUARDED_SETTINGS: &[&str] = &[
@@ -60,13 +64,33 @@ pub const GUARDED_SETTINGS: &[&str] = &[
     "allow_system_table_mods",
 ];
 
+/// Whether changing guarded setting `name` to `value` can only narrow what
+/// later statements do: `row_security = off` makes a query that row-level
+/// security would filter fail instead (for a role without BYPASSRLS), so it
+/// never shows more rows; pg_dump sends it at every start.
+fn narrowing_value(name: &str, value: &str) -> bool {
+    let v = value.trim().trim_matches('\'').to_ascii_lowercase();
+    match name {
+        "row_security" => matches!(
+            v.as_str(),
+            "off" | "false" | "0" | "no" | "on" | "true" | "1" | "yes" | "default"
+        ),
+        "default_transaction_read_only" | "transaction_read_only" => {
+            matches!(v.as_str(), "on" | "true" | "1" | "yes")
+        }
+        _ => false,
+    }
+}
+
 /// Whether `value` for lexing setting `name` keeps the defaults the analyser
 /// assumes (`standard_conforming_strings = on`, UTF-8, `backslash_quote =
 /// safe_encoding`).
 fn lexing_value_ok(name: &str, value: &str) -> bool {
     let v = value.trim().trim_matches('\'').to_ascii_lowercase();
     match name {
-        "standard_conforming_strings" => matches!(v.as_str(), "on" | "true" | "1" | "yes" | "default"),
+        "standard_conforming_strings" => {
+            matches!(v.as_str(), "on" | "true" | "1" | "yes" | "default")
+        }
         "client_encoding" => matches!(v.as_str(), "utf8" | "utf-8" | "unicode" | "default"),
         "backslash_quote" => matches!(v.as_str(), "safe_encoding" | "default"),
         _ => true,
@@ -82,7 +106,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let mut rest = text;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
@@ -96,7 +122,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 fn deny(rule: &str, reason: String) -> Decision {
-    Decision { action: Action::Deny, rule: rule.to_owned(), reason, max_rows: None }
+    Decision {
+        action: Action::Deny,
+        rule: rule.to_owned(),
+        reason,
+        max_rows: None,
+    }
 }
 
 /// Settings a statement changes, whether by SET or by the startup packet.
@@ -111,11 +142,18 @@ pub fn check_setting(name: &str, value: &str, rule: Option<&CompiledRule>) -> Op
             ),
         ));
     }
-    let allowed = rule.is_some_and(|r| r.spec.allow_settings.iter().any(|s| s.eq_ignore_ascii_case(&name)));
-    if GUARDED_SETTINGS.contains(&name.as_str()) && !allowed {
+    let allowed = rule.is_some_and(|r| {
+        r.spec
+            .allow_settings
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&name))
+    });
+    if GUARDED_SETTINGS.contains(&name.as_str()) && !allowed && !narrowing_value(&name, value) {
         return Some(deny(
             "builtin.guarded-setting",
-            format!("changing {name} changes what later statements mean; no rule allows it (allow_settings)"),
+            format!(
+                "changing {name} changes what later statements mean; no rule allows it (allow_settings)"
+            ),
         ));
     }
     None
@@ -135,7 +173,10 @@ pub fn check(facts: &StatementFacts, rule: Option<&CompiledRule>) -> Option<Deci
             CopyEndpoint::File(f) => {
                 return Some(deny(
                     "builtin.copy-file",
-                    format!("COPY ... {} '{f}' touches a file on the database server", if copy.from { "FROM" } else { "TO" }),
+                    format!(
+                        "COPY ... {} '{f}' touches a file on the database server",
+                        if copy.from { "FROM" } else { "TO" }
+                    ),
                 ));
             }
             CopyEndpoint::Client => {}
@@ -144,11 +185,14 @@ pub fn check(facts: &StatementFacts, rule: Option<&CompiledRule>) -> Option<Deci
     for f in &facts.functions {
         let bare = f.rsplit('.').next().unwrap_or(f);
         let dangerous = DANGEROUS_FUNCTIONS.iter().any(|p| glob_match(p, bare));
-        let allowed = rule.is_some_and(|r| r.spec.allow_functions.iter().any(|p| glob_match(p, bare)));
+        let allowed =
+            rule.is_some_and(|r| r.spec.allow_functions.iter().any(|p| glob_match(p, bare)));
         if dangerous && !allowed {
             return Some(deny(
                 "builtin.dangerous-function",
-                format!("function {f} is on the dangerous-function list (server files, other servers, other sessions or settings)"),
+                format!(
+                    "function {f} is on the dangerous-function list (server files, other servers, other sessions or settings)"
+                ),
             ));
         }
     }
@@ -182,5 +226,20 @@ mod tests {
         assert!(check_setting("client_encoding", "UTF8", None).is_none());
         assert!(check_setting("search_path", "secret", None).is_some());
         assert!(check_setting("application_name", "x", None).is_none());
+    }
+
+    #[test]
+    fn settings_that_only_narrow_need_no_rule() {
+        for v in ["off", "'off'", "false", "on"] {
+            assert!(
+                check_setting("row_security", v, None).is_none(),
+                "row_security = {v}"
+            );
+        }
+        assert!(check_setting("default_transaction_read_only", "on", None).is_none());
+        let off = check_setting("default_transaction_read_only", "off", None).expect("off widens");
+        assert_eq!(off.rule, "builtin.guarded-setting");
+        assert!(check_setting("transaction_read_only", "false", None).is_some());
+        assert!(check_setting("session_replication_role", "replica", None).is_some());
     }
 }

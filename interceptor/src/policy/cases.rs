@@ -71,7 +71,11 @@ pub struct Outcome {
 }
 
 /// Resolves the identity a case (or `policy explain`) speaks for.
-pub fn resolve_identity(set: &PolicySet, identity: Option<&str>, subject: Option<&Subject>) -> Option<String> {
+pub fn resolve_identity(
+    set: &PolicySet,
+    identity: Option<&str>,
+    subject: Option<&Subject>,
+) -> Option<String> {
     match (identity, subject) {
         (Some(i), _) => Some(i.to_owned()),
         (None, Some(s)) => set.identify(s).map(str::to_owned),
@@ -80,9 +84,22 @@ pub fn resolve_identity(set: &PolicySet, identity: Option<&str>, subject: Option
 }
 
 /// Decides `sql` as the proxy would.
-pub fn decide_sql(set: &PolicySet, identity: &str, target: &str, database: &str, sql_text: &str) -> Decision {
+pub fn decide_sql(
+    set: &PolicySet,
+    identity: &str,
+    target: &str,
+    database: &str,
+    sql_text: &str,
+) -> Decision {
     let analysis = sql::analyze(sql_text, &sql::Limits::default());
-    set.decide(&Context { identity, target, database }, &analysis)
+    set.decide(
+        &Context {
+            identity,
+            target,
+            database,
+        },
+        &analysis,
+    )
 }
 
 /// Runs every case file in `dir/tests`. Errors are unreadable or malformed
@@ -90,7 +107,13 @@ pub fn decide_sql(set: &PolicySet, identity: &str, target: &str, database: &str,
 pub fn run_dir(set: &PolicySet, dir: &Path) -> Result<Vec<Outcome>, String> {
     let tests = dir.join("tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)
-        .map_err(|e| format!("{}: {e} (fix: put policy test cases in {}/*.toml)", tests.display(), tests.display()))?
+        .map_err(|e| {
+            format!(
+                "{}: {e} (fix: put policy test cases in {}/*.toml)",
+                tests.display(),
+                tests.display()
+            )
+        })?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -100,7 +123,10 @@ pub fn run_dir(set: &PolicySet, dir: &Path) -> Result<Vec<Outcome>, String> {
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         let file: CaseFile = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| format!(":{}", line_of(&text, s.start))).unwrap_or_default();
+            let line = e
+                .span()
+                .map(|s| format!(":{}", line_of(&text, s.start)))
+                .unwrap_or_default();
             format!("{}{line}: {}", f.display(), e.message().trim())
         })?;
         for spanned in file.cases {
@@ -112,8 +138,16 @@ pub fn run_dir(set: &PolicySet, dir: &Path) -> Result<Vec<Outcome>, String> {
                 .map(|i| decide_sql(set, i, &case.target, &case.database, &case.sql));
             let action = decision.as_ref().map_or(Action::Deny, |d| d.action);
             let passed = action == case.expect
-                && case.rule.as_ref().is_none_or(|r| decision.as_ref().is_some_and(|d| &d.rule == r));
-            out.push(Outcome { at, case, decision, passed });
+                && case
+                    .rule
+                    .as_ref()
+                    .is_none_or(|r| decision.as_ref().is_some_and(|d| &d.rule == r));
+            out.push(Outcome {
+                at,
+                case,
+                decision,
+                passed,
+            });
         }
     }
     Ok(out)

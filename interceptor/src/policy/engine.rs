@@ -1,8 +1,8 @@
 //! Deciding: which identity a connection is, and what happens to each
 //! statement it sends.
 
-use std::sync::Arc;
 use globset::GlobMatcher;
+use std::sync::Arc;
 
 use super::{
     Decision, Subject, TokenFacts, builtin,
@@ -98,7 +98,8 @@ impl CompiledIdentity {
     /// at all (claims aside): it uses tokens and its `issuer` selector, if
     /// any, admits the issuer.
     pub fn accepts_issuer(&self, name: &str, iss: &str) -> bool {
-        self.uses_token() && (self.issuer.is_empty() || self.issuer.any(name) || self.issuer.any(iss))
+        self.uses_token()
+            && (self.issuer.is_empty() || self.issuer.any(name) || self.issuer.any(iss))
     }
 
     /// Whether every selector given holds for `s`: the attestation
@@ -110,15 +111,24 @@ impl CompiledIdentity {
     }
 
     fn matches_token(&self, token: Option<&TokenFacts>) -> bool {
-        let bound_here = |t: &TokenFacts| t.bound_identity.as_deref().is_none_or(|b| b == self.spec.name);
+        let bound_here = |t: &TokenFacts| {
+            t.bound_identity
+                .as_deref()
+                .is_none_or(|b| b == self.spec.name)
+        };
         match (self.token, token) {
             (None, _) | (Some(TokenMode::Optional), None) => true,
             (Some(TokenMode::Optional), Some(t)) => bound_here(t),
             (Some(TokenMode::Required), None) => false,
             (Some(TokenMode::Required), Some(t)) => {
                 bound_here(t)
-                    && (self.issuer.is_empty() || self.issuer.any(&t.issuer) || self.issuer.any(&t.iss))
-                    && self.claims.iter().all(|(k, g)| t.claims.get(k).is_some_and(|v| g.any(v)))
+                    && (self.issuer.is_empty()
+                        || self.issuer.any(&t.issuer)
+                        || self.issuer.any(&t.iss))
+                    && self
+                        .claims
+                        .iter()
+                        .all(|(k, g)| t.claims.get(k).is_some_and(|v| g.any(v)))
             }
         }
     }
@@ -130,9 +140,12 @@ impl CompiledIdentity {
             && opt(&self.user, s.user.as_deref())
             && opt(&self.exe, s.exe.as_deref())
             && (self.spec.exe_sha256.is_empty()
-                || s.exe_sha256
-                    .as_deref()
-                    .is_some_and(|h| self.spec.exe_sha256.iter().any(|w| w.eq_ignore_ascii_case(h))))
+                || s.exe_sha256.as_deref().is_some_and(|h| {
+                    self.spec
+                        .exe_sha256
+                        .iter()
+                        .any(|w| w.eq_ignore_ascii_case(h))
+                }))
             && opt(&self.cgroup, s.cgroup.as_deref())
             && opt(&self.container, s.container_id.as_deref())
             && opt(&self.parent, s.parent_exes.first().map(String::as_str))
@@ -165,7 +178,9 @@ impl CompiledRule {
     fn applies_to(&self, ctx: &Context<'_>) -> bool {
         let s = &self.spec;
         s.identities.iter().any(|i| i == "*" || i == ctx.identity)
-            && s.targets.as_ref().is_none_or(|t| t.iter().any(|t| t == ctx.target))
+            && s.targets
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| t == ctx.target))
     }
 
     /// A rule's `databases` and the statement: an `allow` rule must cover
@@ -191,20 +206,33 @@ impl CompiledRule {
         let relations = || f.reads.iter().chain(&f.writes).map(qualified);
         let listed = |list: &Vec<String>, cmd: &str| list.iter().any(|c| command_matches(c, cmd));
         // Touches: the statement or any statement nested in it is listed.
-        let command_in = |list: &Vec<String>| listed(list, &f.command) || f.nested.iter().any(|n| listed(list, n));
+        let command_in = |list: &Vec<String>| {
+            listed(list, &f.command) || f.nested.iter().any(|n| listed(list, n))
+        };
         // Covered: the statement and every nested one are listed.
-        let command_covered = |list: &Vec<String>| listed(list, &f.command) && f.nested.iter().all(|n| listed(list, n));
+        let command_covered = |list: &Vec<String>| {
+            listed(list, &f.command) && f.nested.iter().all(|n| listed(list, n))
+        };
         if s.action == Action::Allow {
-            s.classes.as_ref().is_none_or(|c| f.classes.iter().all(|k| c.contains(k)))
+            s.classes
+                .as_ref()
+                .is_none_or(|c| f.classes.iter().all(|k| c.contains(k)))
                 && s.commands.as_ref().is_none_or(command_covered)
                 && (s.tables.is_none() || relations().all(|r| self.tables.any(&r)))
                 && (s.functions.is_none() || f.functions.iter().all(|x| self.functions.any(x)))
         } else {
-            let lists = [s.classes.is_some(), s.commands.is_some(), s.tables.is_some(), s.functions.is_some()];
+            let lists = [
+                s.classes.is_some(),
+                s.commands.is_some(),
+                s.tables.is_some(),
+                s.functions.is_some(),
+            ];
             if !lists.contains(&true) {
                 return true;
             }
-            s.classes.as_ref().is_some_and(|c| f.classes.iter().any(|k| c.contains(k)))
+            s.classes
+                .as_ref()
+                .is_some_and(|c| f.classes.iter().any(|k| c.contains(k)))
                 || s.commands.as_ref().is_some_and(command_in)
                 || (s.tables.is_some() && relations().any(|r| self.tables.any(&r)))
                 || (s.functions.is_some() && f.functions.iter().any(|x| self.functions.any(x)))
@@ -216,7 +244,10 @@ impl CompiledRule {
 /// whole words: `"DROP"` matches `DROP TABLE`, `"TRUNCATE"` matches
 /// `TRUNCATE TABLE` (case-insensitive).
 fn command_matches(rule: &str, command: &str) -> bool {
-    let (r, c) = (rule.trim().to_ascii_uppercase(), command.to_ascii_uppercase());
+    let (r, c) = (
+        rule.trim().to_ascii_uppercase(),
+        command.to_ascii_uppercase(),
+    );
     c == r || c.strip_prefix(&r).is_some_and(|rest| rest.starts_with(' '))
 }
 
@@ -246,7 +277,10 @@ impl PolicySet {
     /// a token: the first identity whose attestation selectors hold uses
     /// one. (An earlier token-less identity would win anyway.)
     pub fn wants_token(&self, s: &Subject) -> bool {
-        self.identities.iter().find(|i| i.matches_attestation(s)).is_some_and(CompiledIdentity::uses_token)
+        self.identities
+            .iter()
+            .find(|i| i.matches_attestation(s))
+            .is_some_and(CompiledIdentity::uses_token)
     }
 
     /// The identity a subject is: the first whose selectors all hold, else
@@ -269,7 +303,11 @@ impl PolicySet {
 
     /// Decides one statement.
     pub fn decide_statement(&self, ctx: &Context<'_>, f: &StatementFacts) -> Decision {
-        let Some(rule) = self.rules.iter().find(|r| r.applies_to(ctx) && r.covers_databases(ctx, f) && r.matches(f)) else {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.applies_to(ctx) && r.covers_databases(ctx, f) && r.matches(f))
+        else {
             // Guards first: their reason is more precise than "no rule".
             if let Some(d) = builtin::check(f, None) {
                 return d;
@@ -307,16 +345,28 @@ impl PolicySet {
                         rule: s.id.clone(),
                         reason: format!(
                             "a read without a LIMIT{} is refused by rule {}",
-                            max_rows.map(|m| format!(" of at most {m}")).unwrap_or_default(),
+                            max_rows
+                                .map(|m| format!(" of at most {m}"))
+                                .unwrap_or_default(),
                             s.id
                         ),
                         max_rows: None,
                     };
                 }
             }
-            return Decision { action: Action::Allow, rule: s.id.clone(), reason, max_rows };
+            return Decision {
+                action: Action::Allow,
+                rule: s.id.clone(),
+                reason,
+                max_rows,
+            };
         }
-        Decision { action: s.action, rule: s.id.clone(), reason, max_rows: None }
+        Decision {
+            action: s.action,
+            rule: s.id.clone(),
+            reason,
+            max_rows: None,
+        }
     }
 
     /// Decides one client message (possibly several statements): refused
@@ -330,14 +380,21 @@ impl PolicySet {
                     return Decision {
                         action: Action::Allow,
                         rule: "builtin.unparseable".into(),
-                        reason: format!("unanalysed SQL let through by policy for identity {}: {e}", ctx.identity),
+                        reason: format!(
+                            "unanalysed SQL let through by policy for identity {}: {e}",
+                            ctx.identity
+                        ),
                         max_rows: self.defaults.max_rows,
                     };
                 }
                 // The server would reject it too: refused with PostgreSQL's
                 // own syntax_error (42601), as a client that branches on it
                 // expects; never forwarded.
-                let rule = if matches!(e, SqlError::PgParse(_)) { SYNTAX_ERROR_RULE } else { "builtin.unparseable" };
+                let rule = if matches!(e, SqlError::PgParse(_)) {
+                    SYNTAX_ERROR_RULE
+                } else {
+                    "builtin.unparseable"
+                };
                 return Decision {
                     action: Action::Deny,
                     rule: rule.into(),
@@ -353,7 +410,13 @@ impl PolicySet {
             let mut d = self.decide_statement(ctx, f);
             if d.action != Action::Allow {
                 if many {
-                    d.reason = format!("statement {} of {} ({}): {}", i + 1, analysis.statements.len(), f.command, d.reason);
+                    d.reason = format!(
+                        "statement {} of {} ({}): {}",
+                        i + 1,
+                        analysis.statements.len(),
+                        f.command,
+                        d.reason
+                    );
                 }
                 return d;
             }
@@ -389,10 +452,22 @@ mod tests {
         super::super::store::load_sources(&[(PathBuf::from("t.toml"), text.to_owned())]).unwrap()
     }
 
-    fn facts(command: &str, classes: &[C], reads: &[&str], writes: &[&str], functions: &[&str]) -> StatementFacts {
+    fn facts(
+        command: &str,
+        classes: &[C],
+        reads: &[&str],
+        writes: &[&str],
+        functions: &[&str],
+    ) -> StatementFacts {
         let rel = |s: &&str| match s.split_once('.') {
-            Some((a, b)) => Relation { schema: Some(a.into()), name: b.into() },
-            None => Relation { schema: None, name: (*s).into() },
+            Some((a, b)) => Relation {
+                schema: Some(a.into()),
+                name: b.into(),
+            },
+            None => Relation {
+                schema: None,
+                name: (*s).into(),
+            },
         };
         StatementFacts {
             text: command.into(),
@@ -451,7 +526,11 @@ max_rows = 50
 "#;
 
     fn ctx(identity: &str) -> Context<'_> {
-        Context { identity, target: "db", database: "app" }
+        Context {
+            identity,
+            target: "db",
+            database: "app",
+        }
     }
 
     #[test]
@@ -475,18 +554,38 @@ databases = ["postgres", "test_*"]
 action = "allow"
 "#);
         let decide = |db: &str, sql: &str| {
-            let ctx = Context { identity: "ci", target: "db", database: db };
-            s.decide(&ctx, &crate::sql::analyze(sql, &crate::sql::Limits::default())).rule
+            let ctx = Context {
+                identity: "ci",
+                target: "db",
+                database: db,
+            };
+            s.decide(
+                &ctx,
+                &crate::sql::analyze(sql, &crate::sql::Limits::default()),
+            )
+            .rule
         };
         assert_eq!(decide("postgres", "CREATE DATABASE test_app"), "test-dbs");
-        assert_eq!(decide("postgres", "DROP DATABASE IF EXISTS \"test_app\""), "test-dbs");
+        assert_eq!(
+            decide("postgres", "DROP DATABASE IF EXISTS \"test_app\""),
+            "test-dbs"
+        );
         // Another database, or a copy of one, is not a test database.
         assert_eq!(decide("postgres", "DROP DATABASE app"), "default-deny");
-        assert_eq!(decide("postgres", "CREATE DATABASE test_app TEMPLATE app"), "default-deny");
-        assert_eq!(decide("postgres", "ALTER DATABASE test_app RENAME TO app"), "default-deny");
+        assert_eq!(
+            decide("postgres", "CREATE DATABASE test_app TEMPLATE app"),
+            "default-deny"
+        );
+        assert_eq!(
+            decide("postgres", "ALTER DATABASE test_app RENAME TO app"),
+            "default-deny"
+        );
         // A deny rule matches when it names the database the statement touches.
         assert_eq!(decide("postgres", "DROP DATABASE prod"), "no-prod");
-        assert_eq!(decide("postgres", "CREATE DATABASE test_x TEMPLATE prod"), "no-prod");
+        assert_eq!(
+            decide("postgres", "CREATE DATABASE test_x TEMPLATE prod"),
+            "no-prod"
+        );
         assert_eq!(decide("app", "CREATE DATABASE test_app"), "default-deny");
     }
 
@@ -533,7 +632,10 @@ action = "allow"
         TokenFacts {
             issuer: issuer.into(),
             iss: format!("https://{issuer}.example"),
-            claims: claims.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            claims: claims
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             bound_identity: bound.map(str::to_owned),
         }
     }
@@ -541,17 +643,39 @@ action = "allow"
     #[test]
     fn token_claims_select_identities_beside_the_attestation() {
         let s = set(TOKEN_POLICY);
-        let psql = Subject { exe: Some("/usr/lib/postgresql/15/bin/psql".into()), ..Subject::default() };
-        let other = Subject { exe: Some("/usr/bin/python3".into()), ..Subject::default() };
+        let psql = Subject {
+            exe: Some("/usr/lib/postgresql/15/bin/psql".into()),
+            ..Subject::default()
+        };
+        let other = Subject {
+            exe: Some("/usr/bin/python3".into()),
+            ..Subject::default()
+        };
         assert!(s.wants_token(&psql));
-        assert!(s.wants_token(&other), "the gitlab identity has no attestation selectors");
+        assert!(
+            s.wants_token(&other),
+            "the gitlab identity has no attestation selectors"
+        );
         // No token: nothing matches.
         assert_eq!(s.identify(&psql), None);
-        let gh = |repo: &str, r: &str| Subject { token: Some(token("github", &[("repository", repo), ("ref", r)], None)), ..psql.clone() };
-        assert_eq!(s.identify(&gh("org/app", "refs/heads/main")), Some("migrations"));
-        assert_eq!(s.identify(&gh("org/app", "refs/heads/release/2.1")), Some("migrations"));
+        let gh = |repo: &str, r: &str| Subject {
+            token: Some(token("github", &[("repository", repo), ("ref", r)], None)),
+            ..psql.clone()
+        };
+        assert_eq!(
+            s.identify(&gh("org/app", "refs/heads/main")),
+            Some("migrations")
+        );
+        assert_eq!(
+            s.identify(&gh("org/app", "refs/heads/release/2.1")),
+            Some("migrations")
+        );
         assert_eq!(s.identify(&gh("org/app", "refs/heads/feature")), None);
-        assert_eq!(s.identify(&gh("org/other", "refs/heads/main")), None, "another repository");
+        assert_eq!(
+            s.identify(&gh("org/other", "refs/heads/main")),
+            None,
+            "another repository"
+        );
         // The right token from the wrong process.
         let mut wrong_exe = gh("org/app", "refs/heads/main");
         wrong_exe.exe = Some("/usr/bin/python3".into());
@@ -562,30 +686,64 @@ action = "allow"
         forged.token.as_mut().unwrap().iss = "https://gitlab.example".into();
         assert_eq!(s.identify(&forged), None);
         // A host token selects only the identity it is bound to.
-        let host = |bound: &str| Subject { token: Some(token("host", &[], Some(bound))), ..psql.clone() };
+        let host = |bound: &str| Subject {
+            token: Some(token("host", &[], Some(bound))),
+            ..psql.clone()
+        };
         assert_eq!(s.identify(&host("run-token")), Some("run-token"));
-        assert_eq!(s.identify(&host("migrations")), None, "host tokens fail the github issuer selector");
+        assert_eq!(
+            s.identify(&host("migrations")),
+            None,
+            "host tokens fail the github issuer selector"
+        );
         let host_with_claims = Subject {
-            token: Some(token("host", &[("project_path", "group/x"), ("pipeline_id", "7")], Some("run-token"))),
+            token: Some(token(
+                "host",
+                &[("project_path", "group/x"), ("pipeline_id", "7")],
+                Some("run-token"),
+            )),
             ..other.clone()
         };
-        assert_eq!(s.identify(&host_with_claims), None, "bound to run-token, whose exe selector fails");
-        let gl = Subject { token: Some(token("gitlab", &[("project_path", "group/x"), ("pipeline_id", "7")], None)), ..other };
+        assert_eq!(
+            s.identify(&host_with_claims),
+            None,
+            "bound to run-token, whose exe selector fails"
+        );
+        let gl = Subject {
+            token: Some(token(
+                "gitlab",
+                &[("project_path", "group/x"), ("pipeline_id", "7")],
+                None,
+            )),
+            ..other
+        };
         assert_eq!(s.identify(&gl), Some("gitlab"));
         // Which identities a host token could ever select.
         let by_name = |n: &str| s.identities.iter().find(|i| i.spec.name == n).unwrap();
         assert!(by_name("run-token").accepts_issuer("host", "interceptor://h"));
         assert!(!by_name("migrations").accepts_issuer("host", "interceptor://h"));
-        assert!(by_name("gitlab").accepts_issuer("host", "interceptor://h"), "no issuer selector");
+        assert!(
+            by_name("gitlab").accepts_issuer("host", "interceptor://h"),
+            "no issuer selector"
+        );
     }
 
     #[test]
     fn tokenless_identities_are_not_asked_for_a_password() {
         let s = set(POLICY);
-        let psql = Subject { exe: Some("/usr/lib/postgresql/15/bin/psql".into()), uid: Some(1000), ..Subject::default() };
+        let psql = Subject {
+            exe: Some("/usr/lib/postgresql/15/bin/psql".into()),
+            uid: Some(1000),
+            ..Subject::default()
+        };
         assert!(!s.wants_token(&psql));
-        let s = set(&format!("[[identity]]\nname = \"first\"\nexe = [\"*/psql\"]\n{TOKEN_POLICY}"));
-        assert!(!s.wants_token(&psql), "an earlier token-less identity wins anyway");
+        let s = set(&format!(
+            "[[identity]]\nname = \"first\"\nexe = [\"*/psql\"]\n{TOKEN_POLICY}"
+        ));
+        assert!(
+            !s.wants_token(&psql),
+            "an earlier token-less identity wins anyway"
+        );
     }
 
     #[test]
@@ -593,9 +751,18 @@ action = "allow"
         let s = set(POLICY);
         let read = facts("SELECT", &[C::Read], &["orders"], &[], &[]);
         let d = s.decide_statement(&ctx("ci"), &read);
-        assert_eq!((d.action, d.rule.as_str(), d.max_rows), (Action::Allow, "ci-read", Some(100)));
+        assert_eq!(
+            (d.action, d.rule.as_str(), d.max_rows),
+            (Action::Allow, "ci-read", Some(100))
+        );
         // A CTE that also deletes is not covered by a read rule.
-        let cte = facts("SELECT", &[C::Read, C::Write], &["orders"], &["orders"], &[]);
+        let cte = facts(
+            "SELECT",
+            &[C::Read, C::Write],
+            &["orders"],
+            &["orders"],
+            &[],
+        );
         let d = s.decide_statement(&ctx("ci"), &cte);
         assert_eq!(d.action, Action::Deny, "{d:?}");
         // A table outside the allowed schemas.
@@ -625,18 +792,33 @@ action = "allow"
         let s = set(POLICY);
         let f = facts("SELECT", &[C::Read], &[], &[], &["pg_read_file"]);
         let d = s.decide_statement(&ctx("ci"), &f);
-        assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "builtin.dangerous-function"));
+        assert_eq!(
+            (d.action, d.rule.as_str()),
+            (Action::Deny, "builtin.dangerous-function")
+        );
         let f = facts("SELECT", &[C::Read], &[], &[], &["dblink_exec"]);
-        assert_eq!(s.decide_statement(&ctx("agent"), &f).rule, "builtin.dangerous-function");
+        assert_eq!(
+            s.decide_statement(&ctx("agent"), &f).rule,
+            "builtin.dangerous-function"
+        );
     }
 
     #[test]
     fn copy_program_and_file_refused() {
         let s = set(POLICY);
         let mut f = facts("COPY", &[C::Read], &["orders"], &[], &[]);
-        f.copy = Some(CopyFacts { from: false, endpoint: CopyEndpoint::Program("sh".into()) });
-        assert_eq!(s.decide_statement(&ctx("ci"), &f).rule, "builtin.copy-program");
-        f.copy = Some(CopyFacts { from: false, endpoint: CopyEndpoint::File("/etc/passwd".into()) });
+        f.copy = Some(CopyFacts {
+            from: false,
+            endpoint: CopyEndpoint::Program("sh".into()),
+        });
+        assert_eq!(
+            s.decide_statement(&ctx("ci"), &f).rule,
+            "builtin.copy-program"
+        );
+        f.copy = Some(CopyFacts {
+            from: false,
+            endpoint: CopyEndpoint::File("/etc/passwd".into()),
+        });
         assert_eq!(s.decide_statement(&ctx("ci"), &f).rule, "builtin.copy-file");
     }
 
@@ -664,27 +846,62 @@ action = "allow"
         };
         let d = s.decide(&ctx("ci"), &Ok(a));
         assert_eq!(d.action, Action::Deny);
-        assert!(d.reason.starts_with("statement 2 of 2 (DROP TABLE)"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("statement 2 of 2 (DROP TABLE)"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
     fn unparseable_refused_by_default() {
         let s = set(POLICY);
         let d = s.decide(&ctx("ci"), &Err(SqlError::Parse("x".into())));
-        assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "builtin.unparseable"));
+        assert_eq!(
+            (d.action, d.rule.as_str()),
+            (Action::Deny, "builtin.unparseable")
+        );
         let s = set(&format!("{POLICY}\n[defaults]\nunparseable = \"allow\"\n"));
-        assert_eq!(s.decide(&ctx("ci"), &Err(SqlError::Parse("x".into()))).action, Action::Allow);
+        assert_eq!(
+            s.decide(&ctx("ci"), &Err(SqlError::Parse("x".into())))
+                .action,
+            Action::Allow
+        );
         // Ambiguity between the two parsers is never let through.
-        assert_eq!(s.decide(&ctx("ci"), &Err(SqlError::Disagreement("x".into()))).action, Action::Deny);
+        assert_eq!(
+            s.decide(&ctx("ci"), &Err(SqlError::Disagreement("x".into())))
+                .action,
+            Action::Deny
+        );
         // What PostgreSQL's grammar rejects is a syntax error, even when
         // unparseable SQL may pass.
-        let d = s.decide(&ctx("ci"), &Err(SqlError::PgParse("syntax error at or near \"SELEC\"".into())));
-        assert_eq!((d.action, d.rule.as_str()), (Action::Deny, SYNTAX_ERROR_RULE));
+        let d = s.decide(
+            &ctx("ci"),
+            &Err(SqlError::PgParse(
+                "syntax error at or near \"SELEC\"".into(),
+            )),
+        );
+        assert_eq!(
+            (d.action, d.rule.as_str()),
+            (Action::Deny, SYNTAX_ERROR_RULE)
+        );
     }
 
     #[test]
     fn unqualified_names_resolve_like_default_search_path() {
-        assert_eq!(qualified(&Relation { schema: None, name: "pg_class".into() }), "pg_catalog.pg_class");
-        assert_eq!(qualified(&Relation { schema: None, name: "orders".into() }), "public.orders");
+        assert_eq!(
+            qualified(&Relation {
+                schema: None,
+                name: "pg_class".into()
+            }),
+            "pg_catalog.pg_class"
+        );
+        assert_eq!(
+            qualified(&Relation {
+                schema: None,
+                name: "orders".into()
+            }),
+            "public.orders"
+        );
     }
 }

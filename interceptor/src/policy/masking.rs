@@ -48,10 +48,15 @@ impl StmtMask {
     pub fn shape(&self, d: Desc, formats: Vec<i16>) -> Shape {
         let mut plan = self.plan.clone();
         let n = d.types.len();
-        let hits: Vec<(usize, &ColMask)> =
-            d.origins.iter().enumerate().filter_map(|(i, o)| self.origins.get(o).map(|m| (i, m))).collect();
+        let hits: Vec<(usize, &ColMask)> = d
+            .origins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| self.origins.get(o).map(|m| (i, m)))
+            .collect();
         if !hits.is_empty() {
-            let mut cols: Vec<Option<ColMask>> = (0..n).map(|i| plan.column(i, n).cloned()).collect();
+            let mut cols: Vec<Option<ColMask>> =
+                (0..n).map(|i| plan.column(i, n).cloned()).collect();
             for (i, m) in hits {
                 if cols[i].as_ref().is_none_or(|c| c.strategy < m.strategy) {
                     cols[i] = Some(m.clone());
@@ -59,7 +64,12 @@ impl StmtMask {
             }
             plan = StmtPlan::Columns(Arc::new(cols));
         }
-        Shape { plan, formats, types: d.types, names: d.names }
+        Shape {
+            plan,
+            formats,
+            types: d.types,
+            names: d.names,
+        }
     }
 }
 
@@ -100,12 +110,17 @@ pub fn row_description(body: &[u8]) -> Option<Desc> {
     let mut d = Desc::default();
     for _ in 0..n {
         let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
-        d.names.push(String::from_utf8_lossy(&body[at..at + nul]).into_owned());
+        d.names
+            .push(String::from_utf8_lossy(&body[at..at + nul]).into_owned());
         at += nul + 1;
         let f = body.get(at..at + 18)?;
-        d.origins.push((u32::from_be_bytes(f[0..4].try_into().ok()?), i16::from_be_bytes(f[4..6].try_into().ok()?)));
+        d.origins.push((
+            u32::from_be_bytes(f[0..4].try_into().ok()?),
+            i16::from_be_bytes(f[4..6].try_into().ok()?),
+        ));
         d.types.push(u32::from_be_bytes(f[6..10].try_into().ok()?));
-        d.formats.push(i16::from_be_bytes(f[16..18].try_into().ok()?));
+        d.formats
+            .push(i16::from_be_bytes(f[16..18].try_into().ok()?));
         at += 18;
     }
     Some(d)
@@ -113,7 +128,11 @@ pub fn row_description(body: &[u8]) -> Option<Desc> {
 
 /// (portal, statement, result format codes) of a Bind.
 pub fn bind_formats(bind: &Bind<'_>) -> (Vec<u8>, Vec<u8>, Vec<i16>) {
-    (bind.portal.to_vec(), bind.statement.to_vec(), bind.result_formats.clone())
+    (
+        bind.portal.to_vec(),
+        bind.statement.to_vec(),
+        bind.result_formats.clone(),
+    )
 }
 
 /// Longest parameter text kept in a record.
@@ -128,8 +147,11 @@ pub fn bind_params(bind: &Bind<'_>) -> Vec<Option<String>> {
         .map(|(i, v)| {
             v.map(|v| {
                 let shown = &v[..v.len().min(MAX_PARAM)];
-                let mut text =
-                    if bind.param_format(i) == 1 { format!("\\x{}", hex::encode(shown)) } else { String::from_utf8_lossy(shown).into_owned() };
+                let mut text = if bind.param_format(i) == 1 {
+                    format!("\\x{}", hex::encode(shown))
+                } else {
+                    String::from_utf8_lossy(shown).into_owned()
+                };
                 if v.len() > MAX_PARAM {
                     text.push_str(&format!("... ({} bytes)", v.len()));
                 }
@@ -180,7 +202,11 @@ impl SessionMask {
     }
 
     /// A session whose startup packet set `search_path` as given.
-    pub fn with_search_path(catalog: Option<Arc<DbCatalog>>, key: Arc<[u8; 32]>, search_path: SearchPath) -> Self {
+    pub fn with_search_path(
+        catalog: Option<Arc<DbCatalog>>,
+        key: Arc<[u8; 32]>,
+        search_path: SearchPath,
+    ) -> Self {
         Self {
             catalog,
             key,
@@ -204,7 +230,11 @@ impl SessionMask {
     /// The state the next statement is planned against.
     pub fn own_for_planning(&self) -> Arc<OwnState> {
         let state = self.own.state();
-        Arc::new(if self.own_inflight { state.uncertain() } else { state.clone() })
+        Arc::new(if self.own_inflight {
+            state.uncertain()
+        } else {
+            state.clone()
+        })
     }
 
     /// The masker for `profile`, or `None` when it sees everything raw.
@@ -213,20 +243,27 @@ impl SessionMask {
             self.masker = None;
             return None;
         }
-        let m = Masker::new(Arc::clone(profile), Arc::clone(policy.detectors()), Arc::clone(&self.key));
+        let m = Masker::new(
+            Arc::clone(profile),
+            Arc::clone(policy.detectors()),
+            Arc::clone(&self.key),
+        );
         self.masker = Some(m.clone());
         Some(m)
     }
 
     /// A Describe of the batch being sent.
     pub fn describe_sent(&mut self, kind: u8, name: &[u8]) {
-        self.describes.push_back((self.batches_sent, kind, name.to_vec()));
+        self.describes
+            .push_back((self.batches_sent, kind, name.to_vec()));
     }
 
     /// The Describe a RowDescription or NoData of the current batch answers.
     pub fn describe_answered(&mut self) -> Option<(u8, Vec<u8>)> {
         match self.describes.front() {
-            Some((batch, _, _)) if *batch == self.batches_done => self.describes.pop_front().map(|(_, k, n)| (k, n)),
+            Some((batch, _, _)) if *batch == self.batches_done => {
+                self.describes.pop_front().map(|(_, k, n)| (k, n))
+            }
             _ => None,
         }
     }
@@ -243,7 +280,12 @@ impl SessionMask {
     /// formats and the types from the latest description.
     pub fn execute_shape(&self, portal: &[u8], mask: &StmtMask) -> Shape {
         let (stmt, formats) = self.portals.get(portal).cloned().unwrap_or_default();
-        let desc = self.portal_desc.get(portal).or_else(|| self.statement_desc.get(&stmt)).cloned().unwrap_or_default();
+        let desc = self
+            .portal_desc
+            .get(portal)
+            .or_else(|| self.statement_desc.get(&stmt))
+            .cloned()
+            .unwrap_or_default();
         mask.shape(desc, formats)
     }
 }
@@ -263,17 +305,27 @@ pub struct PlanInput {
 /// Relations that show other sessions' statements (with their literals):
 /// all proxied sessions share one database role, so a masked identity would
 /// read every other job's SQL there.
-const OTHER_SESSIONS_SQL: &[&str] = &["pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info"];
+const OTHER_SESSIONS_SQL: &[&str] = &[
+    "pg_stat_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+];
 /// Functions behind them.
 const OTHER_SESSIONS_SQL_FUNCTIONS: &[&str] = &["pg_stat_get_activity", "pg_stat_statements"];
 
 /// Why a masked identity may not run `f`, if it reads other sessions' SQL.
 fn reads_other_sessions(f: &sql::StatementFacts) -> Option<String> {
     let rel = f.reads.iter().find(|r| {
-        OTHER_SESSIONS_SQL.contains(&r.name.as_str()) && r.schema.as_deref().is_none_or(|s| s == "pg_catalog" || s == "public")
+        OTHER_SESSIONS_SQL.contains(&r.name.as_str())
+            && r.schema
+                .as_deref()
+                .is_none_or(|s| s == "pg_catalog" || s == "public")
     });
     if let Some(r) = rel {
-        return Some(format!("{} shows other sessions' statements, with their values", r.name));
+        return Some(format!(
+            "{} shows other sessions' statements, with their values",
+            r.name
+        ));
     }
     f.functions
         .iter()
@@ -283,7 +335,15 @@ fn reads_other_sessions(f: &sql::StatementFacts) -> Option<String> {
 
 /// The masks of every statement of one message, or why it is refused.
 pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
-    let PlanInput { catalog, policy, profile, masker, analysis, named, own } = input;
+    let PlanInput {
+        catalog,
+        policy,
+        profile,
+        masker,
+        analysis,
+        named,
+        own,
+    } = input;
     let trace = policy.masks_tags_for(&profile);
     if !profile.sees_all_raw()
         && let Ok(a) = analysis.as_ref()
@@ -295,13 +355,23 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         match profile.unknown {
             UnknownLineage::Refuse => Err(format!("{why}, and masked data may be in reach")),
             UnknownLineage::Mask => Ok(StmtMask {
-                plan: StmtPlan::All(ColMask { strategy: Strategy::Redact, category: "unknown".into(), why: "unknown lineage".into() }),
+                plan: StmtPlan::All(ColMask {
+                    strategy: Strategy::Redact,
+                    category: "unknown".into(),
+                    why: "unknown lineage".into(),
+                }),
                 copy: None,
                 sensitive: true,
                 masker: masker.clone(),
                 origins: Arc::default(),
                 // Code ran that the proxy cannot see.
-                effects: Arc::from([Effect::Taint, Effect::SearchPath { value: SearchPath::Unknown, local: false }]),
+                effects: Arc::from([
+                    Effect::Taint,
+                    Effect::SearchPath {
+                        value: SearchPath::Unknown,
+                        local: false,
+                    },
+                ]),
             }),
         }
     };
@@ -311,25 +381,45 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         Err(_) => return Ok(vec![clean(&masker, None)]),
     };
     let snapshot = if trace {
-        let mut rels: Vec<_> = a.statements.iter().flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned()).collect();
+        let mut rels: Vec<_> = a
+            .statements
+            .iter()
+            .flat_map(|f| f.reads.iter().chain(f.writes.iter()).cloned())
+            .collect();
         let view_reads = own.view_reads(&rels);
         rels.extend(view_reads);
-        let funcs: Vec<_> = a.statements.iter().flat_map(|f| f.functions.iter().cloned()).collect();
+        let funcs: Vec<_> = a
+            .statements
+            .iter()
+            .flat_map(|f| f.functions.iter().cloned())
+            .collect();
         let path = match &own.search_path {
             SearchPath::Set(p) => Some(p.as_str()),
             SearchPath::Default | SearchPath::Unknown => None,
         };
         match &catalog {
-            Some(c) => Some(
-                c.snapshot(&rels, &funcs, path).await.map_err(|e| format!("masking needs the catalog and it could not be read ({e})"))?,
-            ),
-            None => return Err("masking needs the catalog and no catalog connection is configured".into()),
+            Some(c) => Some(c.snapshot(&rels, &funcs, path).await.map_err(|e| {
+                format!("masking needs the catalog and it could not be read ({e})")
+            })?),
+            None => {
+                return Err(
+                    "masking needs the catalog and no catalog connection is configured".into(),
+                );
+            }
         }
     } else {
         None
     };
-    let origins = Arc::new(snapshot.as_ref().map(|s| origins(s, &policy, &profile)).unwrap_or_default());
-    let clean = |masker: &Masker, copy| StmtMask { origins: Arc::clone(&origins), ..clean(masker, copy) };
+    let origins = Arc::new(
+        snapshot
+            .as_ref()
+            .map(|s| origins(s, &policy, &profile))
+            .unwrap_or_default(),
+    );
+    let clean = |masker: &Masker, copy| StmtMask {
+        origins: Arc::clone(&origins),
+        ..clean(masker, copy)
+    };
     let limits = sql::Limits::default();
     let mut out = Vec::with_capacity(a.statements.len());
     // Later statements of the message run only if the earlier ones did:
@@ -339,13 +429,30 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         // A COPY to the client is traced as PostgreSQL's grammar reads it:
         // the statement without its options (which sqlparser may not
         // parse), laid out by the options as the server will apply them.
-        let copy_out = if f.command == "COPY" { sql::copy_to_client(&f.text, limits.max_depth).ok().flatten() } else { None };
-        let layout = copy_out.as_ref().map(|c| CopyLayout::from_options(&c.options)).transpose()?;
-        let text = copy_out.as_ref().map_or(f.text.as_str(), |c| c.bare.as_str());
-        let stmt = if trace || f.command == "COPY" { sql::parse_one(text, &limits).ok() } else { None };
+        let copy_out = if f.command == "COPY" {
+            sql::copy_to_client(&f.text, limits.max_depth)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let layout = copy_out
+            .as_ref()
+            .map(|c| CopyLayout::from_options(&c.options))
+            .transpose()?;
+        let text = copy_out
+            .as_ref()
+            .map_or(f.text.as_str(), |c| c.bare.as_str());
+        let stmt = if trace || f.command == "COPY" {
+            sql::parse_one(text, &limits).ok()
+        } else {
+            None
+        };
         let Some(snap) = &snapshot else {
             // Detectors only; COPY needs its layout.
-            let t = stmt.as_ref().map(|s| Tracer::new(&Snapshot::default(), &policy).trace(s));
+            let t = stmt
+                .as_ref()
+                .map(|s| Tracer::new(&Snapshot::default(), &policy).trace(s));
             out.push(clean(&masker, layout.or_else(|| t.and_then(|t| t.copy))));
             continue;
         };
@@ -371,13 +478,17 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
             }
             continue;
         };
-        let resolver = Resolver { snap, own: &own_local };
+        let resolver = Resolver {
+            snap,
+            own: &own_local,
+        };
         let mut t = Tracer::new(&resolver, &policy).trace(&stmt);
         if layout.is_some() {
             t.copy = layout;
         }
         let writes: Vec<_> = f.writes.iter().cloned().collect();
-        let code = f.classes.contains(&StatementClass::Code) || f.functions.iter().any(|x| resolver.user_function(x));
+        let code = f.classes.contains(&StatementClass::Code)
+            || f.functions.iter().any(|x| resolver.user_function(x));
         let mut effects = own::effects(&stmt, t.created.as_deref(), &t.written, &writes, code);
         for (name, value) in &f.settings {
             if name == "search_path" {
@@ -386,19 +497,30 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
         }
         if code {
             // A function or procedure may SET search_path.
-            effects.push(Effect::SearchPath { value: SearchPath::Unknown, local: false });
+            effects.push(Effect::SearchPath {
+                value: SearchPath::Unknown,
+                local: false,
+            });
         }
         own_local.assume(&effects);
         let effects: Arc<[Effect]> = Arc::from(effects);
-        let lookup = |name: &Option<String>, what: &str, cursor: bool| -> Option<Result<StmtMask, String>> {
-            let name = name.as_ref()?;
-            let n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let map = if cursor { &n.cursors } else { &n.prepared };
-            Some(match map.get(name) {
-                Some(m) => Ok(StmtMask { masker: masker.clone(), ..m.clone() }),
-                None => unknown_all(&format!("{what} `{name}` was not declared through the interceptor")),
-            })
-        };
+        let lookup =
+            |name: &Option<String>, what: &str, cursor: bool| -> Option<Result<StmtMask, String>> {
+                let name = name.as_ref()?;
+                let n = named
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let map = if cursor { &n.cursors } else { &n.prepared };
+                Some(match map.get(name) {
+                    Some(m) => Ok(StmtMask {
+                        masker: masker.clone(),
+                        ..m.clone()
+                    }),
+                    None => unknown_all(&format!(
+                        "{what} `{name}` was not declared through the interceptor"
+                    )),
+                })
+            };
         if let Some(m) = lookup(&t.fetches, "cursor", true) {
             out.push(m?);
             continue;
@@ -420,7 +542,9 @@ pub async fn plan_message(input: PlanInput) -> Result<Vec<StmtMask>, String> {
             origins: Arc::clone(&origins),
             effects,
         };
-        let mut n = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = &t.declares {
             Named::bound(&mut n.cursors, c.clone(), m.clone());
             out.push(clean(&masker, None));
@@ -448,7 +572,11 @@ fn clean(masker: &Masker, copy: Option<CopyLayout>) -> StmtMask {
 }
 
 /// Tagged columns of the relations in `snap` that `profile` sees masked.
-fn origins(snap: &Snapshot, policy: &MaskPolicy, profile: &Profile) -> HashMap<(u32, i16), ColMask> {
+fn origins(
+    snap: &Snapshot,
+    policy: &MaskPolicy,
+    profile: &Profile,
+) -> HashMap<(u32, i16), ColMask> {
     let mut out = HashMap::new();
     for info in snap.relations.values().flatten() {
         for (c, n) in info.columns.iter().zip(info.attnums.iter()) {
@@ -456,7 +584,14 @@ fn origins(snap: &Snapshot, policy: &MaskPolicy, profile: &Profile) -> HashMap<(
                 let strategy = profile.strategy(cat);
                 if strategy != Strategy::Raw {
                     let why = format!("{}.{}.{c}", info.schema, info.name);
-                    out.insert((info.oid, *n), ColMask { strategy, category: cat.to_owned(), why });
+                    out.insert(
+                        (info.oid, *n),
+                        ColMask {
+                            strategy,
+                            category: cat.to_owned(),
+                            why,
+                        },
+                    );
                 }
             }
         }
@@ -467,12 +602,20 @@ fn origins(snap: &Snapshot, policy: &MaskPolicy, profile: &Profile) -> HashMap<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::{detect::builtin, detect::Detectors};
+    use crate::mask::{detect::Detectors, detect::builtin};
 
     #[test]
     fn origins_from_row_description_override_a_clean_plan() {
-        let masker = Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([0; 32]));
-        let ssn = ColMask { strategy: Strategy::Partial(4), category: "ssn".into(), why: "public.customers.ssn".into() };
+        let masker = Masker::new(
+            Arc::new(Profile::default()),
+            Arc::new(Detectors::new(builtin())),
+            Arc::new([0; 32]),
+        );
+        let ssn = ColMask {
+            strategy: Strategy::Partial(4),
+            category: "ssn".into(),
+            why: "public.customers.ssn".into(),
+        };
         let m = StmtMask {
             plan: StmtPlan::Clean,
             copy: None,
@@ -506,7 +649,10 @@ mod tests {
         b.extend(0i16.to_be_bytes());
         b.extend(1i16.to_be_bytes());
         let bind = Bind::parse(&b).unwrap();
-        assert_eq!(bind_formats(&bind), (b"p".to_vec(), b"s".to_vec(), vec![0, 1]));
+        assert_eq!(
+            bind_formats(&bind),
+            (b"p".to_vec(), b"s".to_vec(), vec![0, 1])
+        );
         assert_eq!(bind_params(&bind), vec![Some("\\x00000029".to_owned())]);
         let mut t = 1i16.to_be_bytes().to_vec();
         t.extend(b"ssn\0");
@@ -517,7 +663,10 @@ mod tests {
         t.extend((-1i32).to_be_bytes());
         t.extend(1i16.to_be_bytes());
         let d = row_description(&t).unwrap();
-        assert_eq!((d.names, d.types, d.formats, d.origins), (vec!["ssn".to_owned()], vec![25], vec![1], vec![(16384, 4)]));
+        assert_eq!(
+            (d.names, d.types, d.formats, d.origins),
+            (vec!["ssn".to_owned()], vec![25], vec![1], vec![(16384, 4)])
+        );
     }
 }
 

@@ -66,7 +66,11 @@ impl From<&crate::token::VerifiedToken> for TokenFacts {
         Self {
             issuer: t.issuer_name.clone(),
             iss: t.issuer.clone(),
-            claims: t.claims.keys().filter_map(|k| Some((k.clone(), t.claim_str(k)?))).collect(),
+            claims: t
+                .claims
+                .keys()
+                .filter_map(|k| Some((k.clone(), t.claim_str(k)?)))
+                .collect(),
             bound_identity: t.bound_identity().map(str::to_owned),
         }
     }
@@ -84,7 +88,11 @@ impl From<&Attestation> for Subject {
             parent_exes: a
                 .parents
                 .iter()
-                .map(|p| p.exe.as_ref().map_or_else(String::new, |e| e.display().to_string()))
+                .map(|p| {
+                    p.exe
+                        .as_ref()
+                        .map_or_else(String::new, |e| e.display().to_string())
+                })
                 .collect(),
             token: None,
         }

@@ -62,7 +62,11 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { identity: None, unparseable: Unparseable::Deny, max_rows: None }
+        Self {
+            identity: None,
+            unparseable: Unparseable::Deny,
+            max_rows: None,
+        }
     }
 }
 
@@ -127,7 +131,8 @@ pub struct IdentitySpec {
 impl IdentitySpec {
     /// The token requirement in force (`claims`/`issuer` imply `required`).
     pub fn token_mode(&self) -> Option<TokenMode> {
-        self.token.or((!self.claims.is_empty() || !self.issuer.is_empty()).then_some(TokenMode::Required))
+        self.token
+            .or((!self.claims.is_empty() || !self.issuer.is_empty()).then_some(TokenMode::Required))
     }
 }
 

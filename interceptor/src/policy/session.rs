@@ -25,16 +25,23 @@ use std::{
 
 use super::{
     Action, Context, Decision, PolicySet, PolicyStore, Subject, TokenFacts,
-    masking::{PlanInput, SessionMask, Slot, bind_formats, bind_params, plan_message, row_description},
+    masking::{
+        PlanInput, SessionMask, Slot, bind_formats, bind_params, plan_message, row_description,
+    },
     startup::check_startup,
 };
 use crate::{
     approval::{
         self, ApprovalRequest, ApprovalSpec, Broker, Mode, State,
-        hold::{RawParams, WithdrawOnDrop, bind_params as raw_bind_params, outcome_error, shown_param},
+        hold::{
+            RawParams, WithdrawOnDrop, bind_params as raw_bind_params, outcome_error, shown_param,
+        },
         request::statement_key,
     },
-    audit::{AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent},
+    audit::{
+        AuditEvent, AuditLog, DecisionRecord, ResultSummary, SessionEnd, SessionStart,
+        StatementEvent,
+    },
     mask::{
         catalog::CatalogPool,
         lineage::{CopyFormat, CopyLayout},
@@ -46,10 +53,10 @@ use crate::{
     token::{TokenError, TokenOutcome, Validator},
     wire::{
         Frame, PgError,
-        values::Bind,
         error_response::{error_code, error_message, parse_error_fields},
         sqlstate,
         tag::{backend as be, frontend as fe},
+        values::Bind,
     },
 };
 
@@ -118,7 +125,9 @@ fn unrecorded(reason: &str) -> PgError {
         sqlstate::INTERNAL_ERROR,
         format!("interceptor: refused because it cannot be recorded in the audit log: {reason}"),
     )
-    .with_hint("nothing was sent to the database; the host's operators must restore the audit directory")
+    .with_hint(
+        "nothing was sent to the database; the host's operators must restore the audit directory",
+    )
 }
 
 /// Why a session is refused at connect, for the client and the audit log.
@@ -176,14 +185,23 @@ fn refusal(info: &SessionInfo, has_token_identities: bool) -> (&'static str, PgE
 
 impl HooksFactory for PolicyFactory {
     fn cancel(&self, session: u64) -> bool {
-        self.approvals
-            .as_ref()
-            .is_some_and(|b| b.withdraw_session(session, "the client cancelled the statement (CancelRequest)") > 0)
+        self.approvals.as_ref().is_some_and(|b| {
+            b.withdraw_session(
+                session,
+                "the client cancelled the statement (CancelRequest)",
+            ) > 0
+        })
     }
 
-    fn token_validator(&self, attestation: &crate::identity::Attestation) -> Option<Arc<Validator>> {
+    fn token_validator(
+        &self,
+        attestation: &crate::identity::Attestation,
+    ) -> Option<Arc<Validator>> {
         let tokens = self.tokens.as_ref()?;
-        self.store.current().wants_token(&Subject::from(attestation)).then(|| Arc::clone(tokens))
+        self.store
+            .current()
+            .wants_token(&Subject::from(attestation))
+            .then(|| Arc::clone(tokens))
     }
 
     fn open(&self, info: &Arc<SessionInfo>) -> Result<Box<dyn SessionHooks>, PgError> {
@@ -199,18 +217,50 @@ impl HooksFactory for PolicyFactory {
         let session = self.audit.session_id(info.id);
         // Every session is recorded, refused ones too; one that cannot be
         // recorded does not start.
-        let mut start = SessionStart::from_info(session.clone(), self.audit.host(), info, identity.map(str::to_owned));
-        let refused = identity.is_none().then(|| refusal(info, set.identities.iter().any(super::engine::CompiledIdentity::uses_token)));
+        let mut start = SessionStart::from_info(
+            session.clone(),
+            self.audit.host(),
+            info,
+            identity.map(str::to_owned),
+        );
+        let refused = identity.is_none().then(|| {
+            refusal(
+                info,
+                set.identities
+                    .iter()
+                    .any(super::engine::CompiledIdentity::uses_token),
+            )
+        });
         start.refused = refused.as_ref().map(|(reason, _)| (*reason).to_owned());
         if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
             let mut err = unrecorded(&e.to_string());
             err.severity = "FATAL";
             return Err(err);
         }
-        let (Some(identity), None) = (identity, &refused) else {
-            return Err(refused.map_or_else(|| refusal(info, false).1, |(_, err)| err));
+        // A session refused here ends here, on the record, with the reason.
+        let end_refused = |err: PgError| -> PgError {
+            record_later(
+                &self.audit,
+                AuditEvent::SessionEnd(SessionEnd {
+                    session: session.clone(),
+                    reason: "refused".to_owned(),
+                    detail: Some(format!("{}: {}", err.code, err.message)),
+                    duration_ms: 0,
+                    statements: 0,
+                    refused: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                }),
+                "session_end",
+            );
+            err
         };
-        check_startup(info, &set, identity)?;
+        let (Some(identity), None) = (identity, &refused) else {
+            return Err(end_refused(
+                refused.map_or_else(|| refusal(info, false).1, |(_, err)| err),
+            ));
+        };
+        check_startup(info, &set, identity).map_err(end_refused)?;
         tracing::info!(
             event = "identity",
             session = info.id,
@@ -258,7 +308,12 @@ fn startup_search_path(info: &SessionInfo) -> SearchPath {
     let from_options = info
         .parameters
         .get("options")
-        .and_then(|o| super::startup::parse_options(o).into_iter().rev().find(|(k, _)| k.eq_ignore_ascii_case("search_path")))
+        .and_then(|o| {
+            super::startup::parse_options(o)
+                .into_iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case("search_path"))
+        })
         .map(|(_, v)| v);
     match info.parameters.get("search_path").cloned().or(from_options) {
         Some(v) => SearchPath::Set(v),
@@ -272,7 +327,9 @@ fn may_change_own(analysis: &Result<sql::Analysis, sql::SqlError>) -> bool {
     use sql::StatementClass as C;
     match analysis {
         Ok(a) => a.statements.iter().any(|f| {
-            f.classes.iter().any(|c| matches!(c, C::Ddl | C::Transaction | C::Code))
+            f.classes
+                .iter()
+                .any(|c| matches!(c, C::Ddl | C::Transaction | C::Code))
                 || f.settings.iter().any(|(n, _)| n == "search_path")
                 || !f.functions.is_empty() && f.classes.contains(&C::Write)
         }),
@@ -341,7 +398,12 @@ impl Default for RowCount {
 
 impl RowCount {
     fn new(d: &Decision, statement: u64) -> Self {
-        Self { limit: d.max_rows, rule: d.rule.clone(), statement, ..Self::default() }
+        Self {
+            limit: d.max_rows,
+            rule: d.rule.clone(),
+            statement,
+            ..Self::default()
+        }
     }
 
     /// Counts a row; `false` = drop it.
@@ -419,9 +481,15 @@ impl PolicyHooks {
         let set = self.store.current();
         let analysis_entry = sql::analyze_cached(sql_text, &self.limits);
         let analysis = analysis_entry.as_ref();
-        let ctx = Context { identity: &self.identity, target: &self.info.target, database: &self.info.database };
+        let ctx = Context {
+            identity: &self.identity,
+            target: &self.info.target,
+            database: &self.info.database,
+        };
         let decision = match analysis {
-            Ok(a) if a.statements.iter().any(|f| f.command == "EXECUTE") => self.decide_with_prepared(&set, &ctx, a),
+            Ok(a) if a.statements.iter().any(|f| f.command == "EXECUTE") => {
+                self.decide_with_prepared(&set, &ctx, a)
+            }
             _ => set.decide(&ctx, analysis),
         };
         if decision.action == Action::Allow
@@ -447,7 +515,12 @@ impl PolicyHooks {
     /// `EXECUTE name` runs what `PREPARE name` parsed earlier in this
     /// session: decide it as that statement (with today's policy). An
     /// unknown name is refused.
-    fn decide_with_prepared(&self, set: &PolicySet, ctx: &Context<'_>, a: &sql::Analysis) -> Decision {
+    fn decide_with_prepared(
+        &self,
+        set: &PolicySet,
+        ctx: &Context<'_>,
+        a: &sql::Analysis,
+    ) -> Decision {
         let mut expanded = a.clone();
         // PREPAREs earlier in the same message count too.
         let mut earlier: HashMap<String, sql::StatementFacts> = HashMap::new();
@@ -459,12 +532,20 @@ impl PolicyHooks {
             }
             if f.command == "EXECUTE" {
                 let name = f.prepared_name();
-                match name.as_ref().and_then(|n| earlier.get(n).or_else(|| self.prepared.get(n))) {
+                match name
+                    .as_ref()
+                    .and_then(|n| earlier.get(n).or_else(|| self.prepared.get(n)))
+                {
                     Some(inner) => {
                         // Decided as what PREPARE parsed (its facts are the
                         // inner statement's), named after the inner command.
                         let mut inner = inner.clone();
-                        inner.command = inner.nested.iter().next().cloned().unwrap_or_else(|| "EXECUTE".into());
+                        inner.command = inner
+                            .nested
+                            .iter()
+                            .next()
+                            .cloned()
+                            .unwrap_or_else(|| "EXECUTE".into());
                         inner.text.clone_from(&f.text);
                         *f = inner;
                     }
@@ -511,9 +592,16 @@ impl PolicyHooks {
                 "interceptor: statement requires approval (rule {}): {}; no approval workflow is enabled on this host, so it is refused",
                 d.rule, d.reason
             ),
-            _ => format!("interceptor: statement refused by rule {}: {}", d.rule, d.reason),
+            _ => format!(
+                "interceptor: statement refused by rule {}: {}",
+                d.rule, d.reason
+            ),
         };
-        let code = if d.rule == super::engine::SYNTAX_ERROR_RULE { SYNTAX_ERROR } else { REFUSED };
+        let code = if d.rule == super::engine::SYNTAX_ERROR_RULE {
+            SYNTAX_ERROR
+        } else {
+            REFUSED
+        };
         PgError::error(code, message).with_detail(self.refusal_detail())
     }
 
@@ -534,11 +622,22 @@ impl PolicyHooks {
     /// Records the statement, and only once it is durable lets `frame` go.
     /// When it cannot be recorded, a sentinel of the same `kind` (Query or
     /// Parse of statement `name`) goes instead and the client is told why.
-    fn record_then(&mut self, event: StatementEvent, frame: Frame, kind: u8, name: &[u8]) -> Verdict {
+    fn record_then(
+        &mut self,
+        event: StatementEvent,
+        frame: Frame,
+        kind: u8,
+        name: &[u8],
+    ) -> Verdict {
         let receipt = if self.audit.healthy() {
-            self.audit.enqueue(AuditEvent::Statement(event)).map_err(|e| e.to_string())
+            self.audit
+                .enqueue(AuditEvent::Statement(event))
+                .map_err(|e| e.to_string())
         } else {
-            Err(self.audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()))
+            Err(self
+                .audit
+                .last_error()
+                .unwrap_or_else(|| "the audit log is not writable".into()))
         };
         let receipt = match receipt {
             Ok(r) => r,
@@ -561,7 +660,12 @@ impl PolicyHooks {
         }))
     }
 
-    fn statement_event(&mut self, sql_text: &str, protocol: &str, d: &Decision) -> (u64, StatementEvent) {
+    fn statement_event(
+        &mut self,
+        sql_text: &str,
+        protocol: &str,
+        d: &Decision,
+    ) -> (u64, StatementEvent) {
         self.statement_seq += 1;
         let ev = StatementEvent {
             session: self.session.clone(),
@@ -577,7 +681,12 @@ impl PolicyHooks {
     /// Appends a result record without holding the session up: results
     /// are recorded after they reach the client (their statement was
     /// recorded before it was sent).
-    fn record_result(&self, c: &RowCount, command_tag: Option<String>, error: Option<(String, String)>) {
+    fn record_result(
+        &self,
+        c: &RowCount,
+        command_tag: Option<String>,
+        error: Option<(String, String)>,
+    ) {
         let masker = c.masker.as_ref().or(self.mask.masker.as_ref());
         record_result(&self.audit, &self.session, c, masker, command_tag, error);
     }
@@ -598,7 +707,8 @@ fn record_result(
         if c.statement == 0 {
             return;
         }
-        let (error_sqlstate, error_message) = error.map_or((None, None), |(s, m)| (Some(s), Some(m)));
+        let (error_sqlstate, error_message) =
+            error.map_or((None, None), |(s, m)| (Some(s), Some(m)));
         let ev = AuditEvent::StatementResult(ResultSummary {
             session: session.to_owned(),
             statement: c.statement,
@@ -609,7 +719,10 @@ fn record_result(
             params: c
                 .params
                 .iter()
-                .map(|p| p.as_ref().map(|v| masker.map_or_else(|| v.clone(), |m| m.text(v).into_owned())))
+                .map(|p| {
+                    p.as_ref()
+                        .map(|v| masker.map_or_else(|| v.clone(), |m| m.text(v).into_owned()))
+                })
                 .collect(),
             duration_us: c.started.elapsed().as_micros() as u64,
             error_sqlstate,
@@ -625,7 +738,10 @@ impl PolicyHooks {
     /// raw go straight to [`Self::record_then`].
     /// What planning a statement's result masks needs, if this identity's
     /// results are masked at all.
-    fn plan_input(&mut self, analysis: Arc<Result<sql::Analysis, sql::SqlError>>) -> Option<PlanInput> {
+    fn plan_input(
+        &mut self,
+        analysis: Arc<Result<sql::Analysis, sql::SqlError>>,
+    ) -> Option<PlanInput> {
         self.before_send(&analysis);
         let set = self.store.current();
         let profile = set.masking.profile(&self.identity);
@@ -650,7 +766,10 @@ impl PolicyHooks {
     /// transaction ends).
     fn before_send(&mut self, analysis: &Result<sql::Analysis, sql::SqlError>) {
         let ddl = match analysis {
-            Ok(a) => a.statements.iter().any(|f| f.classes.contains(&sql::StatementClass::Ddl)),
+            Ok(a) => a
+                .statements
+                .iter()
+                .any(|f| f.classes.contains(&sql::StatementClass::Ddl)),
             // Unanalysable SQL may be anything.
             Err(_) => true,
         };
@@ -665,11 +784,19 @@ impl PolicyHooks {
     /// `DROP DATABASE`, `ALTER DATABASE` and `CREATE DATABASE` (whose
     /// `TEMPLATE` must have no other sessions) find the proxy's own catalog
     /// connections in their way: those of this target are closed first.
-    fn database_command(&self, analysis: &Result<sql::Analysis, sql::SqlError>) -> Option<Arc<crate::mask::catalog::CatalogPool>> {
+    fn database_command(
+        &self,
+        analysis: &Result<sql::Analysis, sql::SqlError>,
+    ) -> Option<Arc<crate::mask::catalog::CatalogPool>> {
         let a = analysis.as_ref().ok()?;
         a.statements
             .iter()
-            .any(|f| matches!(f.command.as_str(), "DROP DATABASE" | "ALTER DATABASE" | "CREATE DATABASE"))
+            .any(|f| {
+                matches!(
+                    f.command.as_str(),
+                    "DROP DATABASE" | "ALTER DATABASE" | "CREATE DATABASE"
+                )
+            })
             .then(|| self.mask.catalogs.clone())
             .flatten()
     }
@@ -724,8 +851,12 @@ impl PolicyHooks {
                     let err = PgError::error(REFUSED, format!("interceptor: statement refused by rule {MASKING_RULE}: {reason}"))
                         .with_detail(detail)
                         .with_hint("ask for an identity that may see these values, or leave the masked columns out");
-                    event.decision =
-                        DecisionRecord { action: "deny".into(), rule: MASKING_RULE.into(), reason, max_rows: None };
+                    event.decision = DecisionRecord {
+                        action: "deny".into(),
+                        rule: MASKING_RULE.into(),
+                        reason,
+                        max_rows: None,
+                    };
                     lock(&refusals).push_back((token, err));
                     refusal_frame
                 }
@@ -741,34 +872,64 @@ impl PolicyHooks {
     }
 
     fn refusal_detail(&self) -> String {
-        format!("identity {} on target {}, database {}", self.identity, self.info.target, self.info.database)
+        format!(
+            "identity {} on target {}, database {}",
+            self.identity, self.info.target, self.info.database
+        )
     }
 
     fn query(&mut self, frame: Frame) -> Verdict {
         let Some(sql_text) = cstr(frame.body(), 0).map(|(s, _)| s) else {
-            return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Query message"));
+            return Verdict::Close(PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "interceptor: malformed Query message",
+            ));
         };
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
         let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "simple", &d);
         let slot = Slot::default();
-        self.pending.push_back(Pending::Query(RowCount { masks: Some(Arc::clone(&slot)), ..RowCount::new(&d, n) }));
+        self.pending.push_back(Pending::Query(RowCount {
+            masks: Some(Arc::clone(&slot)),
+            ..RowCount::new(&d, n)
+        }));
         if d.action == Action::Allow {
             return self.record_masked(event, frame, fe::QUERY, b"", analysis, &slot);
         }
         if d.action == Action::Approve && self.approvals.is_some() {
-            let held = Held { sql: sql_text, params: Vec::new(), protocol: "simple", statement: n };
-            return self.approval(held, &d, Some(event), Some((analysis, slot)), frame, fe::QUERY);
+            let held = Held {
+                sql: sql_text,
+                params: Vec::new(),
+                protocol: "simple",
+                statement: n,
+            };
+            return self.approval(
+                held,
+                &d,
+                Some(event),
+                Some((analysis, slot)),
+                frame,
+                fe::QUERY,
+            );
         }
         let token = self.sentinel(self.refusal(&d));
-        self.record_then(event, sentinel_frame(fe::QUERY, b"", &token), fe::QUERY, b"")
+        self.record_then(
+            event,
+            sentinel_frame(fe::QUERY, b"", &token),
+            fe::QUERY,
+            b"",
+        )
     }
 
     fn parse(&mut self, frame: Frame) -> Verdict {
         let body = frame.body();
-        let parsed = cstr(body, 0).and_then(|(name, next)| cstr(body, next).map(|(q, _)| (name, q)));
+        let parsed =
+            cstr(body, 0).and_then(|(name, next)| cstr(body, next).map(|(q, _)| (name, q)));
         let Some((name, sql_text)) = parsed else {
-            return Verdict::Close(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "interceptor: malformed Parse message"));
+            return Verdict::Close(PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "interceptor: malformed Parse message",
+            ));
         };
         let name = name.to_vec();
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
@@ -796,7 +957,12 @@ impl PolicyHooks {
         self.mask.statements.remove(&name);
         self.approve_sql.remove(&name);
         let token = self.sentinel(self.refusal(&d));
-        self.record_then(event, sentinel_frame(fe::PARSE, &name, &token), fe::PARSE, &name)
+        self.record_then(
+            event,
+            sentinel_frame(fe::PARSE, &name, &token),
+            fe::PARSE,
+            &name,
+        )
     }
 }
 
@@ -830,7 +996,15 @@ impl PolicyHooks {
         let sql = self.approve_sql.get(stmt)?.clone();
         let (d, n) = self.statements.get(stmt)?.clone();
         let params = self.bound.get(portal).cloned().unwrap_or_default();
-        Some((Held { sql, params, protocol: "extended", statement: n }, d))
+        Some((
+            Held {
+                sql,
+                params,
+                protocol: "extended",
+                statement: n,
+            },
+            d,
+        ))
     }
 
     /// Sends `frame` once `event` (if any) is recorded.
@@ -860,19 +1034,33 @@ impl PolicyHooks {
         // A refused Query is replaced by a sentinel Query; a refused Execute
         // by a Parse of the unnamed statement, whose error ends the batch up
         // to Sync exactly where the Execute's error would.
-        let skind = if kind == fe::QUERY { fe::QUERY } else { fe::PARSE };
-        let param_refs: Vec<Option<&[u8]>> = held.params.iter().map(|(_, v)| v.as_deref()).collect();
+        let skind = if kind == fe::QUERY {
+            fe::QUERY
+        } else {
+            fe::PARSE
+        };
+        let param_refs: Vec<Option<&[u8]>> =
+            held.params.iter().map(|(_, v)| v.as_deref()).collect();
         let key = statement_key(held.sql.as_bytes(), &param_refs);
-        let detail = format!("identity {} on target {}, database {}", self.identity, self.info.target, self.info.database);
+        let detail = format!(
+            "identity {} on target {}, database {}",
+            self.identity, self.info.target, self.info.database
+        );
 
-        if let Some((request, scope)) = broker.covered(&self.identity, &self.session, &d.rule, &key) {
+        if let Some((request, scope)) = broker.covered(&self.identity, &self.session, &d.rule, &key)
+        {
             let event = event.map(|mut ev| {
-                ev.decision.reason = format!("{}; approved by request {request} (scope {scope})", ev.decision.reason);
+                ev.decision.reason = format!(
+                    "{}; approved by request {request} (scope {scope})",
+                    ev.decision.reason
+                );
                 ev
             });
             let verdict = match (event, mask) {
                 // Its result is masked as an allowed statement's would be.
-                (Some(ev), Some((analysis, slot))) => self.record_masked(ev, frame, skind, b"", analysis, &slot),
+                (Some(ev), Some((analysis, slot))) => {
+                    self.record_masked(ev, frame, skind, b"", analysis, &slot)
+                }
                 (ev, _) => self.send_recorded(ev, frame, skind),
             };
             broker.grant_used(&request, scope, &self.session, held.statement);
@@ -900,7 +1088,11 @@ impl PolicyHooks {
             database: self.info.database.clone(),
             db_user: self.info.user.clone(),
             sql: held.sql.clone(),
-            params: held.params.iter().map(|(f, v)| shown_param(*f, v.as_deref(), broker.reveal_params())).collect(),
+            params: held
+                .params
+                .iter()
+                .map(|(f, v)| shown_param(*f, v.as_deref(), broker.reveal_params()))
+                .collect(),
             protocol: held.protocol.into(),
             rule: d.rule.clone(),
             reason: d.reason.clone(),
@@ -916,11 +1108,17 @@ impl PolicyHooks {
             let existing = broker.pending_same(&self.identity, &key);
             let made = match existing {
                 Some(r) => Ok((r, false)),
-                None => broker.request(request, key, expiry).map(|r| (r.request, true)),
+                None => broker
+                    .request(request, key, expiry)
+                    .map(|r| (r.request, true)),
             };
             let err = match made {
                 Ok((r, fresh)) => {
-                    let what = if fresh { "was created" } else { "is still pending" };
+                    let what = if fresh {
+                        "was created"
+                    } else {
+                        "is still pending"
+                    };
                     PgError::error(
                         REFUSED,
                         format!(
@@ -941,9 +1139,14 @@ impl PolicyHooks {
         let stmt_receipt = match event {
             Some(ev) => {
                 let receipt = if self.audit.healthy() {
-                    self.audit.enqueue(AuditEvent::Statement(ev)).map_err(|e| e.to_string())
+                    self.audit
+                        .enqueue(AuditEvent::Statement(ev))
+                        .map_err(|e| e.to_string())
                 } else {
-                    Err(self.audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()))
+                    Err(self
+                        .audit
+                        .last_error()
+                        .unwrap_or_else(|| "the audit log is not writable".into()))
                 };
                 match receipt {
                     Ok(r) => Some(r),
@@ -967,7 +1170,8 @@ impl PolicyHooks {
         self.held = Some(id.clone());
         // A simple Query's result masks are planned once it is approved (an
         // Execute's were planned at its Parse).
-        let plan = mask.and_then(|(analysis, slot)| self.plan_input(analysis).map(|input| (input, slot)));
+        let plan =
+            mask.and_then(|(analysis, slot)| self.plan_input(analysis).map(|input| (input, slot)));
         let mask_token = self.token();
         let mask_fallback = sentinel_frame(skind, b"", &mask_token);
         let mask_detail = self.refusal_detail();
@@ -1021,7 +1225,12 @@ impl PolicyHooks {
                             }
                         }
                     }
-                    broker.executed(&req, &session, req.statement, "held statement sent to the database");
+                    broker.executed(
+                        &req,
+                        &session,
+                        req.statement,
+                        "held statement sent to the database",
+                    );
                     return Verdict::Forward(frame);
                 }
                 refused.fetch_add(1, Ordering::Relaxed);
@@ -1035,7 +1244,12 @@ impl PolicyHooks {
 /// A `NoticeResponse` for the client (shown by psql as it waits).
 fn notice_frame(message: &str) -> Frame {
     let mut body = Vec::with_capacity(message.len() + 32);
-    for (code, value) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', "00000"), (b'M', message)] {
+    for (code, value) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', "00000"),
+        (b'M', message),
+    ] {
         body.push(code);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
@@ -1060,7 +1274,8 @@ impl SessionHooks for PolicyHooks {
                 {
                     self.portals.insert(portal.to_vec(), stmt.to_vec());
                     if self.approve_sql.contains_key(stmt) {
-                        self.bound.insert(portal.to_vec(), raw_bind_params(body).unwrap_or_default());
+                        self.bound
+                            .insert(portal.to_vec(), raw_bind_params(body).unwrap_or_default());
                     } else if !self.bound.is_empty() {
                         self.bound.remove(portal);
                     }
@@ -1074,12 +1289,23 @@ impl SessionHooks for PolicyHooks {
                 Verdict::Forward(frame)
             }
             fe::EXECUTE => {
-                let held = if self.approve_sql.is_empty() { None } else { self.held_execute(&frame) };
+                let held = if self.approve_sql.is_empty() {
+                    None
+                } else {
+                    self.held_execute(&frame)
+                };
                 let portal = cstr(frame.body(), 0).map(|(p, _)| p.to_vec());
                 let stmt = portal.as_ref().and_then(|p| self.portals.get(p));
-                let mut count = stmt.and_then(|s| self.statements.get(s)).map(|(d, n)| RowCount::new(d, *n)).unwrap_or_default();
+                let mut count = stmt
+                    .and_then(|s| self.statements.get(s))
+                    .map(|(d, n)| RowCount::new(d, *n))
+                    .unwrap_or_default();
                 count.masks = stmt.and_then(|s| self.mask.statements.get(s)).cloned();
-                count.params = portal.as_ref().and_then(|p| self.mask.params.get(p)).cloned().unwrap_or_default();
+                count.params = portal
+                    .as_ref()
+                    .and_then(|p| self.mask.params.get(p))
+                    .cloned()
+                    .unwrap_or_default();
                 count.portal = portal;
                 self.pending.push_back(Pending::Execute(count));
                 if let Some((held, d)) = held {
@@ -1135,7 +1361,10 @@ impl SessionHooks for PolicyHooks {
             }
             other => Verdict::Close(PgError::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
-                format!("interceptor: frontend message type {:?} is not on the allow-list", char::from(other)),
+                format!(
+                    "interceptor: frontend message type {:?} is not on the allow-list",
+                    char::from(other)
+                ),
             )),
         }
     }
@@ -1147,7 +1376,11 @@ impl SessionHooks for PolicyHooks {
                     return Verdict::Drop;
                 }
                 let mask = &self.mask;
-                let (frame, admitted) = match self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync)) {
+                let (frame, admitted) = match self
+                    .pending
+                    .iter_mut()
+                    .find(|p| !matches!(p, Pending::Sync))
+                {
                     Some(Pending::Query(c) | Pending::Execute(c)) => {
                         let frame = mask_result(mask, c, frame);
                         let admitted = c.admit(frame.len());
@@ -1157,7 +1390,11 @@ impl SessionHooks for PolicyHooks {
                     // session's masker (never let through as they are).
                     _ => (orphan_rows(&self.mask, frame), true),
                 };
-                if admitted { Verdict::Forward(frame) } else { Verdict::Drop }
+                if admitted {
+                    Verdict::Forward(frame)
+                } else {
+                    Verdict::Drop
+                }
             }
             be::ROW_DESCRIPTION => {
                 let describe = !matches!(self.pending.front(), Some(Pending::Query(_)));
@@ -1178,16 +1415,27 @@ impl SessionHooks for PolicyHooks {
                     c.shape = Some(m.shape(d, formats));
                     c.masker = Some(m.masker);
                 }
-                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+                if self.drain {
+                    Verdict::Drop
+                } else {
+                    Verdict::Forward(frame)
+                }
             }
             be::NO_DATA => {
                 if !matches!(self.pending.front(), Some(Pending::Query(_))) {
                     self.mask.describe_answered();
                 }
-                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+                if self.drain {
+                    Verdict::Drop
+                } else {
+                    Verdict::Forward(frame)
+                }
             }
             be::COPY_OUT_RESPONSE => {
-                if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.iter_mut().find(|p| !matches!(p, Pending::Sync))
+                if let Some(Pending::Query(c) | Pending::Execute(c)) = self
+                    .pending
+                    .iter_mut()
+                    .find(|p| !matches!(p, Pending::Sync))
                     && let Some(m) = c.masks.as_ref().and_then(|s| lock(s).front().cloned())
                 {
                     let binary = frame.body().first() == Some(&1);
@@ -1195,20 +1443,33 @@ impl SessionHooks for PolicyHooks {
                     // statement's options.
                     let layout = match m.copy {
                         Some(l) if binary == (l.format == CopyFormat::Binary) => l,
-                        _ => CopyLayout::new(if binary { CopyFormat::Binary } else { CopyFormat::Text }),
+                        _ => CopyLayout::new(if binary {
+                            CopyFormat::Binary
+                        } else {
+                            CopyFormat::Text
+                        }),
                     };
                     c.copy = Some(CopyOut::new(layout, m.plan));
                     c.masker = Some(m.masker);
                 }
-                if self.drain { Verdict::Drop } else { Verdict::Forward(frame) }
+                if self.drain {
+                    Verdict::Drop
+                } else {
+                    Verdict::Forward(frame)
+                }
             }
-            be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE | be::COPY_DONE => {
+            be::COMMAND_COMPLETE
+            | be::PORTAL_SUSPENDED
+            | be::EMPTY_QUERY_RESPONSE
+            | be::COPY_DONE => {
                 if self.drain {
                     return Verdict::Drop;
                 }
                 let is_copy_done = frame.tag() == be::COPY_DONE;
                 let tag = (frame.tag() == be::COMMAND_COMPLETE)
-                    .then(|| cstr(frame.body(), 0).map(|(t, _)| String::from_utf8_lossy(t).into_owned()))
+                    .then(|| {
+                        cstr(frame.body(), 0).map(|(t, _)| String::from_utf8_lossy(t).into_owned())
+                    })
                     .flatten();
                 let is_execute = matches!(self.pending.front(), Some(Pending::Execute(_)));
                 let c = match self.pending.front_mut() {
@@ -1222,8 +1483,15 @@ impl SessionHooks for PolicyHooks {
                         self.pending.pop_front();
                     }
                     self.drain = true;
-                    let msg = format!("row limit of {} exceeded", summary.limit.unwrap_or_default());
-                    self.record_result(&summary, None, Some((sqlstate::PROGRAM_LIMIT_EXCEEDED.into(), msg)));
+                    let msg = format!(
+                        "row limit of {} exceeded",
+                        summary.limit.unwrap_or_default()
+                    );
+                    self.record_result(
+                        &summary,
+                        None,
+                        Some((sqlstate::PROGRAM_LIMIT_EXCEEDED.into(), msg)),
+                    );
                     return Verdict::Forward(err);
                 }
                 if is_copy_done {
@@ -1275,8 +1543,14 @@ impl SessionHooks for PolicyHooks {
                 if let Some(Pending::Query(c) | Pending::Execute(c)) = self.pending.front_mut() {
                     let failed = std::mem::take(c);
                     let fields = parse_error_fields(&frame).ok();
-                    let code = fields.as_ref().and_then(|e| error_code(e).map(str::to_owned)).unwrap_or_default();
-                    let msg = fields.as_ref().and_then(|e| error_message(e).map(str::to_owned)).unwrap_or_default();
+                    let code = fields
+                        .as_ref()
+                        .and_then(|e| error_code(e).map(str::to_owned))
+                        .unwrap_or_default();
+                    let msg = fields
+                        .as_ref()
+                        .and_then(|e| error_message(e).map(str::to_owned))
+                        .unwrap_or_default();
                     self.record_result(&failed, None, Some((code, msg)));
                 }
                 // An error ends the current Execute; the server then skips
@@ -1335,7 +1609,10 @@ impl SessionHooks for PolicyHooks {
     fn end(&mut self, summary: &SessionSummary) {
         if let Some(b) = &self.approvals {
             if let Some(id) = self.held.take() {
-                b.withdraw(&id, "the client's session ended while the statement was held");
+                b.withdraw(
+                    &id,
+                    "the client's session ended while the statement was held",
+                );
             }
             b.session_ended(&self.session);
         }
@@ -1375,12 +1652,19 @@ impl PolicyHooks {
         if refusals.is_empty() {
             return frame;
         }
-        let Ok(err) = parse_error_fields(&frame) else { return frame };
+        let Ok(err) = parse_error_fields(&frame) else {
+            return frame;
+        };
         if error_code(&err) != Some(SYNTAX_ERROR) {
             return frame;
         }
-        let Some(message) = error_message(&err) else { return frame };
-        match refusals.iter().position(|(t, _)| message.contains(t.as_str())) {
+        let Some(message) = error_message(&err) else {
+            return frame;
+        };
+        match refusals
+            .iter()
+            .position(|(t, _)| message.contains(t.as_str()))
+        {
             Some(i) => {
                 // Refusals are answered in order; older ones without an
                 // answer cannot get one any more.
@@ -1406,7 +1690,9 @@ fn record_later(audit: &AuditLog, ev: AuditEvent, what: &'static str) {
                 }
             });
         }
-        Err(e) => tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written"),
+        Err(e) => {
+            tracing::error!(event = "audit_error", record = what, error = %e, "a record could not be written")
+        }
     }
 }
 
@@ -1424,7 +1710,9 @@ fn mask_result(mask: &SessionMask, c: &mut RowCount, frame: Frame) -> Frame {
     }
     if c.shape.is_none() {
         // An Execute: its statement's mask, the portal's formats.
-        let Some(m) = lock(slot).front().cloned() else { return frame };
+        let Some(m) = lock(slot).front().cloned() else {
+            return frame;
+        };
         let portal = c.portal.clone().unwrap_or_default();
         c.shape = Some(mask.execute_shape(&portal, &m));
         c.masker = Some(m.masker);
@@ -1448,16 +1736,25 @@ fn orphan_rows(mask: &SessionMask, frame: Frame) -> Frame {
         category: "unknown".into(),
         why: "rows no statement asked for".into(),
     };
-    let shape = Shape { plan: crate::mask::plan::StmtPlan::All(all), formats: Vec::new(), types: Vec::new(), names: Vec::new() };
+    let shape = Shape {
+        plan: crate::mask::plan::StmtPlan::All(all),
+        formats: Vec::new(),
+        types: Vec::new(),
+        names: Vec::new(),
+    };
     m.data_row(&shape, frame, &mut Stats::default())
 }
 
 /// Appends a statement record and waits until it is durable.
 async fn durable(audit: &AuditLog, event: StatementEvent) -> Result<(), String> {
     if !audit.healthy() {
-        return Err(audit.last_error().unwrap_or_else(|| "the audit log is not writable".into()));
+        return Err(audit
+            .last_error()
+            .unwrap_or_else(|| "the audit log is not writable".into()));
     }
-    let receipt = audit.enqueue(AuditEvent::Statement(event)).map_err(|e| e.to_string())?;
+    let receipt = audit
+        .enqueue(AuditEvent::Statement(event))
+        .map_err(|e| e.to_string())?;
     receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
@@ -1506,7 +1803,12 @@ mod tests {
 
     #[test]
     fn row_count() {
-        let d = Decision { action: Action::Allow, rule: "r".into(), reason: String::new(), max_rows: Some(2) };
+        let d = Decision {
+            action: Action::Allow,
+            rule: "r".into(),
+            reason: String::new(),
+            max_rows: Some(2),
+        };
         let mut c = RowCount::new(&d, 1);
         assert!(c.admit(10) && c.admit(10));
         assert!(!c.admit(10));

@@ -9,7 +9,13 @@ use super::{Action, Decision, PolicySet, builtin, engine::Context, session::REFU
 use crate::{proxy::hooks::SessionInfo, sql, wire::PgError};
 
 /// Startup parameters that are not settings: the connection itself.
-const CONNECTION_PARAMETERS: &[&str] = &["user", "database", "options", "application_name", "fallback_application_name"];
+const CONNECTION_PARAMETERS: &[&str] = &[
+    "user",
+    "database",
+    "options",
+    "application_name",
+    "fallback_application_name",
+];
 
 /// Settings drivers send at every connect (libpq, pgjdbc, asyncpg, Npgsql)
 /// that change nothing policy looks at: accepted without a rule, still
@@ -30,12 +36,19 @@ pub const DRIVER_SETTINGS: &[&str] = &[
 
 /// Startup parameters: no replication; every setting decided like `SET`.
 pub fn check_startup(info: &SessionInfo, set: &PolicySet, identity: &str) -> Result<(), PgError> {
-    let ctx = Context { identity, target: &info.target, database: &info.database };
+    let ctx = Context {
+        identity,
+        target: &info.target,
+        database: &info.database,
+    };
     for (name, value) in &info.parameters {
         let lower = name.to_ascii_lowercase();
         if lower == "replication" {
-            return Err(PgError::fatal(REFUSED, "interceptor: replication connections are refused")
-                .with_detail("streaming and logical replication bypass statement policy"));
+            return Err(PgError::fatal(
+                REFUSED,
+                "interceptor: replication connections are refused",
+            )
+            .with_detail("streaming and logical replication bypass statement policy"));
         }
         if lower.starts_with("_pq_.") {
             continue; // protocol extensions: answered by NegotiateProtocolVersion
@@ -53,24 +66,40 @@ pub fn check_startup(info: &SessionInfo, set: &PolicySet, identity: &str) -> Res
 
 /// The statement a startup setting amounts to.
 pub fn as_set_statement(name: &str, value: &str) -> String {
-    format!("SET \"{}\" TO '{}'", name.replace('"', "\"\""), value.replace('\'', "''"))
+    format!(
+        "SET \"{}\" TO '{}'",
+        name.replace('"', "\"\""),
+        value.replace('\'', "''")
+    )
 }
 
-fn decide_setting(set: &PolicySet, ctx: &Context<'_>, name: &str, value: &str, how: &str) -> Result<(), PgError> {
+fn decide_setting(
+    set: &PolicySet,
+    ctx: &Context<'_>,
+    name: &str,
+    value: &str,
+    how: &str,
+) -> Result<(), PgError> {
     if DRIVER_SETTINGS.contains(&name) {
         return match builtin::check_setting(name, value, None) {
             None => Ok(()),
             Some(d) => Err(PgError::fatal(
                 REFUSED,
-                format!("interceptor: connection refused by rule {}: {how} setting {name}={value}: {}", d.rule, d.reason),
+                format!(
+                    "interceptor: connection refused by rule {}: {how} setting {name}={value}: {}",
+                    d.rule, d.reason
+                ),
             )),
         };
     }
     let text = as_set_statement(name, value);
     let analysis = sql::analyze(&text, &sql::Limits::default());
     if analysis.is_err() {
-        return Err(PgError::fatal(REFUSED, format!("interceptor: {how} setting {name} cannot be analysed"))
-            .with_hint("set it with SET after connecting, where policy can see it"));
+        return Err(PgError::fatal(
+            REFUSED,
+            format!("interceptor: {how} setting {name} cannot be analysed"),
+        )
+        .with_hint("set it with SET after connecting, where policy can see it"));
     }
     let d: Decision = set.decide(ctx, &analysis);
     if d.action == Action::Allow {
@@ -78,7 +107,10 @@ fn decide_setting(set: &PolicySet, ctx: &Context<'_>, name: &str, value: &str, h
     }
     Err(PgError::fatal(
         REFUSED,
-        format!("interceptor: connection refused by rule {}: {how} setting {name}={value}: {}", d.rule, d.reason),
+        format!(
+            "interceptor: connection refused by rule {}: {how} setting {name}={value}: {}",
+            d.rule, d.reason
+        ),
     )
     .with_detail(format!("decided as `{text}` for identity {}", ctx.identity)))
 }
@@ -126,16 +158,31 @@ mod tests {
 
     #[test]
     fn a_startup_setting_is_the_set_statement_it_amounts_to() {
-        assert_eq!(as_set_statement("search_path", "public"), "SET \"search_path\" TO 'public'");
-        assert_eq!(as_set_statement("a\"b", "it's"), "SET \"a\"\"b\" TO 'it''s'");
-        let a = crate::sql::analyze(&as_set_statement("search_path", "x, 'y"), &crate::sql::Limits::default()).unwrap();
-        assert_eq!(a.statements[0].settings, [("search_path".to_owned(), "x, 'y".to_owned())]);
+        assert_eq!(
+            as_set_statement("search_path", "public"),
+            "SET \"search_path\" TO 'public'"
+        );
+        assert_eq!(
+            as_set_statement("a\"b", "it's"),
+            "SET \"a\"\"b\" TO 'it''s'"
+        );
+        let a = crate::sql::analyze(
+            &as_set_statement("search_path", "x, 'y"),
+            &crate::sql::Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            a.statements[0].settings,
+            [("search_path".to_owned(), "x, 'y".to_owned())]
+        );
     }
 
     #[test]
     fn options_parsing() {
         assert_eq!(
-            parse_options("-c search_path=x --standard-conforming-strings=off -cgeqo=on -c a=b\\ c"),
+            parse_options(
+                "-c search_path=x --standard-conforming-strings=off -cgeqo=on -c a=b\\ c"
+            ),
             vec![
                 ("search_path".into(), "x".into()),
                 ("standard_conforming_strings".into(), "off".into()),
@@ -144,5 +191,4 @@ mod tests {
             ]
         );
     }
-
 }

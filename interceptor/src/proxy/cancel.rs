@@ -59,13 +59,19 @@ impl CancelMap {
         let mut map = self.lock();
         let key = loop {
             // Positive pid: some clients print or compare it as a process id.
-            let key = CancelKey { pid: rand::random::<i32>() & i32::MAX, secret: rand::random() };
+            let key = CancelKey {
+                pid: rand::random::<i32>() & i32::MAX,
+                secret: rand::random(),
+            };
             if key.pid != 0 && !map.contains_key(&key) {
                 break key;
             }
         };
         map.insert(key, target);
-        CancelRegistration { map: Arc::clone(self), key }
+        CancelRegistration {
+            map: Arc::clone(self),
+            key,
+        }
     }
 
     /// The backend a `CancelRequest` with `key` is for.
@@ -86,7 +92,9 @@ impl CancelMap {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, CancelTarget>> {
         // A panic while holding the lock leaves a consistent map (single
         // insert/remove): keep using it.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -117,7 +125,14 @@ mod tests {
     use super::*;
 
     fn target(pid: i32) -> CancelTarget {
-        CancelTarget { target: "db".into(), addr: "127.0.0.1:5432".parse().unwrap(), pid, secret: pid * 10, tls: false, session: 0 }
+        CancelTarget {
+            target: "db".into(),
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            pid,
+            secret: pid * 10,
+            tls: false,
+            session: 0,
+        }
     }
 
     #[test]
@@ -130,7 +145,10 @@ mod tests {
         assert_eq!(map.get(a.key()).unwrap().pid, 1);
         assert_eq!(map.get(b.key()).unwrap().secret, 20);
         // A right pid with a wrong secret finds nothing.
-        let wrong = CancelKey { pid: a.key().pid, secret: a.key().secret.wrapping_add(1) };
+        let wrong = CancelKey {
+            pid: a.key().pid,
+            secret: a.key().secret.wrapping_add(1),
+        };
         assert!(map.get(wrong).is_none());
         let key_a = a.key();
         drop(a);

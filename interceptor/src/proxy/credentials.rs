@@ -176,12 +176,20 @@ impl Credentials {
 
     /// Checks owner and mode of `path`, then reads and validates it.
     pub fn load_file(path: &Path, config: &Config) -> Result<Self, CredentialsError> {
-        let read_err = |source| CredentialsError::Read { path: path.to_owned(), source };
+        let read_err = |source| CredentialsError::Read {
+            path: path.to_owned(),
+            source,
+        };
         // Check the opened file itself (fstat), not the path, so the file
         // read is the file checked.
         let mut file = File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        check_permissions(path, meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw())?;
+        check_permissions(
+            path,
+            meta.mode(),
+            meta.uid(),
+            nix::unistd::geteuid().as_raw(),
+        )?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(read_err)?;
         Self::parse(path, &text, config, |var| std::env::var(var).ok())
@@ -209,7 +217,9 @@ impl Credentials {
             )
         })?;
         let line_of_entry = |n: usize| {
-            text.match_indices("[[credential]]").nth(n).map(|(pos, _)| line_of(text, pos))
+            text.match_indices("[[credential]]")
+                .nth(n)
+                .map(|(pos, _)| line_of(text, pos))
         };
         let mut seen = HashSet::new();
         let mut defaults = HashSet::new();
@@ -224,12 +234,19 @@ impl Credentials {
                 ));
             }
             if e.user.is_empty() {
-                return Err(invalid(line, "credential with an empty user".into(), "set user to a database role"));
+                return Err(invalid(
+                    line,
+                    "credential with an empty user".into(),
+                    "set user to a database role",
+                ));
             }
             if !seen.insert((e.target.clone(), e.user.clone())) {
                 return Err(invalid(
                     line,
-                    format!("second credential for user `{}` on target `{}`", e.user, e.target),
+                    format!(
+                        "second credential for user `{}` on target `{}`",
+                        e.user, e.target
+                    ),
                     "keep one [[credential]] per target and user",
                 ));
             }
@@ -258,7 +275,12 @@ impl Credentials {
                 })?)),
                 (None, None) => env(&target_password_env(&e.target)).map(Secret),
             };
-            entries.push(Credential { target: e.target, user: e.user, password, default: e.default });
+            entries.push(Credential {
+                target: e.target,
+                user: e.user,
+                password,
+                default: e.default,
+            });
         }
         Ok(Self { entries })
     }
@@ -269,7 +291,10 @@ impl Credentials {
         of_target()
             .find(|c| c.user == user)
             .or_else(|| of_target().find(|c| c.default))
-            .ok_or_else(|| CredentialsError::NoCredential { user: user.to_owned(), target: target.to_owned() })
+            .ok_or_else(|| CredentialsError::NoCredential {
+                user: user.to_owned(),
+                target: target.to_owned(),
+            })
     }
 
     /// Number of credentials held.
@@ -288,7 +313,13 @@ impl Credentials {
 pub fn target_password_env(target: &str) -> String {
     let name: String = target
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("INTERCEPTOR_PASSWORD_{name}")
 }
@@ -297,10 +328,16 @@ pub fn target_password_env(target: &str) -> String {
 /// another user than root or the daemon itself.
 fn check_permissions(path: &Path, mode: u32, uid: u32, euid: u32) -> Result<(), CredentialsError> {
     if mode & 0o077 != 0 {
-        return Err(CredentialsError::Permissions { path: path.to_owned(), mode: mode & 0o7777 });
+        return Err(CredentialsError::Permissions {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
     }
     if uid != 0 && uid != euid {
-        return Err(CredentialsError::Owner { path: path.to_owned(), uid });
+        return Err(CredentialsError::Owner {
+            path: path.to_owned(),
+            uid,
+        });
     }
     Ok(())
 }
@@ -312,7 +349,11 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config::parse(Path::new("c.toml"), "[[target]]\nname = \"main-db\"\n[[target]]\nname = \"other\"\n").unwrap()
+        Config::parse(
+            Path::new("c.toml"),
+            "[[target]]\nname = \"main-db\"\n[[target]]\nname = \"other\"\n",
+        )
+        .unwrap()
     }
 
     fn parse(text: &str) -> Result<Credentials, CredentialsError> {
@@ -333,17 +374,38 @@ mod tests {
              [[credential]]\ntarget = \"other\"\nuser = \"x\"\n",
         )
         .unwrap();
-        assert_eq!(c.for_session("main-db", "writer").unwrap().password.as_ref().unwrap().expose(), "from-var");
+        assert_eq!(
+            c.for_session("main-db", "writer")
+                .unwrap()
+                .password
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "from-var"
+        );
         assert_eq!(c.for_session("main-db", "someone").unwrap().user, "reader");
-        assert_eq!(c.for_session("main-db", "trusty").unwrap().password.as_ref().unwrap().expose(), "from-target-env");
+        assert_eq!(
+            c.for_session("main-db", "trusty")
+                .unwrap()
+                .password
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "from-target-env"
+        );
         assert!(c.for_session("other", "x").unwrap().password.is_none());
         let e = c.for_session("other", "alice").unwrap_err();
-        assert_eq!(e.to_string(), "no credential held for user alice on target other");
+        assert_eq!(
+            e.to_string(),
+            "no credential held for user alice on target other"
+        );
     }
 
     #[test]
     fn debug_redacts_passwords() {
-        let c = parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword = \"hunter2\"\n").unwrap();
+        let c =
+            parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword = \"hunter2\"\n")
+                .unwrap();
         let dbg = format!("{c:?} {:?}", c.for_session("main-db", "r").unwrap());
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("<redacted>"), "{dbg}");
@@ -351,12 +413,19 @@ mod tests {
 
     #[test]
     fn invalid_files_name_line_and_fix() {
-        let e = parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npasword = \"x\"\n").unwrap_err();
+        let e = parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npasword = \"x\"\n")
+            .unwrap_err();
         assert!(e.to_string().contains("creds.toml:4"), "{e}");
         let e = parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\n[[credential]]\ntarget = \"nope\"\nuser = \"r\"\n")
             .unwrap_err();
-        assert!(e.to_string().contains(":4") && e.to_string().contains("unknown target `nope`"), "{e}");
-        let e = parse("[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword_env = \"UNSET_VAR\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":4") && e.to_string().contains("unknown target `nope`"),
+            "{e}"
+        );
+        let e = parse(
+            "[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword_env = \"UNSET_VAR\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("UNSET_VAR"), "{e}");
         let e = parse(
             "[[credential]]\ntarget = \"main-db\"\nuser = \"a\"\ndefault = true\n\
@@ -371,7 +440,10 @@ mod tests {
 
     #[test]
     fn env_name_of_target() {
-        assert_eq!(target_password_env("main-db.eu"), "INTERCEPTOR_PASSWORD_MAIN_DB_EU");
+        assert_eq!(
+            target_password_env("main-db.eu"),
+            "INTERCEPTOR_PASSWORD_MAIN_DB_EU"
+        );
     }
 
     #[test]
@@ -380,7 +452,10 @@ mod tests {
         assert!(check_permissions(p, 0o100_600, 0, 0).is_ok());
         assert!(check_permissions(p, 0o100_400, 0, 0).is_ok());
         let e = check_permissions(p, 0o100_640, 0, 0).unwrap_err();
-        assert!(e.to_string().contains("chmod 600 /etc/creds.toml") && e.to_string().contains("0640"), "{e}");
+        assert!(
+            e.to_string().contains("chmod 600 /etc/creds.toml") && e.to_string().contains("0640"),
+            "{e}"
+        );
         assert!(check_permissions(p, 0o100_604, 0, 0).is_err());
         let e = check_permissions(p, 0o100_600, 1000, 0).unwrap_err();
         assert!(e.to_string().contains("not root"), "{e}");
@@ -393,10 +468,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("creds.toml");
         let mut f = File::create(&path).unwrap();
-        writeln!(f, "[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword = \"pw\"").unwrap();
+        writeln!(
+            f,
+            "[[credential]]\ntarget = \"main-db\"\nuser = \"r\"\npassword = \"pw\""
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Credentials::load_file(&path, &config()).unwrap_err();
-        assert!(matches!(e, CredentialsError::Permissions { mode: 0o644, .. }), "{e}");
+        assert!(
+            matches!(e, CredentialsError::Permissions { mode: 0o644, .. }),
+            "{e}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = Credentials::load_file(&path, &config()).unwrap();
         assert_eq!(c.len(), 1);

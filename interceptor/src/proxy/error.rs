@@ -56,12 +56,18 @@ impl SessionError {
         match self {
             Self::Refused(e) => Some(e.clone()),
             Self::Upstream(e) => Some(e.to_pg_error()),
-            Self::Wire(WireError::Io(_) | WireError::UnexpectedEof) | Self::ClientTls(_) | Self::Io(_) => None,
-            Self::Wire(e @ WireError::TooLarge { .. }) => {
-                Some(PgError::fatal(sqlstate::PROGRAM_LIMIT_EXCEEDED, e.to_string()))
-            }
+            Self::Wire(WireError::Io(_) | WireError::UnexpectedEof)
+            | Self::ClientTls(_)
+            | Self::Io(_) => None,
+            Self::Wire(e @ WireError::TooLarge { .. }) => Some(PgError::fatal(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                e.to_string(),
+            )),
             Self::Wire(e) => Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
-            Self::StartupTimeout(_) => Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, self.to_string())),
+            Self::StartupTimeout(_) => Some(PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                self.to_string(),
+            )),
         }
     }
 
@@ -69,9 +75,11 @@ impl SessionError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Refused(_) => "refused",
-            Self::Upstream(UpstreamError::Rejected { .. } | UpstreamError::NoPassword { .. } | UpstreamError::Scram { .. }) => {
-                "upstream_auth_failed"
-            }
+            Self::Upstream(
+                UpstreamError::Rejected { .. }
+                | UpstreamError::NoPassword { .. }
+                | UpstreamError::Scram { .. },
+            ) => "upstream_auth_failed",
             Self::Upstream(_) => "upstream_unavailable",
             Self::Wire(_) => "client_protocol_violation",
             Self::ClientTls(_) => "client_tls_failed",

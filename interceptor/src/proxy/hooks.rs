@@ -105,7 +105,10 @@ impl std::fmt::Debug for Verdict {
             Self::Reply(frames) => f.debug_tuple("Reply").field(frames).finish(),
             Self::Close(e) => f.debug_tuple("Close").field(e).finish(),
             Self::Await(_) => f.write_str("Await(..)"),
-            Self::AwaitAfter(frames, _) => f.debug_tuple("AwaitAfter").field(frames).finish_non_exhaustive(),
+            Self::AwaitAfter(frames, _) => f
+                .debug_tuple("AwaitAfter")
+                .field(frames)
+                .finish_non_exhaustive(),
         }
     }
 }

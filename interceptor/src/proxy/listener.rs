@@ -18,7 +18,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts until `shutdown` completes, then ends the sessions.
-pub(crate) async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -31,27 +35,49 @@ pub(crate) async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: i
         };
         match conn {
             Some(conn) => {
-                tracker.spawn(session::serve(Arc::clone(&shared), conn, token.child_token()));
+                tracker.spawn(session::serve(
+                    Arc::clone(&shared),
+                    conn,
+                    token.child_token(),
+                ));
             }
             None => tokio::time::sleep(ACCEPT_BACKOFF).await,
         }
     }
     token.cancel();
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
-        tracing::warn!(event = "shutdown", sessions = tracker.len(), "sessions still open after the drain timeout");
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            event = "shutdown",
+            sessions = tracker.len(),
+            "sessions still open after the drain timeout"
+        );
     }
 }
 
 fn tcp(r: io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>, which: &str) -> Option<Conn> {
     let (stream, peer) = r.map_err(|e| accept_error(which, &e)).ok()?;
-    let local = stream.local_addr().map_err(|e| accept_error(which, &e)).ok()?;
-    Some(Conn::Tcp { stream, peer, local })
+    let local = stream
+        .local_addr()
+        .map_err(|e| accept_error(which, &e))
+        .ok()?;
+    Some(Conn::Tcp {
+        stream,
+        peer,
+        local,
+    })
 }
 
 fn unix(r: io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>) -> Option<Conn> {
     let (stream, _) = r.map_err(|e| accept_error("unix", &e)).ok()?;
-    let pid = stream.peer_cred().ok().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+    let pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
     Some(Conn::Unix { stream, pid })
 }
 
@@ -60,14 +86,18 @@ fn accept_error(which: &str, e: &io::Error) {
     tracing::warn!(event = "accept_error", listener = which, error = %e, "accept failed");
 }
 
-async fn accept_tcp(l: Option<&TcpListener>) -> io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+async fn accept_tcp(
+    l: Option<&TcpListener>,
+) -> io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
 }
 
-async fn accept_unix(l: Option<&UnixListener>) -> io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+async fn accept_unix(
+    l: Option<&UnixListener>,
+) -> io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
@@ -81,7 +111,13 @@ pub(crate) fn unix_target(config: &Config, listener: &UnixListener) -> Option<St
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf))
-        .and_then(|p| p.file_name()?.to_str()?.strip_prefix(".s.PGSQL.")?.parse::<u16>().ok());
+        .and_then(|p| {
+            p.file_name()?
+                .to_str()?
+                .strip_prefix(".s.PGSQL.")?
+                .parse::<u16>()
+                .ok()
+        });
     if let Some(port) = port {
         let mut matching = config.targets.iter().filter(|t| t.port == port);
         if let (Some(t), None) = (matching.next(), matching.next()) {

@@ -48,7 +48,9 @@ use std::{
 pub use cancel::{CancelKey, CancelMap, CancelTarget};
 pub use credentials::{Credential, Credentials, CredentialsError, Secret};
 pub use error::{ProxyError, SessionError};
-pub use hooks::{HooksFactory, PassThrough, Route, SessionHooks, SessionInfo, SessionSummary, Traffic, Verdict};
+pub use hooks::{
+    HooksFactory, PassThrough, Route, SessionHooks, SessionInfo, SessionSummary, Traffic, Verdict,
+};
 pub use relay::EndReason;
 pub use tls::TlsError;
 use tokio::net::{TcpListener, UnixListener};
@@ -118,7 +120,10 @@ pub async fn run_with_hooks(
     if let Some(v6) = &listeners.v6 {
         own_addrs.push(v6.local_addr().map_err(listener_err("v6"))?);
     }
-    let unix_target = listeners.unix.as_ref().and_then(|l| listener::unix_target(&config, l));
+    let unix_target = listeners
+        .unix
+        .as_ref()
+        .and_then(|l| listener::unix_target(&config, l));
     tracing::info!(
         event = "proxy_start",
         listen = ?own_addrs,
@@ -157,7 +162,11 @@ impl UpstreamConnector {
     pub fn new(config: Arc<Config>) -> Result<Self, ProxyError> {
         let credentials = Credentials::load(&config)?;
         let tls = tls::upstream_connectors(&config)?;
-        Ok(Self { config, credentials, tls })
+        Ok(Self {
+            config,
+            credentials,
+            tls,
+        })
     }
 }
 
@@ -165,10 +174,17 @@ impl crate::mask::catalog::Connector for UpstreamConnector {
     fn connect<'a>(
         &'a self,
         info: &'a hooks::SessionInfo,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<upstream::Upstream, String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<upstream::Upstream, String>> + Send + 'a>>
+    {
         Box::pin(async move {
-            let target = self.config.target(&info.target).ok_or_else(|| format!("target `{}` is not configured", info.target))?;
-            let credential = self.credentials.for_session(&info.target, &info.user).map_err(|e| e.to_string())?;
+            let target = self
+                .config
+                .target(&info.target)
+                .ok_or_else(|| format!("target `{}` is not configured", info.target))?;
+            let credential = self
+                .credentials
+                .for_session(&info.target, &info.user)
+                .map_err(|e| e.to_string())?;
             let request = upstream::UpstreamRequest {
                 target: &target.name,
                 addr: info.upstream,
@@ -179,9 +195,12 @@ impl crate::mask::catalog::Connector for UpstreamConnector {
                 parameters: vec![("application_name", "interceptor-catalog")],
                 max_message_bytes: self.config.proxy.max_message_bytes,
             };
-            upstream::establish(&request, std::time::Duration::from_millis(self.config.proxy.connect_timeout_ms))
-                .await
-                .map_err(|e| e.to_string())
+            upstream::establish(
+                &request,
+                std::time::Duration::from_millis(self.config.proxy.connect_timeout_ms),
+            )
+            .await
+            .map_err(|e| e.to_string())
         })
     }
 }

@@ -29,7 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
 use super::hooks::{SessionHooks, Traffic, Verdict};
-use crate::wire::{Frame, PgError, WireError, frame::frame_len, split_frame, sqlstate, status, tag};
+use crate::wire::{
+    Frame, PgError, WireError, frame::frame_len, split_frame, sqlstate, status, tag,
+};
 
 /// Read buffer granule.
 const READ_CHUNK: usize = 8 * 1024;
@@ -144,8 +146,12 @@ impl std::fmt::Display for EndReason {
             Self::ClientTerminate => f.write_str("client sent Terminate"),
             Self::ClientClosed => f.write_str("client closed the connection"),
             Self::UpstreamClosed => f.write_str("upstream closed the connection"),
-            Self::ClientTooLarge { len, max } => write!(f, "client message of {len} bytes over the limit of {max}"),
-            Self::UpstreamTooLarge { len, max } => write!(f, "upstream message of {len} bytes over the limit of {max}"),
+            Self::ClientTooLarge { len, max } => {
+                write!(f, "client message of {len} bytes over the limit of {max}")
+            }
+            Self::UpstreamTooLarge { len, max } => {
+                write!(f, "upstream message of {len} bytes over the limit of {max}")
+            }
             Self::ClientProtocol(w) => write!(f, "client protocol violation: {w}"),
             Self::UpstreamProtocol(w) => write!(f, "upstream protocol violation: {w}"),
             Self::ClientIo(e) => write!(f, "client i/o error: {e}"),
@@ -188,7 +194,11 @@ impl Outbox {
     }
 
     /// Writes everything, then flushes. `Ready(Ok(true))` if it wrote anything.
-    fn poll_drain<W: AsyncWrite + Unpin>(&mut self, w: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+    fn poll_drain<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
         let mut wrote = false;
         while self.len > 0 {
             let chunk: &[u8] = match self.queue.front() {
@@ -290,7 +300,10 @@ where
             hooks,
             max: max_message_bytes,
             from_client: Inbound::default(),
-            from_upstream: Inbound { buf: upstream_buf, ..Inbound::default() },
+            from_upstream: Inbound {
+                buf: upstream_buf,
+                ..Inbound::default()
+            },
             to_client: Outbox::default(),
             to_upstream: Outbox::default(),
             traffic: Traffic::default(),
@@ -309,7 +322,11 @@ where
     /// Runs until the session ends or `shutdown` completes; then writes what
     /// is owed (queued frames, the error for the client, `Terminate` for
     /// the upstream) within [`FINISH_TIMEOUT`] and closes both sides.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>, target: &str) -> (EndReason, Traffic) {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        target: &str,
+    ) -> (EndReason, Traffic) {
         // Frames already in the upstream buffer (e.g. a NOTIFY that arrived
         // with ReadyForQuery) go through the hook like any other.
         let mut end = self.process(Dir::Backend).err();
@@ -394,7 +411,8 @@ where
             // While a verdict is pending the client is still read (a little),
             // so that its going away is noticed: a statement held for a
             // person's approval may wait for minutes.
-            let waiting = dir == Dir::Frontend && self.deferred.is_some() && inbound.buf.len() >= READ_CHUNK;
+            let waiting =
+                dir == Dir::Frontend && self.deferred.is_some() && inbound.buf.len() >= READ_CHUNK;
             if inbound.eof || inbound.stopped || outbox_len >= HIGH_WATER || waiting {
                 return Poll::Ready(Ok(progress));
             }
@@ -550,8 +568,12 @@ fn reserve_for_next(buf: &mut BytesMut, max: usize) {
 
 fn framing_error(dir: Dir, e: WireError) -> EndReason {
     match (dir, e) {
-        (Dir::Frontend, WireError::TooLarge { len, max, .. }) => EndReason::ClientTooLarge { len, max },
-        (Dir::Backend, WireError::TooLarge { len, max, .. }) => EndReason::UpstreamTooLarge { len, max },
+        (Dir::Frontend, WireError::TooLarge { len, max, .. }) => {
+            EndReason::ClientTooLarge { len, max }
+        }
+        (Dir::Backend, WireError::TooLarge { len, max, .. }) => {
+            EndReason::UpstreamTooLarge { len, max }
+        }
         (Dir::Frontend, e) => EndReason::ClientProtocol(e.to_string()),
         (Dir::Backend, e) => EndReason::UpstreamProtocol(e.to_string()),
     }
@@ -579,9 +601,15 @@ mod tests {
         let (mut upstream_proxy, upstream_db) = duplex(1 << 16);
         let relay = tokio::spawn(async move {
             let mut hooks = PassThrough;
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
-                .run(std::future::pending(), "db")
-                .await
+            Relay::new(
+                &mut client_proxy,
+                &mut upstream_proxy,
+                BytesMut::new(),
+                &mut hooks,
+                4096,
+            )
+            .run(std::future::pending(), "db")
+            .await
         });
         (client_app, upstream_db, relay)
     }
@@ -592,9 +620,15 @@ mod tests {
         let (mut upstream_proxy, mut upstream_db) = duplex(1 << 16);
         let relay = tokio::spawn(async move {
             let mut hooks = PassThrough;
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 1 << 20)
-                .run(std::future::pending(), "db")
-                .await
+            Relay::new(
+                &mut client_proxy,
+                &mut upstream_proxy,
+                BytesMut::new(),
+                &mut hooks,
+                1 << 20,
+            )
+            .run(std::future::pending(), "db")
+            .await
         });
         let q = frame(b'Q', b"select 1\0");
         client_app.write_all(&q).await.unwrap();
@@ -610,7 +644,10 @@ mod tests {
         client_app.write_all(&frame(b'X', b"")).await.unwrap();
         let (end, traffic) = relay.await.unwrap();
         assert!(matches!(end, EndReason::ClientTerminate), "{end}");
-        assert_eq!((traffic.frontend_messages, traffic.backend_messages), (2, 2));
+        assert_eq!(
+            (traffic.frontend_messages, traffic.backend_messages),
+            (2, 2)
+        );
         assert_eq!(traffic.backend_bytes, answer.len() as u64);
         let mut rest = Vec::new();
         upstream_db.read_to_end(&mut rest).await.unwrap();
@@ -626,19 +663,31 @@ mod tests {
         client_app.write_all(&big).await.unwrap();
         let mut reply = Vec::new();
         client_app.read_to_end(&mut reply).await.unwrap();
-        let err = crate::wire::error_response::parse_error_fields(&Frame::new(reply[0], &reply[5..])).unwrap();
+        let err =
+            crate::wire::error_response::parse_error_fields(&Frame::new(reply[0], &reply[5..]))
+                .unwrap();
         assert_eq!(crate::wire::error_response::error_code(&err), Some("54000"));
         let (end, _) = relay.await.unwrap();
-        assert!(matches!(end, EndReason::ClientTooLarge { max: 4096, .. }), "{end}");
+        assert!(
+            matches!(end, EndReason::ClientTooLarge { max: 4096, .. }),
+            "{end}"
+        );
         let mut forwarded = Vec::new();
         upstream_db.read_to_end(&mut forwarded).await.unwrap();
-        assert_eq!(forwarded, frame(b'X', b""), "only the proxy's Terminate reached upstream");
+        assert_eq!(
+            forwarded,
+            frame(b'X', b""),
+            "only the proxy's Terminate reached upstream"
+        );
     }
 
     #[tokio::test]
     async fn password_after_authentication_is_refused_not_forwarded() {
         let (mut client_app, mut upstream_db, relay) = pass_through_relay();
-        client_app.write_all(&frame(b'p', b"hunter2\0")).await.unwrap();
+        client_app
+            .write_all(&frame(b'p', b"hunter2\0"))
+            .await
+            .unwrap();
         let (end, _) = relay.await.unwrap();
         assert!(matches!(end, EndReason::ClientProtocol(_)), "{end}");
         let mut forwarded = Vec::new();
@@ -654,7 +703,9 @@ mod tests {
                 if frame.tag() == b'Q' {
                     Verdict::Reply(vec![
                         PgError::error("42501", "denied").to_frame(),
-                        status::ready_for_query(pgwire::messages::response::TransactionStatus::Idle),
+                        status::ready_for_query(
+                            pgwire::messages::response::TransactionStatus::Idle,
+                        ),
                     ])
                 } else {
                     Verdict::Forward(frame)
@@ -665,11 +716,20 @@ mod tests {
         let (mut upstream_proxy, _upstream_db) = duplex(1 << 16);
         tokio::spawn(async move {
             let mut hooks = DenyQueries;
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
-                .run(std::future::pending(), "db")
-                .await
+            Relay::new(
+                &mut client_proxy,
+                &mut upstream_proxy,
+                BytesMut::new(),
+                &mut hooks,
+                4096,
+            )
+            .run(std::future::pending(), "db")
+            .await
         });
-        client_app.write_all(&frame(b'Q', b"drop table t\0")).await.unwrap();
+        client_app
+            .write_all(&frame(b'Q', b"drop table t\0"))
+            .await
+            .unwrap();
         let mut head = [0_u8; 5];
         client_app.read_exact(&mut head).await.unwrap();
         assert_eq!(head[0], b'E');
@@ -710,12 +770,24 @@ mod tests {
         let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let g = Arc::clone(&gone);
         let relay = tokio::spawn(async move {
-            let mut hooks = Hold { release: Arc::default(), gone: g };
-            Relay::new(&mut client_proxy, &mut upstream_proxy, BytesMut::new(), &mut hooks, 4096)
-                .run(std::future::pending(), "db")
-                .await
+            let mut hooks = Hold {
+                release: Arc::default(),
+                gone: g,
+            };
+            Relay::new(
+                &mut client_proxy,
+                &mut upstream_proxy,
+                BytesMut::new(),
+                &mut hooks,
+                4096,
+            )
+            .run(std::future::pending(), "db")
+            .await
         });
-        client_app.write_all(&frame(b'Q', b"delete from t\0")).await.unwrap();
+        client_app
+            .write_all(&frame(b'Q', b"delete from t\0"))
+            .await
+            .unwrap();
         let notice = frame(b'N', b"Mheld\0\0");
         let mut got = vec![0; notice.len()];
         client_app.read_exact(&mut got).await.unwrap();
@@ -728,11 +800,18 @@ mod tests {
         assert_eq!(got, status);
         // The client leaves while held: the hook hears of it, the wait ends.
         drop(client_app);
-        let (end, _) = tokio::time::timeout(Duration::from_secs(5), relay).await.expect("relay ended").unwrap();
+        let (end, _) = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("relay ended")
+            .unwrap();
         assert!(gone.load(std::sync::atomic::Ordering::SeqCst));
         assert!(matches!(end, EndReason::ClientClosed), "{end}");
         let mut forwarded = Vec::new();
         upstream_db.read_to_end(&mut forwarded).await.unwrap();
-        assert_eq!(forwarded, frame(b'X', b""), "the held Query never reached the upstream");
+        assert_eq!(
+            forwarded,
+            frame(b'X', b""),
+            "the held Query never reached the upstream"
+        );
     }
 }

@@ -49,8 +49,7 @@ use crate::{
     token::{TokenError, TokenOutcome, Validator},
     wire::{
         PgError, StartupPacket, WireError, auth, read_frame, read_startup_packet, sqlstate,
-        startup::TLS_HANDSHAKE_BYTE,
-        status,
+        startup::TLS_HANDSHAKE_BYTE, status,
     },
 };
 
@@ -168,28 +167,41 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: Cancellatio
 /// Resolves the origin and starts attestation.
 fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<AttestTask>) {
     match conn {
-        Conn::Tcp { stream, peer, local } => {
+        Conn::Tcp {
+            stream,
+            peer,
+            local,
+        } => {
             // Latency of small messages matters more than packet count.
             let _ = stream.set_nodelay(true);
             super::keepalive(&stream);
             let (origin, attest) = match shared.lookup.lookup(peer) {
                 Some(record) => {
                     let pid = record.tgid;
-                    let task = tokio::task::spawn_blocking(move || identity::attest(pid).map_err(|e| e.to_string()));
+                    let task = tokio::task::spawn_blocking(move || {
+                        identity::attest(pid).map_err(|e| e.to_string())
+                    });
                     (Origin::Redirected(record), Some(task))
                 }
-                None => match &shared.config.proxy.explicit_target {
-                    Some(target) => {
-                        let task = tokio::task::spawn_blocking(move || {
-                            let pid = identity::pid_of_tcp_peer(peer, local).ok_or_else(|| {
+                None => {
+                    match &shared.config.proxy.explicit_target {
+                        Some(target) => {
+                            let task = tokio::task::spawn_blocking(move || {
+                                let pid = identity::pid_of_tcp_peer(peer, local).ok_or_else(|| {
                                 format!("cannot find the local process that owns client socket {peer}")
                             })?;
-                            identity::attest(pid).map_err(|e| e.to_string())
-                        });
-                        (Origin::Explicit { target: target.clone() }, Some(task))
+                                identity::attest(pid).map_err(|e| e.to_string())
+                            });
+                            (
+                                Origin::Explicit {
+                                    target: target.clone(),
+                                },
+                                Some(task),
+                            )
+                        }
+                        None => (Origin::Unknown { local }, None),
                     }
-                    None => (Origin::Unknown { local }, None),
-                },
+                }
             };
             (ClientStream::Tcp(stream), peer.to_string(), origin, attest)
         }
@@ -225,7 +237,10 @@ async fn start(
     let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(shared, client)).await;
     let (mut client, startup) = match negotiated {
         Err(_) => {
-            refused(ctx, &SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs()));
+            refused(
+                ctx,
+                &SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs()),
+            );
             return None;
         }
         Ok(Err((client, err))) => {
@@ -266,7 +281,9 @@ async fn negotiate(
         match tcp.peek(&mut first).await {
             Ok(0) => return Ok((client, Negotiated::Gone)),
             Ok(_) if first[0] == TLS_HANDSHAKE_BYTE => {
-                client = accept_tls(&shared.acceptor, client).await.map_err(|e| (None, e))?;
+                client = accept_tls(&shared.acceptor, client)
+                    .await
+                    .map_err(|e| (None, e))?;
                 direct_tls = true;
             }
             Ok(_) => {}
@@ -274,7 +291,9 @@ async fn negotiate(
         }
     }
     if direct_tls && !alpn_is_postgresql(&client) {
-        let err = WireError::InvalidStartup("direct TLS connection without ALPN protocol \"postgresql\"".into());
+        let err = WireError::InvalidStartup(
+            "direct TLS connection without ALPN protocol \"postgresql\"".into(),
+        );
         return Err((Some(client), err.into()));
     }
     let mut gss_answered = false;
@@ -286,14 +305,18 @@ async fn negotiate(
         };
         match packet {
             StartupPacket::SslRequest if client.is_tls() => {
-                let err = WireError::InvalidStartup("SSLRequest on a connection that already uses TLS".into());
+                let err = WireError::InvalidStartup(
+                    "SSLRequest on a connection that already uses TLS".into(),
+                );
                 return Err((Some(client), err.into()));
             }
             StartupPacket::SslRequest => {
                 if let Err(e) = client.write_all(b"S").await {
                     return Err((None, e.into()));
                 }
-                client = accept_tls(&shared.acceptor, client).await.map_err(|e| (None, e))?;
+                client = accept_tls(&shared.acceptor, client)
+                    .await
+                    .map_err(|e| (None, e))?;
             }
             StartupPacket::GssEncRequest if gss_answered => {
                 let err = WireError::InvalidStartup("second GSSENCRequest".into());
@@ -308,12 +331,17 @@ async fn negotiate(
                 }
             }
             StartupPacket::CancelRequest(req) => return Ok((client, Negotiated::Cancel(req))),
-            StartupPacket::Startup(startup) => return Ok((client, Negotiated::Startup(Box::new(startup)))),
+            StartupPacket::Startup(startup) => {
+                return Ok((client, Negotiated::Startup(Box::new(startup))));
+            }
         }
     }
 }
 
-async fn accept_tls(acceptor: &TlsAcceptor, client: ClientStream) -> Result<ClientStream, SessionError> {
+async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    client: ClientStream,
+) -> Result<ClientStream, SessionError> {
     match client {
         ClientStream::Tcp(s) => acceptor
             .accept(s)
@@ -325,9 +353,9 @@ async fn accept_tls(acceptor: &TlsAcceptor, client: ClientStream) -> Result<Clie
             .await
             .map(|t| ClientStream::TlsUnix(Box::new(t)))
             .map_err(SessionError::ClientTls),
-        ClientStream::TlsTcp(_) | ClientStream::TlsUnix(_) => Err(SessionError::Wire(WireError::InvalidStartup(
-            "TLS requested twice".into(),
-        ))),
+        ClientStream::TlsTcp(_) | ClientStream::TlsUnix(_) => Err(SessionError::Wire(
+            WireError::InvalidStartup("TLS requested twice".into()),
+        )),
     }
 }
 
@@ -370,11 +398,22 @@ async fn establish(
     let user = params
         .remove("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| refuse(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"))?;
-    let database = params.remove("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+        .ok_or_else(|| {
+            refuse(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?;
+    let database = params
+        .remove("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
     ctx.user = Some(user.clone());
     ctx.database = Some(database.clone());
-    if params.get("replication").is_some_and(|v| !matches!(v.as_str(), "false" | "off" | "no" | "0")) {
+    if params
+        .get("replication")
+        .is_some_and(|v| !matches!(v.as_str(), "false" | "off" | "no" | "0"))
+    {
         return Err(refuse(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "replication connections are not supported through the interceptor",
@@ -382,7 +421,11 @@ async fn establish(
     }
     // Protocol options (`_pq_.*`) and minor versions above 3.0 are declined
     // with NegotiateProtocolVersion, as a 3.0 server does.
-    let pq_options: Vec<String> = params.keys().filter(|k| k.starts_with("_pq_.")).cloned().collect();
+    let pq_options: Vec<String> = params
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
     params.retain(|k, _| !k.starts_with("_pq_."));
     let negotiate = if startup.protocol_number_minor > 0 || !pq_options.is_empty() {
         Some(status::negotiate_protocol_version(pq_options)?)
@@ -396,14 +439,25 @@ async fn establish(
             let target = config.target_for(record.orig_dst).ok_or_else(|| {
                 refuse(
                     sqlstate::REJECTED_CONNECTION,
-                    format!("connection to {} is not to a configured interceptor target", record.orig_dst),
+                    format!(
+                        "connection to {} is not to a configured interceptor target",
+                        record.orig_dst
+                    ),
                 )
             })?;
-            (Route::Redirected, Some(record.orig_dst), Some(record.clone()), target)
+            (
+                Route::Redirected,
+                Some(record.orig_dst),
+                Some(record.clone()),
+                target,
+            )
         }
         Origin::Explicit { target } => {
             let target = config.target(target).ok_or_else(|| {
-                refuse(sqlstate::REJECTED_CONNECTION, format!("explicit_target `{target}` is not a configured target"))
+                refuse(
+                    sqlstate::REJECTED_CONNECTION,
+                    format!("explicit_target `{target}` is not a configured target"),
+                )
             })?;
             (Route::Explicit, None, None, target)
         }
@@ -416,14 +470,19 @@ async fn establish(
                 )
             })?;
             let target = config.target(name).ok_or_else(|| {
-                refuse(sqlstate::REJECTED_CONNECTION, format!("target `{name}` is not configured"))
+                refuse(
+                    sqlstate::REJECTED_CONNECTION,
+                    format!("target `{name}` is not configured"),
+                )
             })?;
             (Route::Unix, None, None, target)
         }
         Origin::Unknown { local } => {
             return Err(refuse_hint(
                 sqlstate::REJECTED_CONNECTION,
-                format!("connection made straight to the interceptor at {local}, and no explicit_target is configured"),
+                format!(
+                    "connection made straight to the interceptor at {local}, and no explicit_target is configured"
+                ),
                 "connect to the database's own address (the interceptor redirects it), or set proxy.explicit_target",
             ));
         }
@@ -434,11 +493,19 @@ async fn establish(
     let attestation = match attest {
         Some(task) => match tokio::time::timeout(STARTUP_TIMEOUT, task).await {
             Ok(joined) => joined.map_err(|e| e.to_string()).and_then(|r| r),
-            Err(_) => Err(format!("attestation took longer than {} s", STARTUP_TIMEOUT.as_secs())),
+            Err(_) => Err(format!(
+                "attestation took longer than {} s",
+                STARTUP_TIMEOUT.as_secs()
+            )),
         },
         None => Err("no caller to attest".to_owned()),
     }
-    .map_err(|e| refuse(sqlstate::INVALID_AUTHORIZATION, format!("the interceptor could not attest the calling process: {e}")))?;
+    .map_err(|e| {
+        refuse(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("the interceptor could not attest the calling process: {e}"),
+        )
+    })?;
     let attestation = Arc::new(attestation);
     ctx.attestation = Some(Arc::clone(&attestation));
 
@@ -450,14 +517,20 @@ async fn establish(
     let Some(addr) = target.upstream.or(orig_dst) else {
         return Err(refuse_hint(
             sqlstate::UNABLE_TO_CONNECT,
-            format!("target `{}` has no upstream address for connections that were not redirected", target.name),
+            format!(
+                "target `{}` has no upstream address for connections that were not redirected",
+                target.name
+            ),
             "set upstream = \"host:port\" in the [[target]]",
         ));
     };
     if shared.own_addrs.contains(&addr) {
         return Err(refuse(
             sqlstate::UNABLE_TO_CONNECT,
-            format!("target `{}` points at the interceptor itself ({addr})", target.name),
+            format!(
+                "target `{}` points at the interceptor itself ({addr})",
+                target.name
+            ),
         ));
     }
 
@@ -487,7 +560,7 @@ async fn establish(
         connect_record: record,
         token,
     });
-    let hooks = shared.hooks.open(&info).map_err(SessionError::Refused)?;
+    let mut hooks = shared.hooks.open(&info).map_err(SessionError::Refused)?;
 
     let tls = shared.upstream_tls.get(&target.name);
     let request = UpstreamRequest {
@@ -497,11 +570,32 @@ async fn establish(
         tls_mode: upstream::tls_mode_name(target.tls),
         credential,
         database: &database,
-        parameters: params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
         max_message_bytes: config.proxy.max_message_bytes,
     };
-    let upstream =
-        upstream::establish(&request, Duration::from_millis(config.proxy.connect_timeout_ms)).await?;
+    let upstream = match upstream::establish(
+        &request,
+        Duration::from_millis(config.proxy.connect_timeout_ms),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            // The session was opened (and recorded): it ends on the record
+            // with why (upstream down, TLS, authentication, no such database).
+            let err = SessionError::from(e);
+            hooks.end(&super::hooks::SessionSummary {
+                reason: err.code(),
+                detail: err.to_string(),
+                traffic: super::hooks::Traffic::default(),
+                duration_ms: ctx.started.elapsed().as_millis() as u64,
+            });
+            return Err(err);
+        }
+    };
 
     let cancel = upstream.backend_key.map(|(pid, secret)| {
         shared.cancels.register(CancelTarget {
@@ -522,14 +616,23 @@ async fn establish(
         greeting.push(status::backend_key_data(pid, secret));
     }
     greeting.push(upstream.ready.clone());
-    Ok(Ready { info, upstream, hooks, greeting, _cancel: cancel })
+    Ok(Ready {
+        info,
+        upstream,
+        hooks,
+        greeting,
+        _cancel: cancel,
+    })
 }
 
 /// Asks the client for its token (`AuthenticationCleartextPassword`) and
 /// validates what it sends. A client that leaves instead (libpq with no
 /// password: `fe_sendauth: no password supplied`) or sends an empty
 /// password has presented no token.
-async fn ask_token(client: &mut ClientStream, validator: &Validator) -> Result<TokenOutcome, SessionError> {
+async fn ask_token(
+    client: &mut ClientStream,
+    validator: &Validator,
+) -> Result<TokenOutcome, SessionError> {
     let frame = auth::authentication_cleartext_password();
     client.write_all(frame.as_bytes()).await?;
     client.flush().await?;
@@ -542,8 +645,12 @@ async fn ask_token(client: &mut ClientStream, validator: &Validator) -> Result<T
         Err(_) => return Err(SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs())),
         Ok(Ok(Some(frame))) => frame,
         // Gone: still recorded as a session refused for want of a token.
-        Ok(Ok(None) | Err(WireError::UnexpectedEof | WireError::Io(_))) => return Ok(TokenOutcome::Missing),
-        Ok(Err(WireError::TooLarge { tag: b'p', .. })) => return Ok(TokenOutcome::Rejected(TokenError::TooLarge)),
+        Ok(Ok(None) | Err(WireError::UnexpectedEof | WireError::Io(_))) => {
+            return Ok(TokenOutcome::Missing);
+        }
+        Ok(Err(WireError::TooLarge { tag: b'p', .. })) => {
+            return Ok(TokenOutcome::Rejected(TokenError::TooLarge));
+        }
         Ok(Err(e)) => return Err(e.into()),
     };
     if frame.tag() != b'p' || !buf.is_empty() {
@@ -563,8 +670,20 @@ async fn ask_token(client: &mut ClientStream, validator: &Validator) -> Result<T
     })
 }
 
-async fn relay(shared: &Shared, ctx: &Context, client: &mut ClientStream, ready: Ready, shutdown: &CancellationToken) {
-    let Ready { info, mut upstream, mut hooks, greeting, _cancel } = ready;
+async fn relay(
+    shared: &Shared,
+    ctx: &Context,
+    client: &mut ClientStream,
+    ready: Ready,
+    shutdown: &CancellationToken,
+) {
+    let Ready {
+        info,
+        mut upstream,
+        mut hooks,
+        greeting,
+        _cancel,
+    } = ready;
     let upstream_tls = upstream.stream.is_tls();
     tracing::info!(
         event = "session_start",
@@ -586,7 +705,13 @@ async fn relay(shared: &Shared, ctx: &Context, client: &mut ClientStream, ready:
         "session started"
     );
     let buf = std::mem::take(&mut upstream.buf);
-    let mut relay = Relay::new(client, &mut upstream.stream, buf, hooks.as_mut(), shared.config.proxy.max_message_bytes);
+    let mut relay = Relay::new(
+        client,
+        &mut upstream.stream,
+        buf,
+        hooks.as_mut(),
+        shared.config.proxy.max_message_bytes,
+    );
     relay.send_to_client(greeting);
     let (end, traffic) = relay.run(shutdown.cancelled(), &info.target).await;
     let summary = SessionSummary {
@@ -619,7 +744,10 @@ async fn cancel(shared: &Shared, ctx: &Context, req: &CancelRequest) {
         tracing::info!(event = "cancel_request", session_id = ctx.id, peer = %ctx.peer, forwarded = false, "cancel request with a key the interceptor never issued");
         return;
     };
-    let key = CancelKey { pid: req.pid, secret };
+    let key = CancelKey {
+        pid: req.pid,
+        secret,
+    };
     let Some(to) = shared.cancels.get(key) else {
         tracing::info!(event = "cancel_request", session_id = ctx.id, peer = %ctx.peer, forwarded = false, "cancel request for no live session");
         return;

@@ -58,7 +58,12 @@ pub enum ClientStream {
     TlsUnix(Box<tokio_rustls::server::TlsStream<UnixStream>>),
 }
 
-delegate_io!(ClientStream { Tcp, Unix, TlsTcp, TlsUnix });
+delegate_io!(ClientStream {
+    Tcp,
+    Unix,
+    TlsTcp,
+    TlsUnix
+});
 
 impl ClientStream {
     /// Whether the client speaks TLS.

@@ -18,9 +18,7 @@ use tokio::{
 };
 
 use super::{
-    cancel::CancelTarget,
-    credentials::Credential,
-    stream::UpstreamStream,
+    cancel::CancelTarget, credentials::Credential, stream::UpstreamStream,
     tls::UpstreamTlsConnector,
 };
 use crate::wire::{
@@ -54,7 +52,9 @@ pub enum UpstreamError {
         ms: u64,
     },
     /// The server answered `N` to `SSLRequest` but the target requires TLS.
-    #[error("target `{target}` at {addr} does not accept TLS, but the target is configured with tls = \"{mode}\"")]
+    #[error(
+        "target `{target}` at {addr} does not accept TLS, but the target is configured with tls = \"{mode}\""
+    )]
     TlsRefused {
         /// Target name.
         target: String,
@@ -90,7 +90,9 @@ pub enum UpstreamError {
         during_auth: bool,
     },
     /// The server asked for an authentication method the proxy cannot do.
-    #[error("target `{target}` asked for {method} authentication, which the interceptor does not support")]
+    #[error(
+        "target `{target}` asked for {method} authentication, which the interceptor does not support"
+    )]
     UnsupportedAuth {
         /// Target name.
         target: String,
@@ -98,7 +100,9 @@ pub enum UpstreamError {
         method: String,
     },
     /// The server asked for a password and the credential holds none.
-    #[error("target `{target}` asked for a password for role `{user}`, but the interceptor holds none")]
+    #[error(
+        "target `{target}` asked for a password for role `{user}`, but the interceptor holds none"
+    )]
     NoPassword {
         /// Target name.
         target: String,
@@ -205,17 +209,27 @@ pub struct Upstream {
 }
 
 /// Connects, negotiates TLS and authenticates, all within `timeout`.
-pub async fn establish(req: &UpstreamRequest<'_>, timeout: Duration) -> Result<Upstream, UpstreamError> {
+pub async fn establish(
+    req: &UpstreamRequest<'_>,
+    timeout: Duration,
+) -> Result<Upstream, UpstreamError> {
     let ms = timeout.as_millis() as u64;
     match tokio::time::timeout(timeout, establish_inner(req)).await {
         Ok(r) => r,
-        Err(_) => Err(UpstreamError::Timeout { target: req.target.to_owned(), addr: req.addr, ms }),
+        Err(_) => Err(UpstreamError::Timeout {
+            target: req.target.to_owned(),
+            addr: req.addr,
+            ms,
+        }),
     }
 }
 
 async fn establish_inner(req: &UpstreamRequest<'_>) -> Result<Upstream, UpstreamError> {
     let mut stream = connect(req.target, req.addr, req.tls, req.tls_mode).await?;
-    let protocol = |source| UpstreamError::Protocol { target: req.target.to_owned(), source };
+    let protocol = |source| UpstreamError::Protocol {
+        target: req.target.to_owned(),
+        source,
+    };
     let user = req.credential.user.as_str();
     let mut params = vec![("user", user), ("database", req.database)];
     params.extend(req.parameters.iter().copied());
@@ -235,10 +249,21 @@ async fn establish_inner(req: &UpstreamRequest<'_>) -> Result<Upstream, Upstream
                 backend_key = Some(status::parse_backend_key_data(&frame).map_err(protocol)?);
             }
             tag::backend::READY_FOR_QUERY => {
-                return Ok(Upstream { stream, buf, backend_key, greeting, ready: frame });
+                return Ok(Upstream {
+                    stream,
+                    buf,
+                    backend_key,
+                    greeting,
+                    ready: frame,
+                });
             }
             tag::backend::ERROR_RESPONSE => return Err(rejected(&frame, req, false)),
-            t => return Err(protocol(WireError::malformed(t, "unexpected message after authentication"))),
+            t => {
+                return Err(protocol(WireError::malformed(
+                    t,
+                    "unexpected message after authentication",
+                )));
+            }
         }
     }
 }
@@ -250,16 +275,25 @@ async fn authenticate(
     req: &UpstreamRequest<'_>,
 ) -> Result<(), UpstreamError> {
     let target = || req.target.to_owned();
-    let protocol = |source| UpstreamError::Protocol { target: target(), source };
+    let protocol = |source| UpstreamError::Protocol {
+        target: target(),
+        source,
+    };
     let user = req.credential.user.as_str();
     let password = || {
         req.credential
             .password
             .as_ref()
             .map(super::credentials::Secret::expose)
-            .ok_or_else(|| UpstreamError::NoPassword { target: target(), user: user.to_owned() })
+            .ok_or_else(|| UpstreamError::NoPassword {
+                target: target(),
+                user: user.to_owned(),
+            })
     };
-    let scram_err = |e: io::Error| UpstreamError::Scram { target: target(), reason: e.to_string() };
+    let scram_err = |e: io::Error| UpstreamError::Scram {
+        target: target(),
+        reason: e.to_string(),
+    };
     let mut scram: Option<ScramSha256> = None;
     let mut scram_done = false;
     loop {
@@ -270,12 +304,20 @@ async fn authenticate(
             // Protocol 3.0 without options is what the proxy asks for;
             // a server may still answer with it: nothing to act on.
             tag::backend::NEGOTIATE_PROTOCOL_VERSION | tag::backend::NOTICE_RESPONSE => continue,
-            t => return Err(protocol(WireError::malformed(t, "unexpected message during authentication"))),
+            t => {
+                return Err(protocol(WireError::malformed(
+                    t,
+                    "unexpected message during authentication",
+                )));
+            }
         }
         let request = match auth::parse_authentication(&frame).map_err(protocol)? {
             AuthRequest::Known(r) => r,
             AuthRequest::Unsupported { name, .. } => {
-                return Err(UpstreamError::UnsupportedAuth { target: target(), method: name.to_owned() });
+                return Err(UpstreamError::UnsupportedAuth {
+                    target: target(),
+                    method: name.to_owned(),
+                });
             }
         };
         let answer = match request {
@@ -292,9 +334,12 @@ async fn authenticate(
             }
             Authentication::CleartextPassword => auth::password_message(password()?),
             Authentication::MD5Password(salt) => {
-                let salt: [u8; 4] = salt
-                    .try_into()
-                    .map_err(|_| protocol(WireError::malformed(tag::backend::AUTHENTICATION, "md5 salt")))?;
+                let salt: [u8; 4] = salt.try_into().map_err(|_| {
+                    protocol(WireError::malformed(
+                        tag::backend::AUTHENTICATION,
+                        "md5 salt",
+                    ))
+                })?;
                 auth::password_message(&md5_hash(user.as_bytes(), password()?.as_bytes(), salt))
             }
             Authentication::SASL(mechanisms) => {
@@ -313,7 +358,10 @@ async fn authenticate(
             }
             Authentication::SASLContinue(data) => {
                 let s = scram.take().ok_or_else(|| {
-                    protocol(WireError::malformed(tag::backend::AUTHENTICATION, "SASLContinue before SASL"))
+                    protocol(WireError::malformed(
+                        tag::backend::AUTHENTICATION,
+                        "SASLContinue before SASL",
+                    ))
                 })?;
                 // The salted password is 4096+ rounds of PBKDF2: milliseconds
                 // of CPU, kept off the threads that relay other sessions.
@@ -330,14 +378,20 @@ async fn authenticate(
             }
             Authentication::SASLFinal(data) => {
                 let s = scram.as_mut().ok_or_else(|| {
-                    protocol(WireError::malformed(tag::backend::AUTHENTICATION, "SASLFinal before SASL"))
+                    protocol(WireError::malformed(
+                        tag::backend::AUTHENTICATION,
+                        "SASLFinal before SASL",
+                    ))
                 })?;
                 s.finish(&data).map_err(scram_err)?;
                 scram_done = true;
                 continue;
             }
             other => {
-                return Err(UpstreamError::UnsupportedAuth { target: target(), method: format!("{other:?}") });
+                return Err(UpstreamError::UnsupportedAuth {
+                    target: target(),
+                    method: format!("{other:?}"),
+                });
             }
         };
         write(stream, answer.map_err(protocol)?.as_bytes(), req).await?;
@@ -349,12 +403,17 @@ fn rejected(frame: &Frame, req: &UpstreamRequest<'_>, during_auth: bool) -> Upst
         Ok(e) => UpstreamError::Rejected {
             target: req.target.to_owned(),
             user: req.credential.user.clone(),
-            code: error_code(&e).unwrap_or(sqlstate::CONNECTION_FAILURE).to_owned(),
+            code: error_code(&e)
+                .unwrap_or(sqlstate::CONNECTION_FAILURE)
+                .to_owned(),
             message: error_message(&e).unwrap_or("(no message)").to_owned(),
             detail: error_field(&e, b'D').map(str::to_owned),
             during_auth,
         },
-        Err(source) => UpstreamError::Protocol { target: req.target.to_owned(), source },
+        Err(source) => UpstreamError::Protocol {
+            target: req.target.to_owned(),
+            source,
+        },
     }
 }
 
@@ -365,18 +424,32 @@ async fn next_frame(
 ) -> Result<Frame, UpstreamError> {
     match read_frame(stream, buf, req.max_message_bytes).await {
         Ok(Some(frame)) => Ok(frame),
-        Ok(None) | Err(WireError::UnexpectedEof) => {
-            Err(UpstreamError::Closed { target: req.target.to_owned(), addr: req.addr })
-        }
-        Err(WireError::Io(source)) => {
-            Err(UpstreamError::Connect { target: req.target.to_owned(), addr: req.addr, source })
-        }
-        Err(source) => Err(UpstreamError::Protocol { target: req.target.to_owned(), source }),
+        Ok(None) | Err(WireError::UnexpectedEof) => Err(UpstreamError::Closed {
+            target: req.target.to_owned(),
+            addr: req.addr,
+        }),
+        Err(WireError::Io(source)) => Err(UpstreamError::Connect {
+            target: req.target.to_owned(),
+            addr: req.addr,
+            source,
+        }),
+        Err(source) => Err(UpstreamError::Protocol {
+            target: req.target.to_owned(),
+            source,
+        }),
     }
 }
 
-async fn write(stream: &mut UpstreamStream, data: &[u8], req: &UpstreamRequest<'_>) -> Result<(), UpstreamError> {
-    let io_err = |source| UpstreamError::Connect { target: req.target.to_owned(), addr: req.addr, source };
+async fn write(
+    stream: &mut UpstreamStream,
+    data: &[u8],
+    req: &UpstreamRequest<'_>,
+) -> Result<(), UpstreamError> {
+    let io_err = |source| UpstreamError::Connect {
+        target: req.target.to_owned(),
+        addr: req.addr,
+        source,
+    };
     stream.write_all(data).await.map_err(io_err)?;
     stream.flush().await.map_err(io_err)
 }
@@ -388,7 +461,11 @@ async fn connect(
     tls: Option<&UpstreamTlsConnector>,
     tls_mode: &'static str,
 ) -> Result<UpstreamStream, UpstreamError> {
-    let io_err = |source| UpstreamError::Connect { target: target.to_owned(), addr, source };
+    let io_err = |source| UpstreamError::Connect {
+        target: target.to_owned(),
+        addr,
+        source,
+    };
     let mut tcp = TcpStream::connect(addr).await.map_err(io_err)?;
     // Small request/response messages: do not wait for Nagle.
     tcp.set_nodelay(true).map_err(io_err)?;
@@ -396,18 +473,28 @@ async fn connect(
     let Some(tls) = tls else {
         return Ok(UpstreamStream::Tcp(tcp));
     };
-    tcp.write_all(&startup::ssl_request()).await.map_err(io_err)?;
+    tcp.write_all(&startup::ssl_request())
+        .await
+        .map_err(io_err)?;
     // Exactly one byte: anything sent after 'S' must be TLS (CVE-2021-23222).
     let mut answer = [0_u8; 1];
     tcp.read_exact(&mut answer).await.map_err(io_err)?;
     if answer[0] != b'S' {
-        return Err(UpstreamError::TlsRefused { target: target.to_owned(), addr, mode: tls_mode });
+        return Err(UpstreamError::TlsRefused {
+            target: target.to_owned(),
+            addr,
+            mode: tls_mode,
+        });
     }
     let stream = tls
         .connector()
         .connect(tls.server_name(addr), tcp)
         .await
-        .map_err(|source| UpstreamError::Tls { target: target.to_owned(), addr, source })?;
+        .map_err(|source| UpstreamError::Tls {
+            target: target.to_owned(),
+            addr,
+            source,
+        })?;
     Ok(UpstreamStream::Tls(Box::new(stream)))
 }
 
@@ -422,14 +509,27 @@ pub async fn send_cancel(
     let work = async {
         let tls = if to.tls { tls } else { None };
         let mut stream = connect(&to.target, to.addr, tls, "require").await?;
-        let io_err = |source| UpstreamError::Connect { target: to.target.clone(), addr: to.addr, source };
-        stream.write_all(&startup::cancel_request(to.pid, to.secret)).await.map_err(io_err)?;
+        let io_err = |source| UpstreamError::Connect {
+            target: to.target.clone(),
+            addr: to.addr,
+            source,
+        };
+        stream
+            .write_all(&startup::cancel_request(to.pid, to.secret))
+            .await
+            .map_err(io_err)?;
         stream.flush().await.map_err(io_err)?;
         let mut sink = [0_u8; 64];
         while stream.read(&mut sink).await.map_err(io_err)? > 0 {}
         Ok(())
     };
-    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
-        Err(UpstreamError::Timeout { target: to.target.clone(), addr: to.addr, ms: timeout.as_millis() as u64 })
-    })
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::Timeout {
+                target: to.target.clone(),
+                addr: to.addr,
+                ms: timeout.as_millis() as u64,
+            })
+        })
 }

@@ -68,23 +68,101 @@ pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError> {
 /// exactly one statement, e.g. a [`super::StatementFacts::text`].
 pub fn parse_one(text: &str, limits: &Limits) -> Result<sqlparser::ast::Statement, SqlError> {
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, text)
-        .tokenize_with_location()
-        .map_err(|e| SqlError::Parse(e.to_string()))?;
-    check_depth(&tokens, limits)?;
+    let tokens = tokens(text, limits)?;
     let mut stmts = match Parser::new(&dialect)
         .with_recursion_limit(limits.max_depth)
         .with_tokens_with_locations(tokens)
         .parse_statements()
     {
         Ok(s) => s,
-        Err(ParserError::RecursionLimitExceeded) => return Err(SqlError::TooDeep(limits.max_depth)),
+        Err(ParserError::RecursionLimitExceeded) => {
+            return Err(SqlError::TooDeep(limits.max_depth));
+        }
         Err(e) => return Err(SqlError::Parse(parse_message(&e))),
     };
     if stmts.len() != 1 {
-        return Err(SqlError::Parse(format!("expected one statement, found {}", stmts.len())));
+        return Err(SqlError::Parse(format!(
+            "expected one statement, found {}",
+            stmts.len()
+        )));
     }
     Ok(stmts.remove(0))
+}
+
+/// sqlparser's tokens for one statement, nesting bounded, with the one
+/// spelling it cannot parse rewritten to what it means: `x
+/// OPERATOR(pg_catalog.=) ANY (...)` (psql's and pg_dump's catalog queries)
+/// becomes `x = ANY (...)`. `pg_catalog`'s operator is the built-in one the
+/// bare spelling names (pg_catalog is searched first unless a search_path
+/// lists it later, and then the qualified one is still the built-in one the
+/// analysis assumes), and with ANY/ALL/SOME the right side is parenthesised,
+/// so the grouping is the same.
+fn tokens(text: &str, limits: &Limits) -> Result<Vec<TokenWithSpan>, SqlError> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Parse(e.to_string()))?;
+    check_depth(&tokens, limits)?;
+    Ok(catalog_operator_any(tokens))
+}
+
+fn catalog_operator_any(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_word = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
+    let significant = |from: usize, toks: &[TokenWithSpan]| {
+        (from..toks.len()).find(|&i| !matches!(toks[i].token, Token::Whitespace(_)))
+    };
+    if !tokens.iter().any(|t| is_word(&t.token, Keyword::OPERATOR)) {
+        return tokens;
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        // OPERATOR ( pg_catalog . <op tokens> ) followed by ANY/ALL/SOME.
+        let matched = (|| {
+            if !is_word(&tokens[i].token, Keyword::OPERATOR) {
+                return None;
+            }
+            let lp = significant(i + 1, &tokens)?;
+            matches!(tokens[lp].token, Token::LParen).then_some(())?;
+            let schema = significant(lp + 1, &tokens)?;
+            matches!(&tokens[schema].token, Token::Word(w) if w.value.eq_ignore_ascii_case("pg_catalog")
+                && (w.quote_style.is_none() || w.value == "pg_catalog"))
+            .then_some(())?;
+            let dot = significant(schema + 1, &tokens)?;
+            matches!(tokens[dot].token, Token::Period).then_some(())?;
+            let op_start = significant(dot + 1, &tokens)?;
+            let rp =
+                (op_start..tokens.len()).find(|&j| matches!(tokens[j].token, Token::RParen))?;
+            let op: Vec<&TokenWithSpan> = tokens[op_start..rp]
+                .iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .collect();
+            let operator_like = !op.is_empty()
+                && op.iter().all(|t| {
+                    !matches!(
+                        t.token,
+                        Token::Word(_) | Token::LParen | Token::Comma | Token::SemiColon
+                    )
+                });
+            operator_like.then_some(())?;
+            let next = significant(rp + 1, &tokens)?;
+            [Keyword::ANY, Keyword::ALL, Keyword::SOME]
+                .iter()
+                .any(|k| is_word(&tokens[next].token, *k))
+                .then_some(())?;
+            Some((op.into_iter().cloned().collect::<Vec<_>>(), rp))
+        })();
+        match matched {
+            Some((op, rp)) => {
+                out.extend(op);
+                i = rp + 1;
+            }
+            None => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Text PostgreSQL found no statement in must hold none for sqlparser either.
@@ -94,7 +172,11 @@ fn check_gap(gap: &str) -> Result<(), SqlError> {
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, gap)
         .tokenize()
-        .map_err(|e| SqlError::Disagreement(format!("sqlparser cannot tokenize text between statements: {e}")))?;
+        .map_err(|e| {
+            SqlError::Disagreement(format!(
+                "sqlparser cannot tokenize text between statements: {e}"
+            ))
+        })?;
     match tokens
         .iter()
         .find(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
@@ -109,18 +191,19 @@ fn check_gap(gap: &str) -> Result<(), SqlError> {
 fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFacts, SqlError> {
     let text = &sql[pg.range.clone()];
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, text)
-        .tokenize_with_location()
-        .map_err(|e| SqlError::Parse(e.to_string()))?;
-    check_depth(&tokens, limits)?;
+    let tokens = tokens(text, limits)?;
     let parsed = Parser::new(&dialect)
         .with_recursion_limit(limits.max_depth)
         .with_tokens_with_locations(tokens)
         .parse_statements();
     let mut stmts = match parsed {
         Ok(stmts) => stmts,
-        Err(ParserError::RecursionLimitExceeded) => return Err(SqlError::TooDeep(limits.max_depth)),
-        Err(e) => return pg_only(text, pg, limits).ok_or_else(|| SqlError::Parse(parse_message(&e)))?,
+        Err(ParserError::RecursionLimitExceeded) => {
+            return Err(SqlError::TooDeep(limits.max_depth));
+        }
+        Err(e) => {
+            return pg_only(text, pg, limits).ok_or_else(|| SqlError::Parse(parse_message(&e)))?;
+        }
     };
     if stmts.len() != 1 {
         return Err(SqlError::Disagreement(format!(
@@ -177,21 +260,28 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
             pg.kind.as_str(),
             "ExplainStmt" | "CreateFunctionStmt" | "RuleStmt" | "CreateTrigStmt"
         );
-    let nested_dml = pg
-        .nested
-        .iter()
-        .any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"));
+    let nested_dml = pg.nested.iter().any(|k| {
+        matches!(
+            k.as_str(),
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"
+        )
+    });
     if nested_dml && !code_or_plan && !classes.contains(&StatementClass::Write) {
         return disagree("PostgreSQL sees a data-modifying statement sqlparser does not".into());
     }
     // EXPLAIN of a write that sqlparser takes for a plan only: PostgreSQL's
     // own reading of the options decides whether the write runs.
     if c.plan_only && nested_dml && pgcheck::explain_analyzes(text, limits.max_depth)? {
-        return disagree("PostgreSQL runs the explained statement (ANALYZE) where sqlparser only plans it".into());
+        return disagree(
+            "PostgreSQL runs the explained statement (ANALYZE) where sqlparser only plans it"
+                .into(),
+        );
     }
     for (rel, used) in &pg.tables {
         let seen = match used {
-            Use::Write if !c.plan_only => writes.contains(rel),
+            // PostgreSQL's summary counts LOCK's tables as targets; an
+            // ACCESS SHARE lock is SELECT's, read by the classifier.
+            Use::Write if !c.plan_only && pg.kind != "LockStmt" => writes.contains(rel),
             _ => writes.contains(rel) || reads.contains(rel),
         };
         if !seen {
@@ -199,7 +289,9 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
                 .schema
                 .as_ref()
                 .map_or_else(|| rel.name.clone(), |s| format!("{s}.{}", rel.name));
-            return disagree(format!("PostgreSQL sees relation {name} that sqlparser does not"));
+            return disagree(format!(
+                "PostgreSQL sees relation {name} that sqlparser does not"
+            ));
         }
     }
 
@@ -212,12 +304,21 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
     // call, so its full tree says whether any call computes the name.
     if functions.contains("set_config")
         && !found_dynamic_set_config
-        && !pgcheck::tree_facts(text, limits.max_depth)?.functions.contains("set_config")
+        && !pgcheck::tree_facts(text, limits.max_depth)?
+            .functions
+            .contains("set_config")
     {
         functions.remove("set_config");
     }
     let mut settings = c.settings;
     settings.extend(found.settings);
+    if functions.contains("set_config")
+        && let Some(setting) = pgcheck::pg_settings_set_config(text, limits.max_depth)?
+    {
+        functions.remove("set_config");
+        settings.push(setting);
+        classes.insert(StatementClass::Session);
+    }
     Ok(StatementFacts {
         text: text.trim().to_owned(),
         command: c.command,
@@ -238,7 +339,11 @@ fn statement(sql: &str, pg: &PgStatement, limits: &Limits) -> Result<StatementFa
 /// statement whose kind alone decides its classes. Relations and functions
 /// come from PostgreSQL's full tree: every relation the statement names is a
 /// write (a read for FETCH/MOVE), every function call counts.
-fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<StatementFacts, SqlError>> {
+fn pg_only(
+    text: &str,
+    pg: &PgStatement,
+    limits: &Limits,
+) -> Option<Result<StatementFacts, SqlError>> {
     let is_copy = pg.kind == "CopyStmt";
     let is_set = pg.kind == "VariableSetStmt";
     let kind_classes = pgcheck::kind_classes(&pg.kind);
@@ -250,7 +355,8 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
         Err(e) => return Some(Err(e)),
     };
     Some(pgcheck::tree_facts(text, limits.max_depth).map(|tree| {
-        let mut classes: BTreeSet<StatementClass> = kind_classes.into_iter().flatten().copied().collect();
+        let mut classes: BTreeSet<StatementClass> =
+            kind_classes.into_iter().flatten().copied().collect();
         let mut reads = BTreeSet::new();
         let mut writes = BTreeSet::new();
         let (mut unbounded, mut copy) = (false, None);
@@ -277,11 +383,12 @@ fn pg_only(text: &str, pg: &PgStatement, limits: &Limits) -> Option<Result<State
                 classes.insert(StatementClass::Read);
                 unbounded = facts.endpoint == CopyEndpoint::Client;
             }
-            if pg
-                .nested
-                .iter()
-                .any(|k| matches!(k.as_str(), "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"))
-            {
+            if pg.nested.iter().any(|k| {
+                matches!(
+                    k.as_str(),
+                    "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt"
+                )
+            }) {
                 classes.insert(StatementClass::Write);
             }
             copy = Some(facts);

@@ -32,7 +32,11 @@ pub fn analyze_cached(sql: &str, limits: &Limits) -> Entry {
     if sql.len() > MAX_TEXT || *limits != Limits::default() {
         return Arc::new(analyze(sql, limits));
     }
-    let lock = || cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lock = || {
+        cache()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     if let Some(hit) = lock().get(sql) {
         return Arc::clone(hit);
     }

@@ -6,20 +6,23 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    AlterTableOperation, CommentObject, CopySource, CopyTarget, Expr, FetchDirection, GrantObjects, LimitClause,
-    ObjectName, ObjectType, Query, RenameTableNameKind, Reset, SelectItem, Set, SetExpr,
-    SetSessionAuthorizationParamKind, Statement, Value,
+    AlterTableOperation, CommentObject, CopySource, CopyTarget, Expr, FetchDirection, GrantObjects,
+    LimitClause, ObjectName, ObjectType, Query, RenameTableNameKind, Reset, SelectItem, Set,
+    SetExpr, SetSessionAuthorizationParamKind, Statement, Value,
 };
 
 use super::names;
 use super::visit::literal_text;
 use super::{CopyEndpoint, CopyFacts, Relation, StatementClass};
 
-use StatementClass::{Admin, Code, Ddl, Privilege, Read, Session, Transaction, Write};
+use StatementClass::{Admin, Code, Ddl, Notify, Privilege, Read, Session, Transaction, Write};
 
 /// Facts of one statement that its top-level shape decides.
 #[derive(Debug, Default)]
-#[allow(clippy::struct_excessive_bools, reason = "independent facts, not states")]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts, not states"
+)]
 pub(crate) struct Classified {
     pub command: String,
     pub classes: BTreeSet<StatementClass>,
@@ -55,7 +58,11 @@ fn rels<'a>(names: impl IntoIterator<Item = &'a ObjectName>) -> Vec<Relation> {
     names.into_iter().filter_map(names::relation).collect()
 }
 
-fn base(command: &str, classes: &[StatementClass], pg_kinds: &'static [&'static str]) -> Classified {
+fn base(
+    command: &str,
+    classes: &[StatementClass],
+    pg_kinds: &'static [&'static str],
+) -> Classified {
     Classified {
         command: command.to_owned(),
         classes: set(classes),
@@ -75,8 +82,10 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
                 SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
             ) =>
         {
-            let (SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner) | SetExpr::Merge(inner)) =
-                &*q.body
+            let (SetExpr::Insert(inner)
+            | SetExpr::Update(inner)
+            | SetExpr::Delete(inner)
+            | SetExpr::Merge(inner)) = &*q.body
             else {
                 unreachable!("matched above")
             };
@@ -92,7 +101,9 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         Statement::Update(_) => base("UPDATE", &[Write], &["UpdateStmt"]),
         Statement::Delete(_) => base("DELETE", &[Write], &["DeleteStmt"]),
         Statement::Merge(_) => base("MERGE", &[Write], &["MergeStmt"]),
-        Statement::Copy { source, to, target, .. } => copy(source, *to, target),
+        Statement::Copy {
+            source, to, target, ..
+        } => copy(source, *to, target),
         Statement::Explain {
             analyze,
             options,
@@ -101,10 +112,14 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         } => {
             let analyze = *analyze
                 || options.iter().flatten().any(|o| {
-                    (o.name.value.eq_ignore_ascii_case("analyze") || o.name.value.eq_ignore_ascii_case("analyse"))
+                    (o.name.value.eq_ignore_ascii_case("analyze")
+                        || o.name.value.eq_ignore_ascii_case("analyse"))
                         && o.arg.as_ref().is_none_or(|a| {
                             let text = literal_text(a).unwrap_or_else(|| a.to_string());
-                            !matches!(text.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
+                            !matches!(
+                                text.to_ascii_lowercase().as_str(),
+                                "false" | "off" | "0" | "no"
+                            )
                         })
                 });
             let inner = classify(statement);
@@ -118,7 +133,9 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
             }
             c
         }
-        Statement::Prepare { name, statement, .. } => {
+        Statement::Prepare {
+            name, statement, ..
+        } => {
             let inner = classify(statement);
             Classified {
                 command: "PREPARE".into(),
@@ -150,7 +167,11 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
                 Reset::SessionAuthorization => ("session_authorization".to_owned(), Privilege),
                 Reset::ConfigurationParameter(n) => {
                     let name = setting_name(n);
-                    let class = if is_role_setting(&name) { Privilege } else { Session };
+                    let class = if is_role_setting(&name) {
+                        Privilege
+                    } else {
+                        Session
+                    };
                     (name, class)
                 }
             };
@@ -214,9 +235,9 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         Statement::DropPolicy(_) => base("DROP POLICY", &[Privilege, Ddl], &["DropStmt"]),
         Statement::DropExtension(_) => base("DROP EXTENSION", &[Ddl], &["DropStmt"]),
         Statement::DropDomain(_) => base("DROP DOMAIN", &[Ddl], &["DropStmt"]),
-        Statement::DropOperator(_) | Statement::DropOperatorFamily(_) | Statement::DropOperatorClass(_) => {
-            base("DROP OPERATOR", &[Ddl], &["DropStmt"])
-        }
+        Statement::DropOperator(_)
+        | Statement::DropOperatorFamily(_)
+        | Statement::DropOperatorClass(_) => base("DROP OPERATOR", &[Ddl], &["DropStmt"]),
         Statement::CreateTable(ct) => {
             let mut c = if ct.query.is_some() {
                 base("CREATE TABLE AS", &[Ddl, Write], &["CreateTableAsStmt"])
@@ -232,7 +253,11 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         }
         Statement::CreateView(cv) => {
             let mut c = if cv.materialized {
-                base("CREATE MATERIALIZED VIEW", &[Ddl, Write], &["CreateTableAsStmt"])
+                base(
+                    "CREATE MATERIALIZED VIEW",
+                    &[Ddl, Write],
+                    &["CreateTableAsStmt"],
+                )
             } else {
                 base("CREATE VIEW", &[Ddl], &["ViewStmt"])
             };
@@ -258,7 +283,9 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
                 } = op
                 {
                     // RENAME TO takes an unqualified name: same schema.
-                    if let (Some(old), Some(new)) = (names::relation(&at.name), names::relation(new)) {
+                    if let (Some(old), Some(new)) =
+                        (names::relation(&at.name), names::relation(new))
+                    {
                         c.writes.push(Relation {
                             schema: old.schema,
                             name: new.name,
@@ -306,9 +333,15 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
         }
         Statement::CreateDatabase { .. } => base("CREATE DATABASE", &[Admin], &["CreatedbStmt"]),
         Statement::CreateSchema { .. } => base("CREATE SCHEMA", &[Ddl], &["CreateSchemaStmt"]),
-        Statement::CreateExtension(_) => base("CREATE EXTENSION", &[Code, Ddl], &["CreateExtensionStmt"]),
-        Statement::CreateFunction(_) => base("CREATE FUNCTION", &[Code, Ddl], &["CreateFunctionStmt"]),
-        Statement::CreateProcedure { .. } => base("CREATE PROCEDURE", &[Code, Ddl], &["CreateFunctionStmt"]),
+        Statement::CreateExtension(_) => {
+            base("CREATE EXTENSION", &[Code, Ddl], &["CreateExtensionStmt"])
+        }
+        Statement::CreateFunction(_) => {
+            base("CREATE FUNCTION", &[Code, Ddl], &["CreateFunctionStmt"])
+        }
+        Statement::CreateProcedure { .. } => {
+            base("CREATE PROCEDURE", &[Code, Ddl], &["CreateFunctionStmt"])
+        }
         Statement::CreateTrigger(t) => {
             let mut c = base("CREATE TRIGGER", &[Code, Ddl], &["CreateTrigStmt"]);
             c.writes = rels([&t.table_name]);
@@ -317,7 +350,9 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
             }
             c
         }
-        Statement::CreatePolicy(_) => base("CREATE POLICY", &[Privilege, Ddl], &["CreatePolicyStmt"]),
+        Statement::CreatePolicy(_) => {
+            base("CREATE POLICY", &[Privilege, Ddl], &["CreatePolicyStmt"])
+        }
         Statement::CreateType { .. }
         | Statement::CreateDomain(_)
         | Statement::CreateCollation(_)
@@ -352,13 +387,35 @@ pub(crate) fn classify(stmt: &Statement) -> Classified {
             c
         }
         Statement::Lock(l) => {
-            let mut c = base("LOCK TABLE", &[Admin], &["LockStmt"]);
-            c.writes = rels(l.tables.iter().map(|t| &t.name));
-            c
+            // By the lock it takes: ACCESS SHARE is what a SELECT takes
+            // (pg_dump locks every table it dumps so), a read of the
+            // tables; ROW SHARE / ROW EXCLUSIVE are what SELECT FOR UPDATE
+            // and DML take, a write; the stronger modes (the default is
+            // ACCESS EXCLUSIVE) block other sessions' writes or reads
+            // until the transaction ends: admin.
+            use sqlparser::ast::LockTableMode as M;
+            let tables = rels(l.tables.iter().map(|t| &t.name));
+            match l.lock_mode {
+                Some(M::AccessShare) => {
+                    let mut c = base("LOCK TABLE", &[Read], &["LockStmt"]);
+                    c.reads = tables;
+                    c
+                }
+                Some(M::RowShare | M::RowExclusive) => {
+                    let mut c = base("LOCK TABLE", &[Write], &["LockStmt"]);
+                    c.writes = tables;
+                    c
+                }
+                _ => {
+                    let mut c = base("LOCK TABLE", &[Admin], &["LockStmt"]);
+                    c.writes = tables;
+                    c
+                }
+            }
         }
-        Statement::LISTEN { .. } => base("LISTEN", &[Admin], &["ListenStmt"]),
-        Statement::UNLISTEN { .. } => base("UNLISTEN", &[Admin], &["UnlistenStmt"]),
-        Statement::NOTIFY { .. } => base("NOTIFY", &[Admin], &["NotifyStmt"]),
+        Statement::LISTEN { .. } => base("LISTEN", &[Notify], &["ListenStmt"]),
+        Statement::UNLISTEN { .. } => base("UNLISTEN", &[Notify], &["UnlistenStmt"]),
+        Statement::NOTIFY { .. } => base("NOTIFY", &[Notify], &["NotifyStmt"]),
         Statement::Discard { .. } => base("DISCARD", &[Admin], &["DiscardStmt"]),
         // LOAD runs a shared library's initialisation code.
         Statement::Load { .. } => base("LOAD", &[Admin, Code], &["LoadStmt"]),
@@ -407,7 +464,11 @@ fn copy(source: &CopySource, to: bool, target: &CopyTarget) -> Classified {
     c
 }
 
-fn drop_stmt(object_type: ObjectType, names: &[ObjectName], table: Option<&ObjectName>) -> Classified {
+fn drop_stmt(
+    object_type: ObjectType,
+    names: &[ObjectName],
+    table: Option<&ObjectName>,
+) -> Classified {
     let mut c = match object_type {
         ObjectType::Database => base("DROP DATABASE", &[Admin], &["DropdbStmt"]),
         ObjectType::Role | ObjectType::User => base("DROP ROLE", &[Privilege], &["DropRoleStmt"]),
@@ -415,7 +476,11 @@ fn drop_stmt(object_type: ObjectType, names: &[ObjectName], table: Option<&Objec
     };
     if matches!(
         object_type,
-        ObjectType::Table | ObjectType::View | ObjectType::MaterializedView | ObjectType::Index | ObjectType::Sequence
+        ObjectType::Table
+            | ObjectType::View
+            | ObjectType::MaterializedView
+            | ObjectType::Index
+            | ObjectType::Sequence
     ) {
         c.writes = rels(names);
     }
@@ -426,7 +491,11 @@ fn drop_stmt(object_type: ObjectType, names: &[ObjectName], table: Option<&Objec
 
 fn grant_objects(objects: Option<&GrantObjects>) -> Vec<Relation> {
     match objects {
-        Some(GrantObjects::Tables(names) | GrantObjects::Sequences(names) | GrantObjects::Views(names)) => rels(names),
+        Some(
+            GrantObjects::Tables(names)
+            | GrantObjects::Sequences(names)
+            | GrantObjects::Views(names),
+        ) => rels(names),
         _ => Vec::new(),
     }
 }
@@ -457,12 +526,18 @@ fn set_stmt(s: &Set) -> Classified {
     match s {
         Set::SetRole { role_name, .. } => {
             let mut c = base("SET ROLE", &[Privilege], &["VariableSetStmt"]);
-            let role = role_name.as_ref().map_or_else(|| "none".to_owned(), names::fold_ident);
+            let role = role_name
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), names::fold_ident);
             c.settings.push(("role".into(), role));
             c
         }
         Set::SetSessionAuthorization(p) => {
-            let mut c = base("SET SESSION AUTHORIZATION", &[Privilege], &["VariableSetStmt"]);
+            let mut c = base(
+                "SET SESSION AUTHORIZATION",
+                &[Privilege],
+                &["VariableSetStmt"],
+            );
             let user = match &p.kind {
                 SetSessionAuthorizationParamKind::Default => "default".to_owned(),
                 SetSessionAuthorizationParamKind::User(u) => names::fold_ident(u),
@@ -470,7 +545,9 @@ fn set_stmt(s: &Set) -> Classified {
             c.settings.push(("session_authorization".into(), user));
             c
         }
-        Set::SingleAssignment { variable, values, .. } => {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
             let name = setting_name(variable);
             let value = setting_value(values);
             let mut c = if is_role_setting(&name) {
@@ -488,28 +565,37 @@ fn set_stmt(s: &Set) -> Classified {
                 if is_role_setting(&name) {
                     c.classes.insert(Privilege);
                 }
-                c.settings.push((name, setting_value(std::slice::from_ref(&a.value))));
+                c.settings
+                    .push((name, setting_value(std::slice::from_ref(&a.value))));
             }
             c
         }
         Set::SetTimeZone { value, .. } => {
             let mut c = base("SET", &[Session], &["VariableSetStmt"]);
-            c.settings
-                .push(("timezone".into(), setting_value(std::slice::from_ref(value))));
+            c.settings.push((
+                "timezone".into(),
+                setting_value(std::slice::from_ref(value)),
+            ));
             c
         }
         Set::SetNames { charset_name, .. } => {
             let mut c = base("SET", &[Session], &["VariableSetStmt"]);
-            c.settings.push(("client_encoding".into(), charset_name.value.clone()));
+            c.settings
+                .push(("client_encoding".into(), charset_name.value.clone()));
             c
         }
         Set::SetNamesDefault {} => {
             let mut c = base("SET", &[Session], &["VariableSetStmt"]);
-            c.settings.push(("client_encoding".into(), "default".into()));
+            c.settings
+                .push(("client_encoding".into(), "default".into()));
             c
         }
         Set::SetTransaction { modes, session, .. } => {
-            let text = modes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let text = modes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             if *session {
                 let mut c = base("SET", &[Session], &["VariableSetStmt"]);
                 c.settings.push(("session_characteristics".into(), text));
@@ -554,8 +640,10 @@ fn number(v: &Value) -> Option<u64> {
 fn bounds(q: &Query) -> (bool, Option<u64>) {
     let mut limit = None;
     let mut limited = false;
-    if let Some(LimitClause::LimitOffset { limit: Some(l), .. } | LimitClause::OffsetCommaLimit { limit: l, .. }) =
-        &q.limit_clause
+    if let Some(
+        LimitClause::LimitOffset { limit: Some(l), .. }
+        | LimitClause::OffsetCommaLimit { limit: l, .. },
+    ) = &q.limit_clause
     {
         // LIMIT ALL / LIMIT NULL mean no limit.
         let all = matches!(l, Expr::Value(v) if matches!(v.value, Value::Null))
@@ -622,14 +710,16 @@ fn one_row(body: &SetExpr) -> bool {
             let grouped = !matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty());
             if s.from.is_empty() {
                 // SELECT 1, SELECT now(): one row, unless a set-returning function is called.
-                items
-                    .into_iter()
-                    .all(|e| e.is_some_and(|e| literal_text(e).is_some() || matches!(e, Expr::Value(_))))
+                items.into_iter().all(|e| {
+                    e.is_some_and(|e| literal_text(e).is_some() || matches!(e, Expr::Value(_)))
+                })
             } else {
                 !grouped
                     && items.into_iter().all(|e| {
                         e.is_some_and(|e| match e {
-                            Expr::Function(f) => AGGREGATES.contains(&names::function(&f.name).as_str()),
+                            Expr::Function(f) => {
+                                AGGREGATES.contains(&names::function(&f.name).as_str())
+                            }
                             other => literal_text(other).is_some(),
                         })
                     })
@@ -652,11 +742,7 @@ impl super::StatementFacts {
         if !matches!(self.command.as_str(), "PREPARE" | "EXECUTE" | "DEALLOCATE") {
             return None;
         }
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        let stmts = sqlparser::parser::Parser::parse_sql(&dialect, &self.text).ok()?;
-        match stmts.as_slice() {
-            [stmt] => classify(stmt).prepared,
-            _ => None,
-        }
+        let stmt = super::analyze::parse_one(&self.text, &super::Limits::default()).ok()?;
+        classify(&stmt).prepared
     }
 }

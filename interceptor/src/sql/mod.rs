@@ -16,7 +16,10 @@
 //! CONTRACT (used by `policy/`; keep these types and
 //! `pub fn analyze(sql: &str, limits: &Limits) -> Result<Analysis, SqlError>`).
 
-#![allow(clippy::doc_markdown, reason = "PostgreSQL and libpg_query are names here, not code")]
+#![allow(
+    clippy::doc_markdown,
+    reason = "PostgreSQL and libpg_query are names here, not code"
+)]
 
 mod analyze;
 mod cache;
@@ -32,13 +35,15 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use analyze::{analyze, parse_one};
-pub use pgcheck::{CopyToClient, copy_to_client};
 pub use cache::analyze_cached;
 pub use names::MAX_IDENTIFIER_BYTES;
+pub use pgcheck::{CopyToClient, copy_to_client};
 
 /// What kind of thing a statement does. A statement may be several (a CTE
 /// that deletes is `Read` and `Write`; `EXPLAIN ANALYZE DELETE` is `Write`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StatementClass {
     /// SELECT, TABLE, VALUES, SHOW, FETCH, EXPLAIN without ANALYZE, COPY ... TO.
@@ -50,9 +55,13 @@ pub enum StatementClass {
     /// GRANT, REVOKE, CREATE/ALTER/DROP ROLE or USER, SET ROLE,
     /// SET SESSION AUTHORIZATION, RESET ROLE, ALTER DEFAULT PRIVILEGES.
     Privilege,
-    /// VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOAD, LISTEN/NOTIFY,
-    /// CREATE/DROP DATABASE, ALTER SYSTEM, DISCARD, LOCK and the like.
+    /// VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOAD, CREATE/DROP
+    /// DATABASE, ALTER SYSTEM, DISCARD, LOCK in the stronger modes and the
+    /// like.
     Admin,
+    /// LISTEN, UNLISTEN, NOTIFY: the channels job queues and change feeds
+    /// use; they touch no relation.
+    Notify,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE, PREPARE TRANSACTION ...
     Transaction,
     /// SET, RESET, SET LOCAL (not roles): session settings.
@@ -149,7 +158,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_sql_bytes: 1 << 20, max_depth: 64 }
+        Self {
+            max_sql_bytes: 1 << 20,
+            max_depth: 64,
+        }
     }
 }
 

@@ -117,6 +117,9 @@ mod tests {
             "set_config"
         );
         assert_eq!(function_from_parts(&["s".into(), "f".into()]), "s.f");
-        assert_eq!(function_from_parts(&["db".into(), "s".into(), "f".into()]), "s.f");
+        assert_eq!(
+            function_from_parts(&["db".into(), "s".into(), "f".into()]),
+            "s.f"
+        );
     }
 }

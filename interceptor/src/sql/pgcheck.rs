@@ -60,7 +60,11 @@ pub(crate) fn split(sql: &str, max_depth: usize) -> Result<Vec<Range<usize>>, Sq
 }
 
 /// PostgreSQL's summary of one statement (the text PostgreSQL split off).
-pub(crate) fn summarize(sql: &str, range: Range<usize>, max_depth: usize) -> Result<PgStatement, SqlError> {
+pub(crate) fn summarize(
+    sql: &str,
+    range: Range<usize>,
+    max_depth: usize,
+) -> Result<PgStatement, SqlError> {
     let text = &sql[range.clone()];
     let summary = guarded(|| pg_query::summary(text, 0, -1), max_depth)?.protobuf;
     let mut kinds = summary.statement_types.into_iter();
@@ -130,7 +134,9 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
     let parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
     let mut out = TreeFacts::default();
     for raw in &parsed.protobuf.stmts {
-        if let Some(pg_query::NodeEnum::CopyStmt(c)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+        if let Some(pg_query::NodeEnum::CopyStmt(c)) =
+            raw.stmt.as_ref().and_then(|n| n.node.as_ref())
+        {
             let endpoint = if c.filename.is_empty() {
                 CopyEndpoint::Client
             } else if c.is_program {
@@ -144,7 +150,9 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
             });
             out.copy_relation = c.relation.as_ref().map(range_var);
         }
-        if let Some(pg_query::NodeEnum::VariableSetStmt(v)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+        if let Some(pg_query::NodeEnum::VariableSetStmt(v)) =
+            raw.stmt.as_ref().and_then(|n| n.node.as_ref())
+        {
             out.setting = Some(variable_set(v));
         }
     }
@@ -174,7 +182,10 @@ pub(crate) fn tree_facts(text: &str, max_depth: usize) -> Result<TreeFacts, SqlE
                 {
                     let parts: Vec<String> = parts
                         .iter()
-                        .filter_map(|p| p.pointer("/node/String/sval").and_then(serde_json::Value::as_str))
+                        .filter_map(|p| {
+                            p.pointer("/node/String/sval")
+                                .and_then(serde_json::Value::as_str)
+                        })
                         .map(str::to_owned)
                         .collect();
                     let name = names::function_from_parts(&parts);
@@ -224,12 +235,18 @@ pub(crate) fn explain_analyzes(text: &str, max_depth: usize) -> Result<bool, Sql
             Some(pg_query::NodeEnum::Integer(i)) => i.ival == 0,
             Some(pg_query::NodeEnum::Boolean(b)) => !b.boolval,
             Some(pg_query::NodeEnum::String(s)) => {
-                matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+                matches!(
+                    s.sval.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                )
             }
             Some(pg_query::NodeEnum::AConst(c)) => match &c.val {
                 Some(Val::Ival(i)) => i.ival == 0,
                 Some(Val::Boolval(b)) => !b.boolval,
-                Some(Val::Sval(s)) => matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0"),
+                Some(Val::Sval(s)) => matches!(
+                    s.sval.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ),
                 _ => false,
             },
             None | Some(_) => false,
@@ -239,15 +256,17 @@ pub(crate) fn explain_analyzes(text: &str, max_depth: usize) -> Result<bool, Sql
 }
 
 /// SET / RESET as PostgreSQL parsed it (`VariableSetStmt`).
-fn variable_set(v: &pg_query::protobuf::VariableSetStmt) -> (&'static str, StatementClass, (String, String)) {
+fn variable_set(
+    v: &pg_query::protobuf::VariableSetStmt,
+) -> (&'static str, StatementClass, (String, String)) {
     use pg_query::protobuf::VariableSetKind;
     use pg_query::protobuf::a_const::Val;
     let kind = VariableSetKind::try_from(v.kind).unwrap_or(VariableSetKind::Undefined);
     let name = v.name.to_ascii_lowercase();
     let value = match kind {
-        VariableSetKind::VarSetDefault | VariableSetKind::VarReset | VariableSetKind::VarResetAll => {
-            "default".to_owned()
-        }
+        VariableSetKind::VarSetDefault
+        | VariableSetKind::VarReset
+        | VariableSetKind::VarResetAll => "default".to_owned(),
         VariableSetKind::VarSetCurrent => "current".to_owned(),
         _ => v
             .args
@@ -266,7 +285,10 @@ fn variable_set(v: &pg_query::protobuf::VariableSetStmt) -> (&'static str, State
             .collect::<Vec<_>>()
             .join(", "),
     };
-    let reset = matches!(kind, VariableSetKind::VarReset | VariableSetKind::VarResetAll);
+    let reset = matches!(
+        kind,
+        VariableSetKind::VarReset | VariableSetKind::VarResetAll
+    );
     let name = if kind == VariableSetKind::VarResetAll {
         "all".to_owned()
     } else {
@@ -303,7 +325,9 @@ fn guarded<T>(f: impl FnOnce() -> pg_query::Result<T>, max_depth: usize) -> Resu
 
 fn pg_error(e: &pg_query::Error, max_depth: usize) -> SqlError {
     let msg = match e {
-        pg_query::Error::Parse(m) | pg_query::Error::Split(m) | pg_query::Error::Scan(m) => m.clone(),
+        pg_query::Error::Parse(m) | pg_query::Error::Split(m) | pg_query::Error::Scan(m) => {
+            m.clone()
+        }
         pg_query::Error::Conversion(_) => "the text contains a NUL byte".to_owned(),
         other => other.to_string(),
     };
@@ -354,9 +378,6 @@ pub(crate) fn kind_classes(kind: &str) -> Option<&'static [StatementClass]> {
         | "ReindexStmt"
         | "CheckPointStmt"
         | "LoadStmt"
-        | "ListenStmt"
-        | "UnlistenStmt"
-        | "NotifyStmt"
         | "LockStmt"
         | "DiscardStmt"
         | "CreatedbStmt"
@@ -373,6 +394,7 @@ pub(crate) fn kind_classes(kind: &str) -> Option<&'static [StatementClass]> {
         | "AlterSubscriptionStmt"
         | "DropSubscriptionStmt"
         | "WaitStmt" => &[Admin],
+        "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => &[StatementClass::Notify],
         "TransactionStmt" | "ConstraintsSetStmt" => &[Transaction],
         "DeallocateStmt" | "ClosePortalStmt" => &[Session],
         "FetchStmt" => &[StatementClass::Read],
@@ -433,6 +455,7 @@ pub(crate) fn acceptable_classes(kind: &str) -> Option<BTreeSet<StatementClass>>
         "SelectStmt" => &[Read, Write, Ddl],
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &[Write],
         "CopyStmt" | "ExecuteStmt" => &[Read, Write],
+        "LockStmt" => &[Read, Write],
         "CreateTableAsStmt" | "ViewStmt" => &[Ddl],
         "DeclareCursorStmt" | "VariableShowStmt" => &[Read],
         "VariableSetStmt" => &[Session, Privilege, Transaction],
@@ -521,8 +544,12 @@ pub struct CopyToClient {
 pub fn copy_to_client(text: &str, max_depth: usize) -> Result<Option<CopyToClient>, SqlError> {
     use pg_query::NodeEnum;
     let mut parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
-    let [raw] = parsed.protobuf.stmts.as_mut_slice() else { return Ok(None) };
-    let Some(NodeEnum::CopyStmt(c)) = raw.stmt.as_mut().and_then(|n| n.node.as_mut()) else { return Ok(None) };
+    let [raw] = parsed.protobuf.stmts.as_mut_slice() else {
+        return Ok(None);
+    };
+    let Some(NodeEnum::CopyStmt(c)) = raw.stmt.as_mut().and_then(|n| n.node.as_mut()) else {
+        return Ok(None);
+    };
     if c.is_from || !c.filename.is_empty() {
         return Ok(None);
     }
@@ -550,12 +577,18 @@ pub fn copy_to_client(text: &str, max_depth: usize) -> Result<Option<CopyToClien
         .options
         .iter()
         .filter_map(|o| match o.node.as_ref() {
-            Some(NodeEnum::DefElem(d)) => Some((d.defname.to_ascii_lowercase(), d.arg.as_deref().and_then(value))),
+            Some(NodeEnum::DefElem(d)) => Some((
+                d.defname.to_ascii_lowercase(),
+                d.arg.as_deref().and_then(value),
+            )),
             _ => None,
         })
         .collect();
     c.options.clear();
-    let bare = guarded(|| pg_query::deparse(&parsed.protobuf, Default::default()), max_depth)?;
+    let bare = guarded(
+        || pg_query::deparse(&parsed.protobuf, Default::default()),
+        max_depth,
+    )?;
     Ok(Some(CopyToClient { bare, options }))
 }
 
@@ -573,7 +606,11 @@ const DATABASE_KINDS: &[&str] = &[
 /// The databases a statement creates, drops, alters, renames (old and new
 /// name) or copies (`CREATE DATABASE ... TEMPLATE`), as PostgreSQL reads
 /// the names. Empty for statements of other kinds.
-pub(crate) fn named_databases(text: &str, kind: &str, max_depth: usize) -> Result<BTreeSet<String>, SqlError> {
+pub(crate) fn named_databases(
+    text: &str,
+    kind: &str,
+    max_depth: usize,
+) -> Result<BTreeSet<String>, SqlError> {
     use pg_query::{NodeEnum, protobuf::ObjectType};
     let mut out = BTreeSet::new();
     if !DATABASE_KINDS.contains(&kind) {
@@ -613,7 +650,9 @@ pub(crate) fn named_databases(text: &str, kind: &str, max_depth: usize) -> Resul
                 out.insert(r.subname.clone());
                 out.insert(r.newname.clone());
             }
-            Some(NodeEnum::AlterOwnerStmt(a)) if a.object_type == ObjectType::ObjectDatabase as i32 => {
+            Some(NodeEnum::AlterOwnerStmt(a))
+                if a.object_type == ObjectType::ObjectDatabase as i32 =>
+            {
                 if let Some(n) = a.object.as_deref().and_then(string) {
                     out.insert(n);
                 }
@@ -622,4 +661,139 @@ pub(crate) fn named_databases(text: &str, kind: &str, max_depth: usize) -> Resul
         }
     }
     Ok(out)
+}
+
+/// pg_dump's way of setting a setting only where the server has it:
+/// `SELECT set_config(name, 'value', false) FROM pg_settings WHERE name =
+/// 'setting'`. The name argument is the one row's `name`, which the WHERE
+/// pins to a literal, so the call is the `SET setting TO 'value'`. Returns
+/// that (setting, value) when the statement is exactly this shape (one
+/// relation `pg_settings`, a single equality on `name`, every output column
+/// such a call with a literal value); anything else is `None` and
+/// `set_config` stays a function of computed name.
+pub(crate) fn pg_settings_set_config(
+    text: &str,
+    max_depth: usize,
+) -> Result<Option<(String, String)>, SqlError> {
+    use pg_query::{NodeEnum, protobuf::a_const::Val};
+    let parsed = guarded(|| pg_query::parse(text, 0), max_depth)?;
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return Ok(None);
+    };
+    let Some(NodeEnum::SelectStmt(s)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
+        return Ok(None);
+    };
+    let plain = s.distinct_clause.is_empty()
+        && s.into_clause.is_none()
+        && s.group_clause.is_empty()
+        && s.having_clause.is_none()
+        && s.window_clause.is_empty()
+        && s.values_lists.is_empty()
+        && s.with_clause.is_none()
+        && s.larg.is_none()
+        && s.rarg.is_none()
+        && s.locking_clause.is_empty()
+        && s.limit_count.is_none()
+        && s.limit_offset.is_none();
+    if !plain {
+        return Ok(None);
+    }
+    let [from] = s.from_clause.as_slice() else {
+        return Ok(None);
+    };
+    let Some(NodeEnum::RangeVar(rv)) = from.node.as_ref() else {
+        return Ok(None);
+    };
+    if rv.relname != "pg_settings"
+        || !(rv.schemaname.is_empty() || rv.schemaname == "pg_catalog")
+        || rv.alias.is_some()
+    {
+        return Ok(None);
+    }
+    let is_name_column = |n: &pg_query::protobuf::Node| {
+        let Some(NodeEnum::ColumnRef(c)) = n.node.as_ref() else {
+            return false;
+        };
+        let parts: Vec<&str> = c
+            .fields
+            .iter()
+            .filter_map(|f| match f.node.as_ref() {
+                Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                _ => None,
+            })
+            .collect();
+        parts.len() == c.fields.len()
+            && matches!(parts.as_slice(), ["name"] | ["pg_settings", "name"])
+    };
+    let string_const = |n: &pg_query::protobuf::Node| match n.node.as_ref() {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(Val::Sval(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    // WHERE name = 'setting' (either side).
+    let Some(NodeEnum::AExpr(w)) = s.where_clause.as_ref().and_then(|w| w.node.as_ref()) else {
+        return Ok(None);
+    };
+    let op: Vec<&str> = w
+        .name
+        .iter()
+        .filter_map(|n| match n.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    if w.kind != pg_query::protobuf::AExprKind::AexprOp as i32 || op != ["="] {
+        return Ok(None);
+    }
+    let (Some(l), Some(r)) = (w.lexpr.as_deref(), w.rexpr.as_deref()) else {
+        return Ok(None);
+    };
+    let setting = if is_name_column(l) {
+        string_const(r)
+    } else if is_name_column(r) {
+        string_const(l)
+    } else {
+        None
+    };
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    let mut value = None;
+    for t in &s.target_list {
+        let Some(NodeEnum::ResTarget(rt)) = t.node.as_ref() else {
+            return Ok(None);
+        };
+        let Some(NodeEnum::FuncCall(f)) = rt.val.as_ref().and_then(|v| v.node.as_ref()) else {
+            return Ok(None);
+        };
+        let fname: Vec<String> = f
+            .funcname
+            .iter()
+            .filter_map(|p| match p.node.as_ref() {
+                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                _ => None,
+            })
+            .collect();
+        let [name, val, _local] = f.args.as_slice() else {
+            return Ok(None);
+        };
+        let plain_call =
+            f.agg_filter.is_none() && f.over.is_none() && !f.agg_star && !f.func_variadic;
+        if names::function_from_parts(&fname) != "set_config"
+            || !plain_call
+            || !is_name_column(name)
+        {
+            return Ok(None);
+        }
+        let Some(v) = string_const(val) else {
+            return Ok(None);
+        };
+        if value.as_ref().is_some_and(|seen| seen != &v) {
+            return Ok(None);
+        }
+        value = Some(v);
+    }
+    Ok(value.map(|v| (setting.to_ascii_lowercase(), v)))
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select, Statement,
-    TableFactor, TableObject, Value, Visit, Visitor,
+    Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select,
+    Statement, TableFactor, TableObject, Value, Visit, Visitor,
 };
 
 use super::names;
@@ -66,8 +66,12 @@ struct Walker {
 
 impl Walker {
     fn is_cte(&self, name: &ObjectName) -> bool {
-        let Some(name) = names::single(name) else { return false };
-        self.scopes.iter().any(|s| s.names[..s.visible].contains(&name))
+        let Some(name) = names::single(name) else {
+            return false;
+        };
+        self.scopes
+            .iter()
+            .any(|s| s.names[..s.visible].contains(&name))
     }
 
     fn target(&mut self, name: &ObjectName) {
@@ -109,9 +113,15 @@ impl Walker {
             if let Some(Some(setting)) = lit(0) {
                 let value = match lit(1) {
                     Some(Some(v)) => v,
-                    _ => list.args.get(1).map(ToString::to_string).unwrap_or_default(),
+                    _ => list
+                        .args
+                        .get(1)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 };
-                self.out.settings.push((setting.to_ascii_lowercase(), value));
+                self.out
+                    .settings
+                    .push((setting.to_ascii_lowercase(), value));
                 self.out.classes.insert(StatementClass::Session);
                 return;
             }
@@ -156,7 +166,11 @@ impl Visitor for Walker {
                     .iter()
                     .map(|c| names::fold_ident(&c.alias.name))
                     .collect(),
-                queries: with.cte_tables.iter().map(|c| std::ptr::from_ref(&*c.query)).collect(),
+                queries: with
+                    .cte_tables
+                    .iter()
+                    .map(|c| std::ptr::from_ref(&*c.query))
+                    .collect(),
                 recursive: with.recursive,
                 visible: with.cte_tables.len(),
             },
@@ -210,14 +224,16 @@ impl Visitor for Walker {
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
         match factor {
             TableFactor::Table {
-                name, args: Some(_), ..
+                name,
+                args: Some(_),
+                ..
             }
             | TableFactor::Function { name, .. } => {
                 self.out.functions.insert(names::function(name));
             }
-            TableFactor::Table { name, args: None, .. }
-                if !self.targets.contains(&std::ptr::from_ref(name)) && !self.is_cte(name) =>
-            {
+            TableFactor::Table {
+                name, args: None, ..
+            } if !self.targets.contains(&std::ptr::from_ref(name)) && !self.is_cte(name) => {
                 if let Some(rel) = names::relation(name) {
                     self.out.reads.insert(rel);
                 }
@@ -250,7 +266,8 @@ impl Visitor for Walker {
                 for name in &delete.tables {
                     self.target(name);
                 }
-                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
+                    &delete.from;
                 for t in from {
                     self.target_factor(&t.relation);
                 }

@@ -32,8 +32,16 @@ pub struct TokenAdmin {
 
 impl TokenAdmin {
     /// A handler issuing with `issuer`, recording into `audit`.
-    pub fn new(issuer: Arc<HostIssuer>, audit: Option<AuditLog>, identity_check: IdentityCheck) -> Self {
-        Self { issuer, audit, identity_check }
+    pub fn new(
+        issuer: Arc<HostIssuer>,
+        audit: Option<AuditLog>,
+        identity_check: IdentityCheck,
+    ) -> Self {
+        Self {
+            issuer,
+            audit,
+            identity_check,
+        }
     }
 
     async fn record(&self, event: TokenEvent) -> Result<(), String> {
@@ -48,16 +56,25 @@ impl TokenAdmin {
     }
 
     async fn issue(&self, request: &Value, peer: Peer) -> Result<Value, String> {
-        let identity = request.get("identity").and_then(Value::as_str).ok_or("token.issue needs \"identity\"")?;
-        let ttl = request.get("ttl").and_then(Value::as_str).ok_or("token.issue needs \"ttl\" (e.g. \"15m\")")?;
-        let ttl = humantime::parse_duration(ttl).map_err(|e| format!("--ttl `{ttl}` is not a duration like 15m: {e}"))?;
+        let identity = request
+            .get("identity")
+            .and_then(Value::as_str)
+            .ok_or("token.issue needs \"identity\"")?;
+        let ttl = request
+            .get("ttl")
+            .and_then(Value::as_str)
+            .ok_or("token.issue needs \"ttl\" (e.g. \"15m\")")?;
+        let ttl = humantime::parse_duration(ttl)
+            .map_err(|e| format!("--ttl `{ttl}` is not a duration like 15m: {e}"))?;
         let mut claims = Map::new();
         match request.get("claims") {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => {
                 for (k, v) in m {
                     if k.is_empty() || !v.is_string() {
-                        return Err(format!("claim `{k}` must be a non-empty name with a string value"));
+                        return Err(format!(
+                            "claim `{k}` must be a non-empty name with a string value"
+                        ));
                     }
                     claims.insert(k.clone(), v.clone());
                 }
@@ -65,7 +82,10 @@ impl TokenAdmin {
             Some(_) => return Err("\"claims\" must be an object of strings".into()),
         }
         (self.identity_check)(identity)?;
-        let issued = self.issuer.issue(identity, ttl, claims, &peer.to_string()).map_err(|e| e.to_string())?;
+        let issued = self
+            .issuer
+            .issue(identity, ttl, claims, &peer.to_string())
+            .map_err(|e| e.to_string())?;
         let event = TokenEvent {
             action: "issued".into(),
             token: issued.record.id.clone(),
@@ -94,9 +114,18 @@ impl TokenAdmin {
     }
 
     async fn revoke(&self, request: &Value, peer: Peer) -> Result<Value, String> {
-        let id = request.get("id").and_then(Value::as_str).ok_or("token.revoke needs \"id\"")?;
-        let any = request.get("any_issuer").and_then(Value::as_bool).unwrap_or(false);
-        let revoked = self.issuer.revoke(id, any, &peer.to_string()).map_err(|e| e.to_string())?;
+        let id = request
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or("token.revoke needs \"id\"")?;
+        let any = request
+            .get("any_issuer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let revoked = self
+            .issuer
+            .revoke(id, any, &peer.to_string())
+            .map_err(|e| e.to_string())?;
         if revoked.newly_revoked {
             tracing::info!(event = "token_revoked", id, identity = revoked.identity.as_deref(), peer = %peer);
             let event = TokenEvent {
@@ -107,7 +136,9 @@ impl TokenAdmin {
                 detail: json!({ "expires_at": revoked.expires_at }),
             };
             // The revocation holds even if it cannot be recorded; say so.
-            self.record(event).await.map_err(|e| format!("the token is revoked, but {e}"))?;
+            self.record(event)
+                .await
+                .map_err(|e| format!("the token is revoked, but {e}"))?;
         }
         serde_json::to_value(&revoked).map_err(|e| e.to_string())
     }
@@ -136,7 +167,9 @@ impl AdminHandler for TokenAdmin {
                 "token.issue" => self.issue(&request, peer).await,
                 "token.revoke" => self.revoke(&request, peer).await,
                 "token.list" => Ok(self.list()),
-                _ => Err(format!("unknown operation `{op}` (token.issue, token.revoke, token.list)")),
+                _ => Err(format!(
+                    "unknown operation `{op}` (token.issue, token.revoke, token.list)"
+                )),
             }
         })
     }

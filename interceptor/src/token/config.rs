@@ -112,7 +112,8 @@ fn default_algorithms() -> Vec<Algorithm> {
 /// A humantime duration: `"15m"`, `"1h 30m"`, `"0s"`.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"15m\": {e}")))
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"15m\": {e}")))
 }
 
 fn algorithms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
@@ -187,11 +188,16 @@ impl TokenConfig {
             if i.name == HOST_ISSUER_NAME || !names.insert(i.name.as_str()) {
                 return Err(TokenConfigError {
                     needle: format!("name = \"{}\"", i.name),
-                    message: format!("[[token.issuer]] name `{}` is used twice or is the reserved name `host`", i.name),
+                    message: format!(
+                        "[[token.issuer]] name `{}` is used twice or is the reserved name `host`",
+                        i.name
+                    ),
                     fix: "give each issuer a distinct name".into(),
                 });
             }
-            if !issuers.insert(i.issuer.as_str()) || self.host_issuer.as_deref() == Some(i.issuer.as_str()) {
+            if !issuers.insert(i.issuer.as_str())
+                || self.host_issuer.as_deref() == Some(i.issuer.as_str())
+            {
                 return Err(TokenConfigError {
                     needle: format!("issuer = \"{}\"", i.issuer),
                     message: format!("issuer `{}` is configured twice", i.issuer),
@@ -206,17 +212,33 @@ impl TokenConfig {
 impl IssuerConfig {
     /// Checks one issuer.
     pub fn validate(&self) -> Result<(), TokenConfigError> {
-        let at = |needle: String, message: String, fix: &str| TokenConfigError { needle, message, fix: fix.to_owned() };
+        let at = |needle: String, message: String, fix: &str| TokenConfigError {
+            needle,
+            message,
+            fix: fix.to_owned(),
+        };
         let here = format!("issuer = \"{}\"", self.issuer);
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(at(
                 format!("name = \"{}\"", self.name),
-                format!("[[token.issuer]] name `{}` is empty or has characters other than letters, digits, -, _ and .", self.name),
+                format!(
+                    "[[token.issuer]] name `{}` is empty or has characters other than letters, digits, -, _ and .",
+                    self.name
+                ),
                 "use a short name such as \"github\"",
             ));
         }
         if self.issuer.is_empty() {
-            return Err(at("issuer".into(), format!("issuer `{}` has an empty `issuer`", self.name), "set the exact `iss` of its tokens"));
+            return Err(at(
+                "issuer".into(),
+                format!("issuer `{}` has an empty `issuer`", self.name),
+                "set the exact `iss` of its tokens",
+            ));
         }
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             return Err(at(
@@ -229,21 +251,42 @@ impl IssuerConfig {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(at(
                     here,
-                    format!("issuer `{}` needs exactly one of jwks_file and jwks_url", self.name),
+                    format!(
+                        "issuer `{}` needs exactly one of jwks_file and jwks_url",
+                        self.name
+                    ),
                     "set jwks_url to the issuer's JWKS address, or jwks_file to a local copy",
                 ));
             }
-            (None, Some(url)) => check_url(url).map_err(|m| at(format!("jwks_url = \"{url}\""), m, "use an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)"))?,
+            (None, Some(url)) => check_url(url).map_err(|m| {
+                at(
+                    format!("jwks_url = \"{url}\""),
+                    m,
+                    "use an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)",
+                )
+            })?,
             (Some(_), None) => {}
         }
         if self.algorithms.is_empty() {
-            return Err(at(here, format!("issuer `{}` allows no algorithms", self.name), "leave algorithms out or list e.g. [\"RS256\"]"));
+            return Err(at(
+                here,
+                format!("issuer `{}` allows no algorithms", self.name),
+                "leave algorithms out or list e.g. [\"RS256\"]",
+            ));
         }
         if self.refresh < Duration::from_secs(1) {
-            return Err(at("refresh".into(), format!("issuer `{}` has refresh below 1s", self.name), "use e.g. refresh = \"1h\""));
+            return Err(at(
+                "refresh".into(),
+                format!("issuer `{}` has refresh below 1s", self.name),
+                "use e.g. refresh = \"1h\"",
+            ));
         }
         if self.leeway > Duration::from_mins(5) {
-            return Err(at("leeway".into(), format!("issuer `{}` has a leeway over 5 minutes", self.name), "keep the clock skew allowance small, e.g. \"60s\""));
+            return Err(at(
+                "leeway".into(),
+                format!("issuer `{}` has a leeway over 5 minutes", self.name),
+                "keep the clock skew allowance small, e.g. \"60s\"",
+            ));
         }
         Ok(())
     }
@@ -251,7 +294,8 @@ impl IssuerConfig {
 
 /// `https://...`, or `http://` to a loopback host.
 fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("jwks_url `{url}` is not a URL: {e}"))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("jwks_url `{url}` is not a URL: {e}"))?;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -261,7 +305,13 @@ fn check_url(url: &str) -> Result<(), String> {
                 Some(url::Host::Ipv6(a)) => a.is_loopback(),
                 None => false,
             };
-            if loopback { Ok(()) } else { Err(format!("jwks_url `{url}` is plain http to a non-loopback host")) }
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "jwks_url `{url}` is plain http to a non-loopback host"
+                ))
+            }
         }
         other => Err(format!("jwks_url `{url}` has scheme `{other}`")),
     }
@@ -281,17 +331,29 @@ mod tests {
 
     #[test]
     fn defaults_and_a_github_issuer() {
-        let c = parse(&format!("{GH}jwks_url = \"https://token.actions.githubusercontent.com/.well-known/jwks\"\n")).unwrap();
+        let c = parse(&format!(
+            "{GH}jwks_url = \"https://token.actions.githubusercontent.com/.well-known/jwks\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.max_ttl, Duration::from_hours(1));
-        assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]);
+        assert_eq!(
+            c.issuers[0].algorithms,
+            vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+        );
         assert_eq!(c.issuers[0].leeway, Duration::from_mins(1));
     }
 
     #[test]
     fn hmac_and_none_are_refused() {
-        let e = parse(&format!("{GH}jwks_file = \"/k\"\nalgorithms = [\"HS256\"]\n")).unwrap_err();
+        let e = parse(&format!(
+            "{GH}jwks_file = \"/k\"\nalgorithms = [\"HS256\"]\n"
+        ))
+        .unwrap_err();
         assert!(e.contains("shared-secret"), "{e}");
-        let e = parse(&format!("{GH}jwks_file = \"/k\"\nalgorithms = [\"none\"]\n")).unwrap_err();
+        let e = parse(&format!(
+            "{GH}jwks_file = \"/k\"\nalgorithms = [\"none\"]\n"
+        ))
+        .unwrap_err();
         assert!(e.contains("not a JWT algorithm"), "{e}");
     }
 

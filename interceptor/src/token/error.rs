@@ -6,7 +6,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token was presented where the identity requires one.
-    #[error("a token is required for this connection: pass the CI job's ID token or a host-issued token as the password")]
+    #[error(
+        "a token is required for this connection: pass the CI job's ID token or a host-issued token as the password"
+    )]
     Missing,
     /// Longer than `[token] max_token_bytes`.
     #[error("the token is too large")]

@@ -47,7 +47,10 @@ pub enum HostTokenError {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> HostTokenError {
-    HostTokenError::Io { path: path.to_owned(), reason: e.to_string() }
+    HostTokenError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
 }
 
 /// One issued token, as recorded (never the token itself).
@@ -116,7 +119,10 @@ pub struct HostIssuer {
 
 impl std::fmt::Debug for HostIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostIssuer").field("issuer", &self.issuer).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("HostIssuer")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,7 +182,12 @@ impl HostIssuer {
 
     /// What the validator needs to trust this issuer.
     pub fn trust(&self) -> HostTrust {
-        HostTrust { issuer: self.issuer.clone(), audience: self.audience.clone(), kid: self.kid.clone(), public_key: self.public }
+        HostTrust {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            kid: self.kid.clone(),
+            public_key: self.public,
+        }
     }
 
     /// The revocation list (shared with the validator).
@@ -195,7 +206,13 @@ impl HostIssuer {
     }
 
     /// Mints a token for `identity`, valid for `ttl`, with extra `claims`.
-    pub fn issue(&self, identity: &str, ttl: Duration, claims: Map<String, Value>, requested_by: &str) -> Result<Issued, HostTokenError> {
+    pub fn issue(
+        &self,
+        identity: &str,
+        ttl: Duration,
+        claims: Map<String, Value>,
+        requested_by: &str,
+    ) -> Result<Issued, HostTokenError> {
         if identity.is_empty() {
             return Err(HostTokenError::Invalid("--identity is empty".into()));
         }
@@ -209,7 +226,10 @@ impl HostIssuer {
                 humantime::format_duration(self.max_ttl)
             )));
         }
-        if let Some(k) = claims.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+        if let Some(k) = claims
+            .keys()
+            .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+        {
             return Err(HostTokenError::Invalid(format!(
                 "--claim {k}=... is reserved (the interceptor sets {})",
                 RESERVED_CLAIMS.join(", ")
@@ -238,7 +258,10 @@ impl HostIssuer {
             claims,
             requested_by: requested_by.to_owned(),
         };
-        let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         append_jsonl(&self.store.join("issued.jsonl"), &record)?;
         issued.insert(id, record.clone());
         Ok(Issued { token, record })
@@ -246,11 +269,21 @@ impl HostIssuer {
 
     /// Revokes `id`. An id this host did not issue (or whose record expired)
     /// is refused unless `any_issuer` (e.g. the `jti` of a CI provider's token).
-    pub fn revoke(&self, id: &str, any_issuer: bool, requested_by: &str) -> Result<Revoked, HostTokenError> {
+    pub fn revoke(
+        &self,
+        id: &str,
+        any_issuer: bool,
+        requested_by: &str,
+    ) -> Result<Revoked, HostTokenError> {
         if id.is_empty() || id.len() > 256 {
-            return Err(HostTokenError::Invalid("the token id is empty or too long".into()));
+            return Err(HostTokenError::Invalid(
+                "the token id is empty or too long".into(),
+            ));
         }
-        let issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let record = issued.get(id).cloned();
         if record.is_none() && !any_issuer && !self.revocations.contains(id) {
             return Err(HostTokenError::Invalid(format!(
@@ -269,17 +302,30 @@ impl HostIssuer {
         let expires_at = record.as_ref().map_or(0, |r| r.expires_at);
         append_jsonl(
             &self.store.join("revoked.jsonl"),
-            &RevokedRecord { id: id.to_owned(), revoked_at: unix_now(), expires_at, requested_by: requested_by.to_owned() },
+            &RevokedRecord {
+                id: id.to_owned(),
+                revoked_at: unix_now(),
+                expires_at,
+                requested_by: requested_by.to_owned(),
+            },
         )?;
         self.revocations.insert(id);
         drop(issued);
-        Ok(Revoked { id: id.to_owned(), identity: record.as_ref().map(|r| r.identity.clone()), newly_revoked: true, expires_at: record.map(|r| r.expires_at) })
+        Ok(Revoked {
+            id: id.to_owned(),
+            identity: record.as_ref().map(|r| r.identity.clone()),
+            newly_revoked: true,
+            expires_at: record.map(|r| r.expires_at),
+        })
     }
 
     /// Unexpired issued tokens, oldest first, with whether each is revoked.
     pub fn list(&self) -> Vec<(IssuedRecord, bool)> {
         let now = unix_now();
-        let issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut v: Vec<_> = issued
             .values()
             .filter(|r| r.expires_at > now)
@@ -295,13 +341,24 @@ impl HostIssuer {
         let issued_path = self.store.join("issued.jsonl");
         let issued: Vec<IssuedRecord> = read_jsonl(&issued_path)?;
         if issued.iter().any(|r| r.expires_at <= keep_after) {
-            rewrite_jsonl(&issued_path, issued.iter().filter(|r| r.expires_at > keep_after))?;
+            rewrite_jsonl(
+                &issued_path,
+                issued.iter().filter(|r| r.expires_at > keep_after),
+            )?;
         }
         let revoked_path = self.store.join("revoked.jsonl");
         let revoked: Vec<RevokedRecord> = read_jsonl(&revoked_path)?;
         // Unknown expiry (another issuer's jti): kept.
-        if revoked.iter().any(|r| r.expires_at != 0 && r.expires_at <= keep_after) {
-            rewrite_jsonl(&revoked_path, revoked.iter().filter(|r| r.expires_at == 0 || r.expires_at > keep_after))?;
+        if revoked
+            .iter()
+            .any(|r| r.expires_at != 0 && r.expires_at <= keep_after)
+        {
+            rewrite_jsonl(
+                &revoked_path,
+                revoked
+                    .iter()
+                    .filter(|r| r.expires_at == 0 || r.expires_at > keep_after),
+            )?;
         }
         Ok(())
     }
@@ -309,7 +366,9 @@ impl HostIssuer {
 
 /// Seconds since the epoch.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `tok_` and 16 random bytes, hex.
@@ -330,8 +389,10 @@ fn private_dir(dir: &Path) -> Result<(), HostTokenError> {
 fn load_or_generate(path: &Path) -> Result<SigningKey, HostTokenError> {
     match fs::read_to_string(path) {
         Ok(pem) => {
-            let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| io_err(path, format!("not an Ed25519 PKCS#8 key: {e}")))?;
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| io_err(path, e))?;
+            let key = SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|e| io_err(path, format!("not an Ed25519 PKCS#8 key: {e}")))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_err(path, e))?;
             Ok(key)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -340,12 +401,23 @@ fn load_or_generate(path: &Path) -> Result<SigningKey, HostTokenError> {
                 private_dir(dir)?;
             }
             let mut seed = [0u8; 32];
-            rand::rngs::OsRng.try_fill_bytes(&mut seed).map_err(|e| io_err(path, format!("no randomness from the OS: {e}")))?;
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut seed)
+                .map_err(|e| io_err(path, format!("no randomness from the OS: {e}")))?;
             let key = SigningKey::from_bytes(&seed);
             seed.fill(0);
-            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| io_err(path, e))?;
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| io_err(path, e))?;
-            f.write_all(pem.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io_err(path, e))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| io_err(path, e))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| io_err(path, e))?;
+            f.write_all(pem.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io_err(path, e))?;
             tracing::info!(event = "token_key_generated", path = %path.display(), "generated the host's token signing key");
             Ok(key)
         }
@@ -377,18 +449,36 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, HostT
 fn append_jsonl<T: Serialize>(path: &Path, record: &T) -> Result<(), HostTokenError> {
     let mut line = serde_json::to_string(record).map_err(|e| io_err(path, e))?;
     line.push('\n');
-    let mut f = OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(|e| io_err(path, e))?;
-    f.write_all(line.as_bytes()).and_then(|()| f.sync_data()).map_err(|e| io_err(path, e))
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| io_err(path, e))
 }
 
-fn rewrite_jsonl<'a, T: Serialize + 'a>(path: &Path, records: impl Iterator<Item = &'a T>) -> Result<(), HostTokenError> {
+fn rewrite_jsonl<'a, T: Serialize + 'a>(
+    path: &Path,
+    records: impl Iterator<Item = &'a T>,
+) -> Result<(), HostTokenError> {
     let tmp = path.with_extension("jsonl.tmp");
     let mut text = String::new();
     for r in records {
         text.push_str(&serde_json::to_string(r).map_err(|e| io_err(path, e))?);
         text.push('\n');
     }
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }

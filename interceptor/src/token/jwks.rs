@@ -26,7 +26,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 enum Source {
     File(PathBuf),
-    Url { url: String, client: reqwest::Client },
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
 }
 
 /// The keys of one issuer.
@@ -73,9 +76,17 @@ impl KeyCache {
                     .user_agent(concat!("interceptor/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| format!("cannot build the HTTP client for {url}: {e}"))?;
-                Source::Url { url: url.clone(), client }
+                Source::Url {
+                    url: url.clone(),
+                    client,
+                }
             }
-            (None, None) => return Err(format!("issuer `{}` has neither jwks_file nor jwks_url", config.name)),
+            (None, None) => {
+                return Err(format!(
+                    "issuer `{}` has neither jwks_file nor jwks_url",
+                    config.name
+                ));
+            }
         };
         Ok(Self {
             name: config.name.clone(),
@@ -99,14 +110,20 @@ impl KeyCache {
     }
 
     /// The key for a token signed with `alg` under `kid`.
-    pub(crate) async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, TokenError> {
+    pub(crate) async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, TokenError> {
         let mut st = self.state.lock().await;
         let stale = st.loaded.is_none_or(|t| t.elapsed() >= self.refresh);
         if stale && self.may_load(&st) {
             // A failure keeps the last good copy (logged in `load`).
             let _ = self.load(&mut st).await;
         }
-        let Some(keys) = st.keys.clone() else { return Err(TokenError::KeysUnavailable) };
+        let Some(keys) = st.keys.clone() else {
+            return Err(TokenError::KeysUnavailable);
+        };
         match select(&keys, kid, alg) {
             Lookup::Found(k) => return Ok(k),
             Lookup::WrongAlgorithm => return Err(TokenError::AlgorithmNotAllowed),
@@ -131,7 +148,9 @@ impl KeyCache {
         st.attempted = Some(Instant::now());
         st.loads += 1;
         let result = match &self.source {
-            Source::File(path) => tokio::fs::read(path).await.map_err(|e| format!("cannot read {}: {e}", path.display())),
+            Source::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
             Source::Url { url, client } => fetch(client, url).await,
         }
         .and_then(|bytes| parse_jwks(&bytes));
@@ -169,7 +188,9 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(format!("GET {url}: the key set is larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(format!(
+                "GET {url}: the key set is larger than {MAX_JWKS_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -183,7 +204,8 @@ pub(crate) fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, String> {
     struct Set {
         keys: Vec<serde_json::Value>,
     }
-    let set: Set = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let set: Set =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
     Ok(set
         .keys
         .into_iter()
@@ -203,26 +225,40 @@ pub(crate) fn compatible(jwk: &Jwk, alg: Algorithm) -> bool {
     match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => matches!(
             alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
         ),
         AlgorithmParameters::EllipticCurve(p) => matches!(
             (alg, &p.curve),
             (Algorithm::ES256, EllipticCurve::P256) | (Algorithm::ES384, EllipticCurve::P384)
         ),
-        AlgorithmParameters::OctetKeyPair(p) => alg == Algorithm::EdDSA && p.curve == EllipticCurve::Ed25519,
+        AlgorithmParameters::OctetKeyPair(p) => {
+            alg == Algorithm::EdDSA && p.curve == EllipticCurve::Ed25519
+        }
         AlgorithmParameters::OctetKey(_) => false,
     }
 }
 
 fn select(keys: &[Jwk], kid: Option<&str>, alg: Algorithm) -> Lookup {
     let candidate = if let Some(kid) = kid {
-        keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid))
+        keys.iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
     } else {
         // No kid: only unambiguous when the set has one key for the algorithm.
         let mut usable = keys.iter().filter(|k| compatible(k, alg));
-        if let (Some(k), None) = (usable.next(), usable.next()) { Some(k) } else { None }
+        if let (Some(k), None) = (usable.next(), usable.next()) {
+            Some(k)
+        } else {
+            None
+        }
     };
-    let Some(jwk) = candidate else { return Lookup::NotFound };
+    let Some(jwk) = candidate else {
+        return Lookup::NotFound;
+    };
     if !compatible(jwk, alg) {
         return Lookup::WrongAlgorithm;
     }

@@ -60,7 +60,9 @@ impl TokenOutcome {
     pub fn to_record(&self) -> Option<serde_json::Value> {
         match self {
             Self::NotAsked => None,
-            Self::Missing => Some(serde_json::json!({ "status": "missing", "reason": TokenError::Missing.reason() })),
+            Self::Missing => Some(
+                serde_json::json!({ "status": "missing", "reason": TokenError::Missing.reason() }),
+            ),
             Self::Verified(t) => Some(serde_json::json!({
                 "status": "verified",
                 "issuer_name": t.issuer_name,
@@ -71,7 +73,9 @@ impl TokenOutcome {
                 "host_issued": t.host_issued,
                 "claims": t.claims,
             })),
-            Self::Rejected(e) => Some(serde_json::json!({ "status": "rejected", "reason": e.reason() })),
+            Self::Rejected(e) => {
+                Some(serde_json::json!({ "status": "rejected", "reason": e.reason() }))
+            }
         }
     }
 }

@@ -14,7 +14,9 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::{
     rand::SystemRandom,
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair},
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair,
+    },
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -35,7 +37,9 @@ struct Key {
 fn rsa_key(kid: &str) -> Key {
     let pem = include_str!("testdata_rsa.pem");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
     let pair = RsaKeyPair::from_der(&der).unwrap();
     let c = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
     Key {
@@ -49,7 +53,8 @@ fn rsa_key(kid: &str) -> Key {
 fn es_key(kid: &str) -> Key {
     let rng = SystemRandom::new();
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
     let point = pair.public_key().as_ref();
     Key {
         alg: Algorithm::ES256,
@@ -71,7 +76,10 @@ fn ed_key(kid: &str) -> Key {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Claims of a GitHub Actions ID token, valid for 5 minutes.
@@ -132,7 +140,9 @@ async fn jwks_server(body: String) -> JwksServer {
     let (b, h) = (Arc::clone(&body), Arc::clone(&hits));
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let (b, h) = (Arc::clone(&b), Arc::clone(&h));
             tokio::spawn(async move {
                 let mut req = Vec::new();
@@ -163,12 +173,18 @@ async fn rs256_es256_and_eddsa_tokens_verify_and_carry_their_claims() {
     let (rsa, es, ed) = (rsa_key("rsa-1"), es_key("ec-1"), ed_key("ed-1"));
     let v = file_validator(dir.path(), &[&rsa, &es, &ed]);
     for key in [&rsa, &es, &ed] {
-        let t = v.validate(&sign(key, &claims())).await.unwrap_or_else(|e| panic!("{:?}: {e}", key.alg));
+        let t = v
+            .validate(&sign(key, &claims()))
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", key.alg));
         assert_eq!(t.issuer_name, "ci");
         assert_eq!(t.issuer, ISS);
         assert_eq!(t.claim_str("repository").as_deref(), Some("org/app"));
         assert_eq!(t.claim_str("ref").as_deref(), Some("refs/heads/main"));
-        assert_eq!(t.subject.as_deref(), Some("repo:org/app:ref:refs/heads/main"));
+        assert_eq!(
+            t.subject.as_deref(),
+            Some("repo:org/app:ref:refs/heads/main")
+        );
         assert!(!t.host_issued);
         assert_eq!(t.bound_identity(), None);
     }
@@ -182,23 +198,38 @@ async fn times_are_checked_with_the_leeway() {
     let t = now();
     let mut c = claims();
     c["exp"] = json!(t - 120);
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::Expired
+    );
     c["exp"] = json!(t - 10); // within the 30 s leeway
     v.validate(&sign(&key, &c)).await.unwrap();
     let mut c = claims();
     c["nbf"] = json!(t + 600);
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::NotYetValid);
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::NotYetValid
+    );
     let mut c = claims();
     c["iat"] = json!(t + 600);
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::NotYetValid);
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::NotYetValid
+    );
     // validate_at: the same token is fine now and expired later.
     let token = sign(&key, &claims());
     v.validate_at(&token, SystemTime::now()).await.unwrap();
     let later = SystemTime::now() + Duration::from_hours(1);
-    assert_eq!(v.validate_at(&token, later).await.unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        v.validate_at(&token, later).await.unwrap_err(),
+        TokenError::Expired
+    );
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::MissingClaim("exp"));
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::MissingClaim("exp")
+    );
 }
 
 #[tokio::test]
@@ -208,10 +239,16 @@ async fn wrong_issuer_and_audience() {
     let v = file_validator(dir.path(), &[&key]);
     let mut c = claims();
     c["iss"] = json!("https://evil.example.test");
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::UnknownIssuer);
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::UnknownIssuer
+    );
     let mut c = claims();
     c["aud"] = json!("some-other-service");
-    assert_eq!(v.validate(&sign(&key, &c)).await.unwrap_err(), TokenError::WrongAudience);
+    assert_eq!(
+        v.validate(&sign(&key, &c)).await.unwrap_err(),
+        TokenError::WrongAudience
+    );
     // aud as a list containing ours is fine.
     let mut c = claims();
     c["aud"] = json!(["other", AUD]);
@@ -233,34 +270,59 @@ async fn alg_none_and_hmac_with_the_public_key_are_refused() {
     let v = file_validator(dir.path(), &[&key]);
     for alg in ["none", "None", "NONE"] {
         let t = unsigned(&json!({"alg": alg, "kid": "k"}), &claims(), "");
-        assert_eq!(v.validate(&t).await.unwrap_err(), TokenError::AlgorithmNotAllowed, "{alg}");
+        assert_eq!(
+            v.validate(&t).await.unwrap_err(),
+            TokenError::AlgorithmNotAllowed,
+            "{alg}"
+        );
         let t = unsigned(&json!({"alg": alg, "kid": "k"}), &claims(), "AAAA");
-        assert_eq!(v.validate(&t).await.unwrap_err(), TokenError::AlgorithmNotAllowed, "{alg}");
+        assert_eq!(
+            v.validate(&t).await.unwrap_err(),
+            TokenError::AlgorithmNotAllowed,
+            "{alg}"
+        );
     }
     // The classic confusion: HS256 keyed with the RSA public key (as PEM
     // text, and as the JWK's modulus bytes).
     let pair = RsaKeyPair::from_der(
         &base64::engine::general_purpose::STANDARD
-            .decode(include_str!("testdata_rsa.pem").lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .decode(
+                include_str!("testdata_rsa.pem")
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
             .unwrap(),
     )
     .unwrap();
     let public_der = pair.public().as_ref().to_vec();
-    let n = URL_SAFE_NO_PAD.decode(key.jwk["n"].as_str().unwrap()).unwrap();
+    let n = URL_SAFE_NO_PAD
+        .decode(key.jwk["n"].as_str().unwrap())
+        .unwrap();
     for secret in [public_der, n, key.jwk.to_string().into_bytes()] {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k".into());
         let t = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&secret)).unwrap();
-        assert_eq!(v.validate(&t).await.unwrap_err(), TokenError::AlgorithmNotAllowed);
+        assert_eq!(
+            v.validate(&t).await.unwrap_err(),
+            TokenError::AlgorithmNotAllowed
+        );
     }
     // Symmetric keys in a JWKS are never used, even for an allowed-looking token.
     let path = dir.path().join("oct.json");
-    std::fs::write(&path, json!({"keys":[{"kty":"oct","kid":"s","k":URL_SAFE_NO_PAD.encode(b"secret")}]}).to_string()).unwrap();
+    std::fs::write(
+        &path,
+        json!({"keys":[{"kty":"oct","kid":"s","k":URL_SAFE_NO_PAD.encode(b"secret")}]}).to_string(),
+    )
+    .unwrap();
     let v = Validator::new(vec![issuer(Some(&path), None)]).unwrap();
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("s".into());
     let t = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(b"secret")).unwrap();
-    assert_eq!(v.validate(&t).await.unwrap_err(), TokenError::AlgorithmNotAllowed);
+    assert_eq!(
+        v.validate(&t).await.unwrap_err(),
+        TokenError::AlgorithmNotAllowed
+    );
 }
 
 #[tokio::test]
@@ -273,12 +335,18 @@ async fn algorithm_allow_list_and_key_type_are_enforced() {
     cfg.algorithms = vec![Algorithm::RS256];
     let v = Validator::new(vec![cfg]).unwrap();
     v.validate(&sign(&rsa, &claims())).await.unwrap();
-    assert_eq!(v.validate(&sign(&es, &claims())).await.unwrap_err(), TokenError::AlgorithmNotAllowed);
+    assert_eq!(
+        v.validate(&sign(&es, &claims())).await.unwrap_err(),
+        TokenError::AlgorithmNotAllowed
+    );
     // An EC token that names the RSA key's kid.
     let v = file_validator(dir.path(), &[&rsa, &es]);
     let mut wrong = es_key("rsa");
     wrong.kid = "rsa".into();
-    assert_eq!(v.validate(&sign(&wrong, &claims())).await.unwrap_err(), TokenError::AlgorithmNotAllowed);
+    assert_eq!(
+        v.validate(&sign(&wrong, &claims())).await.unwrap_err(),
+        TokenError::AlgorithmNotAllowed
+    );
 }
 
 #[tokio::test]
@@ -286,21 +354,40 @@ async fn unknown_kid_and_bad_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let key = ed_key("published");
     let v = file_validator(dir.path(), &[&key]);
-    assert_eq!(v.validate(&sign(&ed_key("other"), &claims())).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.validate(&sign(&ed_key("other"), &claims()))
+            .await
+            .unwrap_err(),
+        TokenError::UnknownKey
+    );
     // Another key claiming the published kid.
     let forger = ed_key("published");
-    assert_eq!(v.validate(&sign(&forger, &claims())).await.unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        v.validate(&sign(&forger, &claims())).await.unwrap_err(),
+        TokenError::BadSignature
+    );
     // A genuine token whose claims were edited afterwards.
     let token = sign(&key, &claims());
     let parts: Vec<&str> = token.split('.').collect();
     let mut c = claims();
     c["repository"] = json!("org/other");
-    let edited = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(c.to_string()), parts[2]);
-    assert_eq!(v.validate(&edited).await.unwrap_err(), TokenError::BadSignature);
+    let edited = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(c.to_string()),
+        parts[2]
+    );
+    assert_eq!(
+        v.validate(&edited).await.unwrap_err(),
+        TokenError::BadSignature
+    );
     // A forged token that is also expired is reported as forged.
     let mut c = claims();
     c["exp"] = json!(1);
-    assert_eq!(v.validate(&sign(&forger, &c)).await.unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        v.validate(&sign(&forger, &c)).await.unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 #[tokio::test]
@@ -317,10 +404,24 @@ async fn malformed_and_oversized_tokens() {
         format!("{}!!.{}.{}", parts[0], parts[1], parts[2]),
         format!("{}.{}%%.{}", parts[0], parts[1], parts[2]),
         format!("{}.{}.{}*", parts[0], parts[1], parts[2]),
-        format!("{}.{}.{}", URL_SAFE_NO_PAD.encode("[1,2]"), parts[1], parts[2]),
-        format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("not json"), parts[2]),
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode("[1,2]"),
+            parts[1],
+            parts[2]
+        ),
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode("not json"),
+            parts[2]
+        ),
     ] {
-        assert_eq!(v.validate(&bad).await.unwrap_err(), TokenError::Malformed, "{bad}");
+        assert_eq!(
+            v.validate(&bad).await.unwrap_err(),
+            TokenError::Malformed,
+            "{bad}"
+        );
     }
     assert_eq!(v.validate("").await.unwrap_err(), TokenError::Missing);
     let mut c = claims();
@@ -348,7 +449,10 @@ async fn jwks_url_rotation_refetches_at_most_once_per_interval() {
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
     // The issuer rotates; within refetch_min of the last fetch an unknown kid does not refetch.
     *server.body.lock().unwrap() = Some(jwks(&[&new]));
-    assert_eq!(v.validate(&sign(&new, &claims())).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.validate(&sign(&new, &claims())).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 
     // With refetch_min 0 an unknown kid refetches once and finds the new key.
@@ -363,7 +467,10 @@ async fn jwks_url_rotation_refetches_at_most_once_per_interval() {
     assert_eq!(server.hits.load(Ordering::SeqCst), before + 1);
     assert_eq!(v.key_loads("ci").await, Some(2));
     // The old key is gone from the new set.
-    assert_eq!(v.validate(&sign(&old, &claims())).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.validate(&sign(&old, &claims())).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
 }
 
 #[tokio::test]
@@ -376,7 +483,10 @@ async fn last_good_keys_are_kept_when_a_refresh_fails() {
     v.validate(&sign(&key, &claims())).await.unwrap();
     *server.body.lock().unwrap() = None; // the issuer now answers 500
     v.validate(&sign(&key, &claims())).await.unwrap();
-    assert!(server.hits.load(Ordering::SeqCst) >= 2, "the refresh was attempted");
+    assert!(
+        server.hits.load(Ordering::SeqCst) >= 2,
+        "the refresh was attempted"
+    );
     // Garbage instead of a key set: the last good copy stays too.
     *server.body.lock().unwrap() = Some("<html>".into());
     v.validate(&sign(&key, &claims())).await.unwrap();
@@ -385,13 +495,42 @@ async fn last_good_keys_are_kept_when_a_refresh_fails() {
 #[tokio::test]
 async fn unreachable_keys_without_a_last_good_copy() {
     // A loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let v = Validator::new(vec![issuer(None, Some(format!("http://127.0.0.1:{port}/jwks")))]).unwrap();
-    assert_eq!(v.validate(&sign(&es_key("k"), &claims())).await.unwrap_err(), TokenError::KeysUnavailable);
-    let missing = Validator::new(vec![issuer(Some(Path::new("/nonexistent/jwks.json")), None)]).unwrap();
-    assert_eq!(missing.validate(&sign(&es_key("k"), &claims())).await.unwrap_err(), TokenError::KeysUnavailable);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v = Validator::new(vec![issuer(
+        None,
+        Some(format!("http://127.0.0.1:{port}/jwks")),
+    )])
+    .unwrap();
+    assert_eq!(
+        v.validate(&sign(&es_key("k"), &claims()))
+            .await
+            .unwrap_err(),
+        TokenError::KeysUnavailable
+    );
+    let missing = Validator::new(vec![issuer(
+        Some(Path::new("/nonexistent/jwks.json")),
+        None,
+    )])
+    .unwrap();
+    assert_eq!(
+        missing
+            .validate(&sign(&es_key("k"), &claims()))
+            .await
+            .unwrap_err(),
+        TokenError::KeysUnavailable
+    );
     let report = missing.prefetch().await;
-    assert!(report[0].1.as_ref().unwrap_err().contains("/nonexistent/jwks.json"));
+    assert!(
+        report[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("/nonexistent/jwks.json")
+    );
 }
 
 #[tokio::test]
@@ -422,11 +561,23 @@ async fn host_tokens_issue_validate_revoke_and_survive_a_restart() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let host = HostIssuer::open(&host_config(dir.path())).unwrap();
-    assert_eq!(std::fs::metadata(dir.path().join("tokens/host.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    let v = Validator::new(vec![]).unwrap().with_host(host.trust()).with_revocations(host.revocations());
+    assert_eq!(
+        std::fs::metadata(dir.path().join("tokens/host.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let v = Validator::new(vec![])
+        .unwrap()
+        .with_host(host.trust())
+        .with_revocations(host.revocations());
     let mut extra = serde_json::Map::new();
     extra.insert("run".into(), json!("build-77"));
-    let issued = host.issue("migrations", Duration::from_mins(15), extra, "uid=0").unwrap();
+    let issued = host
+        .issue("migrations", Duration::from_mins(15), extra, "uid=0")
+        .unwrap();
     let t = v.validate(&issued.token).await.unwrap();
     assert!(t.host_issued);
     assert_eq!(t.issuer_name, HOST_ISSUER_NAME);
@@ -436,29 +587,71 @@ async fn host_tokens_issue_validate_revoke_and_survive_a_restart() {
     assert_eq!(t.exp, issued.record.expires_at);
     // Expires with its TTL.
     let later = SystemTime::now() + Duration::from_mins(16);
-    assert_eq!(v.validate_at(&issued.token, later).await.unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        v.validate_at(&issued.token, later).await.unwrap_err(),
+        TokenError::Expired
+    );
     // Too long, reserved claims, unknown id.
-    let e = host.issue("migrations", Duration::from_hours(2), serde_json::Map::new(), "").unwrap_err().to_string();
+    let e = host
+        .issue(
+            "migrations",
+            Duration::from_hours(2),
+            serde_json::Map::new(),
+            "",
+        )
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("longer than the configured maximum 1h"), "{e}");
     let mut reserved = serde_json::Map::new();
     reserved.insert("identity".into(), json!("admin"));
-    assert!(host.issue("migrations", Duration::from_mins(1), reserved, "").unwrap_err().to_string().contains("reserved"));
-    assert!(host.revoke("tok_nope", false, "").unwrap_err().to_string().contains("no unexpired token"));
+    assert!(
+        host.issue("migrations", Duration::from_mins(1), reserved, "")
+            .unwrap_err()
+            .to_string()
+            .contains("reserved")
+    );
+    assert!(
+        host.revoke("tok_nope", false, "")
+            .unwrap_err()
+            .to_string()
+            .contains("no unexpired token")
+    );
     assert_eq!(host.list().len(), 1);
 
     let r = host.revoke(&issued.record.id, false, "uid=0").unwrap();
     assert!(r.newly_revoked);
     assert_eq!(r.identity.as_deref(), Some("migrations"));
-    assert_eq!(v.validate(&issued.token).await.unwrap_err(), TokenError::Revoked);
-    assert!(!host.revoke(&issued.record.id, false, "").unwrap().newly_revoked);
+    assert_eq!(
+        v.validate(&issued.token).await.unwrap_err(),
+        TokenError::Revoked
+    );
+    assert!(
+        !host
+            .revoke(&issued.record.id, false, "")
+            .unwrap()
+            .newly_revoked
+    );
     assert!(host.list()[0].1, "listed as revoked");
     drop((host, v));
 
     // After a restart: same key (old tokens still verify), revocation kept.
     let host = HostIssuer::open(&host_config(dir.path())).unwrap();
-    let v = Validator::new(vec![]).unwrap().with_host(host.trust()).with_revocations(host.revocations());
-    assert_eq!(v.validate(&issued.token).await.unwrap_err(), TokenError::Revoked);
-    let second = host.issue("migrations", Duration::from_mins(5), serde_json::Map::new(), "").unwrap();
+    let v = Validator::new(vec![])
+        .unwrap()
+        .with_host(host.trust())
+        .with_revocations(host.revocations());
+    assert_eq!(
+        v.validate(&issued.token).await.unwrap_err(),
+        TokenError::Revoked
+    );
+    let second = host
+        .issue(
+            "migrations",
+            Duration::from_mins(5),
+            serde_json::Map::new(),
+            "",
+        )
+        .unwrap();
     v.validate(&second.token).await.unwrap();
     // The token itself is stored nowhere.
     for f in ["issued.jsonl", "revoked.jsonl"] {
@@ -467,7 +660,10 @@ async fn host_tokens_issue_validate_revoke_and_survive_a_restart() {
     }
     // A host token is not accepted by a validator that does not trust this host.
     let other = Validator::new(vec![]).unwrap();
-    assert_eq!(other.validate(&second.token).await.unwrap_err(), TokenError::UnknownIssuer);
+    assert_eq!(
+        other.validate(&second.token).await.unwrap_err(),
+        TokenError::UnknownIssuer
+    );
 }
 
 #[tokio::test]
@@ -476,7 +672,12 @@ async fn a_token_signed_by_another_hosts_key_is_refused() {
     let host_a = HostIssuer::open(&host_config(a.path())).unwrap();
     let host_b = HostIssuer::open(&host_config(b.path())).unwrap();
     let v = Validator::new(vec![]).unwrap().with_host(host_a.trust());
-    let t = host_b.issue("x", Duration::from_mins(1), serde_json::Map::new(), "").unwrap();
+    let t = host_b
+        .issue("x", Duration::from_mins(1), serde_json::Map::new(), "")
+        .unwrap();
     // Same issuer name, other key: its kid is unknown here.
-    assert_eq!(v.validate(&t.token).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.validate(&t.token).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
 }

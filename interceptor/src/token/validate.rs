@@ -68,7 +68,11 @@ impl VerifiedToken {
 
     /// The host identity a host-issued token is bound to (`identity` claim).
     pub fn bound_identity(&self) -> Option<&str> {
-        if self.host_issued { self.claims.get("identity").and_then(Value::as_str) } else { None }
+        if self.host_issued {
+            self.claims.get("identity").and_then(Value::as_str)
+        } else {
+            None
+        }
     }
 }
 
@@ -87,7 +91,10 @@ pub struct HostTrust {
 
 impl std::fmt::Debug for HostTrust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostTrust").field("issuer", &self.issuer).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("HostTrust")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,12 +105,18 @@ pub struct Revocations(RwLock<HashSet<String>>);
 impl Revocations {
     /// Whether `jti` is revoked.
     pub fn contains(&self, jti: &str) -> bool {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(jti)
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(jti)
     }
 
     /// Adds `jti`; false if it was already there.
     pub fn insert(&self, jti: &str) -> bool {
-        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(jti.to_owned())
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(jti.to_owned())
     }
 }
 
@@ -123,7 +136,14 @@ pub struct Validator {
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("issuers", &self.issuers.iter().map(|i| i.config.name.as_str()).collect::<Vec<_>>())
+            .field(
+                "issuers",
+                &self
+                    .issuers
+                    .iter()
+                    .map(|i| i.config.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("host", &self.host)
             .finish_non_exhaustive()
     }
@@ -137,9 +157,19 @@ impl Validator {
     pub fn new(issuers: Vec<IssuerConfig>) -> Result<Self, String> {
         let issuers = issuers
             .into_iter()
-            .map(|config| Ok(Issuer { keys: KeyCache::new(&config)?, config }))
+            .map(|config| {
+                Ok(Issuer {
+                    keys: KeyCache::new(&config)?,
+                    config,
+                })
+            })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Self { issuers, host: None, revocations: Arc::default(), max_token_bytes: DEFAULT_MAX_TOKEN_BYTES })
+        Ok(Self {
+            issuers,
+            host: None,
+            revocations: Arc::default(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        })
     }
 
     /// Also trusts the host's own issuer.
@@ -203,7 +233,11 @@ impl Validator {
     }
 
     /// Validates `token` as of `now` (tests).
-    pub async fn validate_at(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+    pub async fn validate_at(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, TokenError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(TokenError::Missing);
@@ -212,9 +246,14 @@ impl Validator {
             return Err(TokenError::TooLarge);
         }
         let (header, claims) = peek(token)?;
-        let alg_name = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed)?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::Malformed)?;
         // `none`, HMAC and anything unknown: refused before any key is looked at.
-        let alg: Algorithm = alg_name.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
+        let alg: Algorithm = alg_name
+            .parse()
+            .map_err(|_| TokenError::AlgorithmNotAllowed)?;
         if is_symmetric(alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
@@ -229,23 +268,40 @@ impl Validator {
             Some(_) => return Err(TokenError::Malformed),
         };
 
-        let (name, key, audiences, leeway, host_issued) = if let Some(host) = self.host.as_ref().filter(|h| h.issuer == iss) {
-            if alg != Algorithm::EdDSA {
-                return Err(TokenError::AlgorithmNotAllowed);
-            }
-            if kid.is_some_and(|k| k != host.kid) {
-                return Err(TokenError::UnknownKey);
-            }
-            let key = DecodingKey::from_ed_der(&host.public_key);
-            (HOST_ISSUER_NAME.to_owned(), key, vec![host.audience.clone()], HOST_LEEWAY, true)
-        } else {
-            let issuer = self.issuers.iter().find(|i| i.config.issuer == iss).ok_or(TokenError::UnknownIssuer)?;
-            if !issuer.config.algorithms.contains(&alg) {
-                return Err(TokenError::AlgorithmNotAllowed);
-            }
-            let key = issuer.keys.key_for(kid, alg).await?;
-            (issuer.config.name.clone(), key, issuer.config.audiences.clone(), issuer.config.leeway, false)
-        };
+        let (name, key, audiences, leeway, host_issued) =
+            if let Some(host) = self.host.as_ref().filter(|h| h.issuer == iss) {
+                if alg != Algorithm::EdDSA {
+                    return Err(TokenError::AlgorithmNotAllowed);
+                }
+                if kid.is_some_and(|k| k != host.kid) {
+                    return Err(TokenError::UnknownKey);
+                }
+                let key = DecodingKey::from_ed_der(&host.public_key);
+                (
+                    HOST_ISSUER_NAME.to_owned(),
+                    key,
+                    vec![host.audience.clone()],
+                    HOST_LEEWAY,
+                    true,
+                )
+            } else {
+                let issuer = self
+                    .issuers
+                    .iter()
+                    .find(|i| i.config.issuer == iss)
+                    .ok_or(TokenError::UnknownIssuer)?;
+                if !issuer.config.algorithms.contains(&alg) {
+                    return Err(TokenError::AlgorithmNotAllowed);
+                }
+                let key = issuer.keys.key_for(kid, alg).await?;
+                (
+                    issuer.config.name.clone(),
+                    key,
+                    issuer.config.audiences.clone(),
+                    issuer.config.leeway,
+                    false,
+                )
+            };
 
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
@@ -256,22 +312,31 @@ impl Validator {
         validation.set_audience(&audiences);
         validation.set_issuer(&[iss]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat | ErrorKind::Crypto(_) => {
-                TokenError::BadSignature
-            }
-            ErrorKind::InvalidAudience => TokenError::WrongAudience,
-            ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
-            ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(match c.as_str() {
-                "exp" => "exp",
-                "aud" => "aud",
-                _ => "iss",
-            }),
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-            _ => TokenError::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidRsaKey(_)
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::Crypto(_) => TokenError::BadSignature,
+                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                    ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
+                    ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidAlgorithmName
+                    | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
+                    ErrorKind::MissingRequiredClaim(c) => {
+                        TokenError::MissingClaim(match c.as_str() {
+                            "exp" => "exp",
+                            "aud" => "aud",
+                            _ => "iss",
+                        })
+                    }
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    _ => TokenError::Malformed,
+                }
+            })?;
         let claims = data.claims;
 
         // Times, with the leeway, against `now`.
@@ -280,7 +345,11 @@ impl Validator {
         let time = |name: &'static str| -> Result<Option<u64>, TokenError> {
             match claims.get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)).map(Some).ok_or(TokenError::Malformed),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                    .map(Some)
+                    .ok_or(TokenError::Malformed),
                 Some(_) => Err(TokenError::Malformed),
             }
         };
@@ -321,7 +390,9 @@ type JsonObject = Map<String, Value>;
 /// Header and claims, decoded but not verified.
 fn peek(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::Malformed);
     };
     let part = |p: &str| -> Result<Map<String, Value>, TokenError> {
@@ -335,8 +406,15 @@ fn peek(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
     let claims = part(c)?;
     // An empty signature is `alg: none` in disguise.
     if s.is_empty() {
-        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-        return Err(if alg.eq_ignore_ascii_case("none") { TokenError::AlgorithmNotAllowed } else { TokenError::Malformed });
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(if alg.eq_ignore_ascii_case("none") {
+            TokenError::AlgorithmNotAllowed
+        } else {
+            TokenError::Malformed
+        });
     }
     if B64URL.decode(s).is_err() {
         return Err(TokenError::Malformed);

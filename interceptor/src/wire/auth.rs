@@ -32,13 +32,21 @@ pub fn parse_authentication(frame: &Frame) -> Result<AuthRequest, WireError> {
         return Err(WireError::malformed(t, "not an Authentication message"));
     }
     let body = frame.body();
-    let Some(code) = body.get(..4).map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]])) else {
+    let Some(code) = body
+        .get(..4)
+        .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    else {
         return Err(WireError::malformed(t, "no authentication code"));
     };
     let name = match code {
         0 | 3 | 10 | 11 | 12 => None,
         5 if body.len() == 8 => None,
-        5 => return Err(WireError::malformed(t, "AuthenticationMD5Password without a 4-byte salt")),
+        5 => {
+            return Err(WireError::malformed(
+                t,
+                "AuthenticationMD5Password without a 4-byte salt",
+            ));
+        }
         2 => Some("KerberosV5"),
         6 => Some("SCMCredential"),
         7 => Some("GSS"),
@@ -50,7 +58,9 @@ pub fn parse_authentication(frame: &Frame) -> Result<AuthRequest, WireError> {
         return Ok(AuthRequest::Unsupported { code, name });
     }
     // Length checked above for every fixed field pgwire reads.
-    frame.decode::<Authentication>(&DecodeContext::default()).map(AuthRequest::Known)
+    frame
+        .decode::<Authentication>(&DecodeContext::default())
+        .map(AuthRequest::Known)
 }
 
 /// `AuthenticationOk`.
@@ -67,8 +77,11 @@ pub fn authentication_cleartext_password() -> Frame {
 /// The text of a client's `PasswordMessage` (`p`, a null-terminated string).
 pub fn parse_password_message(frame: &Frame) -> Result<String, WireError> {
     let body = frame.body();
-    let text = body.strip_suffix(&[0]).ok_or_else(|| WireError::malformed(frame.tag(), "PasswordMessage without a terminating null"))?;
-    String::from_utf8(text.to_vec()).map_err(|_| WireError::malformed(frame.tag(), "PasswordMessage is not UTF-8"))
+    let text = body.strip_suffix(&[0]).ok_or_else(|| {
+        WireError::malformed(frame.tag(), "PasswordMessage without a terminating null")
+    })?;
+    String::from_utf8(text.to_vec())
+        .map_err(|_| WireError::malformed(frame.tag(), "PasswordMessage is not UTF-8"))
 }
 
 /// `PasswordMessage` carrying a cleartext password or an md5 hash.
@@ -78,7 +91,10 @@ pub fn password_message(password: &str) -> Result<Frame, WireError> {
 
 /// `SASLInitialResponse` for `mechanism`.
 pub fn sasl_initial_response(mechanism: &str, data: &[u8]) -> Result<Frame, WireError> {
-    Frame::encode(&SASLInitialResponse::new(mechanism.to_owned(), Some(Bytes::copy_from_slice(data))))
+    Frame::encode(&SASLInitialResponse::new(
+        mechanism.to_owned(),
+        Some(Bytes::copy_from_slice(data)),
+    ))
 }
 
 /// `SASLResponse`.
@@ -96,14 +112,21 @@ mod tests {
 
     #[test]
     fn parses_the_requests_the_proxy_answers() {
-        assert_eq!(parse_authentication(&authentication_ok()).unwrap(), AuthRequest::Known(Authentication::Ok));
+        assert_eq!(
+            parse_authentication(&authentication_ok()).unwrap(),
+            AuthRequest::Known(Authentication::Ok)
+        );
         assert_eq!(
             parse_authentication(&auth(&[0, 0, 0, 5, 1, 2, 3, 4])).unwrap(),
             AuthRequest::Known(Authentication::MD5Password(vec![1, 2, 3, 4]))
         );
         assert_eq!(
-            parse_authentication(&auth(b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")).unwrap(),
-            AuthRequest::Known(Authentication::SASL(vec!["SCRAM-SHA-256-PLUS".into(), "SCRAM-SHA-256".into()]))
+            parse_authentication(&auth(b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"))
+                .unwrap(),
+            AuthRequest::Known(Authentication::SASL(vec![
+                "SCRAM-SHA-256-PLUS".into(),
+                "SCRAM-SHA-256".into()
+            ]))
         );
         assert_eq!(
             parse_authentication(&auth(b"\0\0\0\x0br=abc")).unwrap(),
@@ -111,7 +134,10 @@ mod tests {
         );
         assert_eq!(
             parse_authentication(&auth(&[0, 0, 0, 7])).unwrap(),
-            AuthRequest::Unsupported { code: 7, name: "GSS" }
+            AuthRequest::Unsupported {
+                code: 7,
+                name: "GSS"
+            }
         );
     }
 

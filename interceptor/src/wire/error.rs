@@ -49,11 +49,18 @@ pub enum WireError {
 
 impl WireError {
     pub(crate) fn malformed(tag: u8, what: impl Into<String>) -> Self {
-        Self::Malformed { tag, what: what.into() }
+        Self::Malformed {
+            tag,
+            what: what.into(),
+        }
     }
 }
 
 /// The tag as a character when it is one, for messages.
 pub(crate) fn printable(tag: u8) -> char {
-    if tag.is_ascii_graphic() { char::from(tag) } else { '?' }
+    if tag.is_ascii_graphic() {
+        char::from(tag)
+    } else {
+        '?'
+    }
 }

@@ -59,12 +59,21 @@ pub struct PgError {
 impl PgError {
     /// A `FATAL` error: the proxy closes the connection after sending it.
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "FATAL", code: code.to_owned(), message: message.into(), detail: None, hint: None }
+        Self {
+            severity: "FATAL",
+            code: code.to_owned(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     /// An `ERROR`: the session continues.
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "ERROR", ..Self::fatal(code, message) }
+        Self {
+            severity: "ERROR",
+            ..Self::fatal(code, message)
+        }
     }
 
     /// Adds a detail line.
@@ -114,7 +123,10 @@ impl std::fmt::Display for PgError {
 pub fn parse_error_fields(frame: &Frame) -> Result<ErrorResponse, WireError> {
     let t = frame.tag();
     if t != tag::backend::ERROR_RESPONSE && t != tag::backend::NOTICE_RESPONSE {
-        return Err(WireError::malformed(t, "not an ErrorResponse or NoticeResponse"));
+        return Err(WireError::malformed(
+            t,
+            "not an ErrorResponse or NoticeResponse",
+        ));
     }
     let mut rest = frame.body();
     let mut fields = Vec::new();
@@ -137,7 +149,10 @@ pub fn parse_error_fields(frame: &Frame) -> Result<ErrorResponse, WireError> {
 
 /// The value of field `code` (e.g. `b'C'` for SQLSTATE, `b'M'` for message).
 pub fn error_field(err: &ErrorResponse, code: u8) -> Option<&str> {
-    err.fields.iter().find(|(c, _)| *c == code).map(|(_, v)| v.as_str())
+    err.fields
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| v.as_str())
 }
 
 /// SQLSTATE of a parsed error.
@@ -169,8 +184,16 @@ mod tests {
     #[test]
     fn malformed_error_frames_do_not_panic() {
         for body in [&b""[..], b"S", b"SFATAL", b"SFATAL\0", b"S\0", b"\0x"] {
-            assert!(parse_error_fields(&Frame::new(b'E', body)).is_err(), "{body:?}");
+            assert!(
+                parse_error_fields(&Frame::new(b'E', body)).is_err(),
+                "{body:?}"
+            );
         }
-        assert!(parse_error_fields(&Frame::new(b'E', b"\0")).unwrap().fields.is_empty());
+        assert!(
+            parse_error_fields(&Frame::new(b'E', b"\0"))
+                .unwrap()
+                .fields
+                .is_empty()
+        );
     }
 }

@@ -131,11 +131,18 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, WireError> {
     let tag = buf[0];
     let len = (&buf[1..HEADER_LEN]).get_i32();
     if len < 4 {
-        return Err(WireError::InvalidLength { tag, len: i64::from(len) });
+        return Err(WireError::InvalidLength {
+            tag,
+            len: i64::from(len),
+        });
     }
     let total = len as usize + 1;
     if total > max {
-        return Err(WireError::TooLarge { tag, len: total, max });
+        return Err(WireError::TooLarge {
+            tag,
+            len: total,
+            max,
+        });
     }
     Ok(Some(total))
 }
@@ -144,7 +151,9 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, WireError> {
 /// `max` bounds the whole message, type byte included.
 pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, WireError> {
     match frame_len(buf, max)? {
-        Some(total) if buf.len() >= total => Ok(Some(Frame::from_raw(buf.split_to(total).freeze()))),
+        Some(total) if buf.len() >= total => {
+            Ok(Some(Frame::from_raw(buf.split_to(total).freeze())))
+        }
         _ => Ok(None),
     }
 }
@@ -165,7 +174,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         let want = frame_len(buf, max)?.map_or(HEADER_LEN, |total| total - buf.len());
         buf.reserve(want.max(512));
         if reader.read_buf(buf).await? == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(WireError::UnexpectedEof) };
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(WireError::UnexpectedEof)
+            };
         }
     }
 }
@@ -199,7 +212,10 @@ mod tests {
         buf.put_u8(b'Q');
         buf.put_i32(100 << 20);
         let e = split_frame(&mut buf, 1 << 20).unwrap_err();
-        assert!(matches!(e, WireError::TooLarge { tag: b'Q', len, max } if len == (100 << 20) + 1 && max == 1 << 20), "{e}");
+        assert!(
+            matches!(e, WireError::TooLarge { tag: b'Q', len, max } if len == (100 << 20) + 1 && max == 1 << 20),
+            "{e}"
+        );
         assert!(e.to_string().contains("exceeds"), "{e}");
     }
 
@@ -209,7 +225,13 @@ mod tests {
             let mut buf = BytesMut::new();
             buf.put_u8(b'P');
             buf.put_i32(len);
-            assert!(matches!(split_frame(&mut buf, 1024), Err(WireError::InvalidLength { .. })), "{len}");
+            assert!(
+                matches!(
+                    split_frame(&mut buf, 1024),
+                    Err(WireError::InvalidLength { .. })
+                ),
+                "{len}"
+            );
         }
     }
 
@@ -225,14 +247,28 @@ mod tests {
         data.extend_from_slice(&raw(b'Z', b"I"));
         let mut reader = &data[..];
         let mut buf = BytesMut::new();
-        let d = read_frame(&mut reader, &mut buf, 1 << 20).await.unwrap().unwrap();
+        let d = read_frame(&mut reader, &mut buf, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(d.body().len(), 3000);
-        let z = read_frame(&mut reader, &mut buf, 1 << 20).await.unwrap().unwrap();
+        let z = read_frame(&mut reader, &mut buf, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(z.body(), b"I");
-        assert!(read_frame(&mut reader, &mut buf, 1 << 20).await.unwrap().is_none());
+        assert!(
+            read_frame(&mut reader, &mut buf, 1 << 20)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let cut = raw(b'D', &[1; 10]);
         let mut reader = &cut[..8];
         let mut buf = BytesMut::new();
-        assert!(matches!(read_frame(&mut reader, &mut buf, 1024).await, Err(WireError::UnexpectedEof)));
+        assert!(matches!(
+            read_frame(&mut reader, &mut buf, 1024).await,
+            Err(WireError::UnexpectedEof)
+        ));
     }
 }

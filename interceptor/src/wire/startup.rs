@@ -47,7 +47,10 @@ impl StartupPacket {
     /// Parses a whole packet, length field included.
     pub fn parse(packet: &[u8]) -> Result<Self, WireError> {
         if packet.len() < 8 {
-            return Err(WireError::InvalidStartup(format!("packet of {} bytes is too short", packet.len())));
+            return Err(WireError::InvalidStartup(format!(
+                "packet of {} bytes is too short",
+                packet.len()
+            )));
         }
         let mut buf = packet;
         let len = buf.get_u32() as usize;
@@ -59,10 +62,16 @@ impl StartupPacket {
         }
         let code = buf.get_u32();
         match code {
-            SSL_REQUEST_CODE | GSSENC_REQUEST_CODE if len != 8 => Err(WireError::InvalidStartup(format!(
-                "{} request of {len} bytes (must be 8)",
-                if code == SSL_REQUEST_CODE { "SSL" } else { "GSSENC" }
-            ))),
+            SSL_REQUEST_CODE | GSSENC_REQUEST_CODE if len != 8 => {
+                Err(WireError::InvalidStartup(format!(
+                    "{} request of {len} bytes (must be 8)",
+                    if code == SSL_REQUEST_CODE {
+                        "SSL"
+                    } else {
+                        "GSSENC"
+                    }
+                )))
+            }
             SSL_REQUEST_CODE => Ok(Self::SslRequest),
             GSSENC_REQUEST_CODE => Ok(Self::GssEncRequest),
             CANCEL_REQUEST_CODE => parse_cancel(buf).map(Self::CancelRequest),
@@ -110,7 +119,9 @@ fn parse_startup(code: u32, body: &[u8]) -> Result<Startup, WireError> {
         let value = take_cstr(&mut rest)?
             .ok_or_else(|| WireError::InvalidStartup(format!("parameter `{name}` has no value")))?;
         if parameters.insert(name.clone(), value).is_some() {
-            return Err(WireError::InvalidStartup(format!("parameter `{name}` is given twice")));
+            return Err(WireError::InvalidStartup(format!(
+                "parameter `{name}` is given twice"
+            )));
         }
     }
     let mut startup = Startup::new();
@@ -135,7 +146,9 @@ fn take_cstr(rest: &mut &[u8]) -> Result<Option<String>, WireError> {
 
 /// Reads one startup-phase packet. `Ok(None)`: the client closed the
 /// connection before sending anything (e.g. a port probe).
-pub async fn read_startup_packet<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<StartupPacket>, WireError> {
+pub async fn read_startup_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<StartupPacket>, WireError> {
     let mut len = [0_u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -144,24 +157,38 @@ pub async fn read_startup_packet<R: AsyncRead + Unpin>(reader: &mut R) -> Result
     }
     let total = u32::from_be_bytes(len) as usize;
     if total < 8 {
-        return Err(WireError::InvalidStartup(format!("invalid length {total} of startup packet")));
+        return Err(WireError::InvalidStartup(format!(
+            "invalid length {total} of startup packet"
+        )));
     }
     if total > MAX_STARTUP_PACKET_LEN {
-        return Err(WireError::TooLarge { tag: 0, len: total, max: MAX_STARTUP_PACKET_LEN });
+        return Err(WireError::TooLarge {
+            tag: 0,
+            len: total,
+            max: MAX_STARTUP_PACKET_LEN,
+        });
     }
     let mut packet = BytesMut::zeroed(total);
     packet[..4].copy_from_slice(&len);
-    reader.read_exact(&mut packet[4..]).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::UnexpectedEof,
-        _ => e.into(),
-    })?;
+    reader
+        .read_exact(&mut packet[4..])
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => WireError::UnexpectedEof,
+            _ => e.into(),
+        })?;
     StartupPacket::parse(&packet).map(Some)
 }
 
 /// The proxy's own `StartupMessage` towards the upstream (protocol 3.0).
-pub fn startup_message<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<bytes::Bytes, WireError> {
+pub fn startup_message<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<bytes::Bytes, WireError> {
     let mut startup = Startup::new();
-    startup.parameters = params.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    startup.parameters = params
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     encode_untagged(&startup)
 }
 
@@ -197,8 +224,15 @@ mod tests {
 
     #[test]
     fn startup_message_round_trip() {
-        let raw = startup_message([("user", "alice"), ("database", "db"), ("application_name", "psql")]).unwrap();
-        let StartupPacket::Startup(s) = StartupPacket::parse(&raw).unwrap() else { panic!() };
+        let raw = startup_message([
+            ("user", "alice"),
+            ("database", "db"),
+            ("application_name", "psql"),
+        ])
+        .unwrap();
+        let StartupPacket::Startup(s) = StartupPacket::parse(&raw).unwrap() else {
+            panic!()
+        };
         assert_eq!((s.protocol_number_major, s.protocol_number_minor), (3, 0));
         assert_eq!(s.parameters["user"], "alice");
         assert_eq!(s.parameters["application_name"], "psql");
@@ -206,9 +240,19 @@ mod tests {
 
     #[test]
     fn negotiation_and_cancel_packets() {
-        assert_eq!(StartupPacket::parse(&ssl_request()).unwrap(), StartupPacket::SslRequest);
-        assert_eq!(StartupPacket::parse(&packet(GSSENC_REQUEST_CODE, b"")).unwrap(), StartupPacket::GssEncRequest);
-        let StartupPacket::CancelRequest(c) = StartupPacket::parse(&cancel_request(42, -7)).unwrap() else { panic!() };
+        assert_eq!(
+            StartupPacket::parse(&ssl_request()).unwrap(),
+            StartupPacket::SslRequest
+        );
+        assert_eq!(
+            StartupPacket::parse(&packet(GSSENC_REQUEST_CODE, b"")).unwrap(),
+            StartupPacket::GssEncRequest
+        );
+        let StartupPacket::CancelRequest(c) =
+            StartupPacket::parse(&cancel_request(42, -7)).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!((c.pid, c.secret_key), (42, SecretKey::I32(-7)));
     }
 
@@ -229,7 +273,12 @@ mod tests {
         }
         let mut bad_len = packet(3 << 16, b"\0");
         bad_len[3] += 1;
-        assert!(StartupPacket::parse(&bad_len).unwrap_err().to_string().contains("length field"));
+        assert!(
+            StartupPacket::parse(&bad_len)
+                .unwrap_err()
+                .to_string()
+                .contains("length field")
+        );
     }
 
     #[tokio::test]
@@ -238,12 +287,19 @@ mod tests {
         huge.put_u32(1 << 30);
         huge.put_u32(3 << 16);
         let e = read_startup_packet(&mut &huge[..]).await.unwrap_err();
-        assert!(matches!(e, WireError::TooLarge { len, .. } if len == 1 << 30), "{e}");
-        let e = read_startup_packet(&mut &[0_u8, 0, 0, 4][..]).await.unwrap_err();
+        assert!(
+            matches!(e, WireError::TooLarge { len, .. } if len == 1 << 30),
+            "{e}"
+        );
+        let e = read_startup_packet(&mut &[0_u8, 0, 0, 4][..])
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("invalid length 4"), "{e}");
         assert!(read_startup_packet(&mut &[][..]).await.unwrap().is_none());
         let short = packet(3 << 16, b"user\0a\0\0");
-        let e = read_startup_packet(&mut &short[..short.len() - 2]).await.unwrap_err();
+        let e = read_startup_packet(&mut &short[..short.len() - 2])
+            .await
+            .unwrap_err();
         assert!(matches!(e, WireError::UnexpectedEof), "{e}");
     }
 }

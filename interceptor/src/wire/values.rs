@@ -51,9 +51,13 @@ impl<'a> Bind<'a> {
             let nul = body.get(at..)?.iter().position(|b| *b == 0)?;
             Some((&body[at..at + nul], at + nul + 1))
         };
-        let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+        let i16_at = |at: usize| -> Option<i16> {
+            Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
+        };
         let count = |at: usize| -> Option<usize> { usize::try_from(i16_at(at)?).ok() };
-        let codes = |at: usize, n: usize| -> Option<Vec<i16>> { (0..n).map(|i| i16_at(at + 2 * i)).collect() };
+        let codes = |at: usize, n: usize| -> Option<Vec<i16>> {
+            (0..n).map(|i| i16_at(at + 2 * i)).collect()
+        };
         let (portal, at) = cstr(0)?;
         let (statement, at) = cstr(at)?;
         let nfmt = count(at)?;
@@ -62,7 +66,13 @@ impl<'a> Bind<'a> {
         let (params, at) = values(body, at + 2, count(at)?)?;
         let nres = count(at)?;
         let result_formats = codes(at + 2, nres)?;
-        Some(Self { portal, statement, param_formats, params, result_formats })
+        Some(Self {
+            portal,
+            statement,
+            param_formats,
+            params,
+            result_formats,
+        })
     }
 
     /// The format code of parameter `i` (0 text, 1 binary).
@@ -93,7 +103,10 @@ mod tests {
         let bind = Bind::parse(&b).unwrap();
         assert_eq!((bind.portal, bind.statement), (&b"p"[..], &b"s"[..]));
         assert_eq!(bind.params, vec![Some(&b"42"[..]), None]);
-        assert_eq!((bind.param_format(1), bind.result_formats.clone()), (1, vec![1]));
+        assert_eq!(
+            (bind.param_format(1), bind.result_formats.clone()),
+            (1, vec![1])
+        );
         // Truncated anywhere: None, no panic.
         for cut in 0..b.len() {
             assert!(Bind::parse(&b[..cut]).is_none(), "cut at {cut}");

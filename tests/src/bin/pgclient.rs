@@ -147,13 +147,21 @@ fn value(row: &tokio_postgres::Row, i: usize) -> String {
     use tokio_postgres::types::Type;
     let ty = row.columns()[i].type_().clone();
     let shown = match ty {
-        Type::INT4 => row.try_get::<_, Option<i32>>(i).map(|v| v.map(|v| v.to_string())),
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(|v| v.to_string())),
-        Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(|v| v.to_string())),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
-            row.try_get::<_, Option<Vec<Option<String>>>>(i).map(|v| v.map(|v| format!("{v:?}")))
-        }
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|v| v.to_string())),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map(|v| v.map(|v| v.to_string())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(|v| v.to_string())),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => row
+            .try_get::<_, Option<Vec<Option<String>>>>(i)
+            .map(|v| v.map(|v| format!("{v:?}"))),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())),
         _ => row.try_get::<_, Option<String>>(i),
     };
     match shown {
@@ -216,6 +224,8 @@ async fn main() -> anyhow::Result<()> {
         ["idle", conninfo, n] => idle(conninfo, n.parse().context("N")?).await,
         ["rows", conninfo, sqls @ ..] => rows(conninfo, sqls).await,
         ["hold", conninfo, n, sql] => hold(conninfo, n.parse().context("N")?, sql).await,
-        _ => bail!("usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N | pgclient hold CONNINFO N SQL | pgclient rows CONNINFO SQL.."),
+        _ => bail!(
+            "usage: pgclient query|cancel CONNINFO | pgclient idle CONNINFO N | pgclient hold CONNINFO N SQL | pgclient rows CONNINFO SQL.."
+        ),
     }
 }

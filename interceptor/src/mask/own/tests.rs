@@ -26,24 +26,59 @@ fn people() -> RelInfo {
 fn catalog() -> Snapshot {
     let mut s = Snapshot::default();
     for n in [None, Some("public")] {
-        s.relations.insert(Relation { schema: n.map(str::to_owned), name: "people".into() }, Some(people()));
+        s.relations.insert(
+            Relation {
+                schema: n.map(str::to_owned),
+                name: "people".into(),
+            },
+            Some(people()),
+        );
     }
     // What the catalog connection answers for names it cannot see.
-    for n in ["t", "t2", "t3", "tv", "v", "accounts", "alembic_version", "nope", "u"] {
-        s.relations.insert(Relation { schema: None, name: n.into() }, None);
-        s.relations.insert(Relation { schema: Some("public".into()), name: n.into() }, None);
+    for n in [
+        "t",
+        "t2",
+        "t3",
+        "tv",
+        "v",
+        "accounts",
+        "alembic_version",
+        "nope",
+        "u",
+    ] {
+        s.relations.insert(
+            Relation {
+                schema: None,
+                name: n.into(),
+            },
+            None,
+        );
+        s.relations.insert(
+            Relation {
+                schema: Some("public".into()),
+                name: n.into(),
+            },
+            None,
+        );
     }
     s
 }
 
 fn policy() -> MaskPolicy {
     let mut m = MaskPolicy::default();
-    m.add_sensitive(SensitiveSpec { columns: vec!["public.people.ssn".into()], category: "ssn".into() }).unwrap();
+    m.add_sensitive(SensitiveSpec {
+        columns: vec!["public.people.ssn".into()],
+        category: "ssn".into(),
+    })
+    .unwrap();
     m
 }
 
 fn profile(strict: bool) -> Profile {
-    let mut p = Profile { strict, ..Profile::default() };
+    let mut p = Profile {
+        strict,
+        ..Profile::default()
+    };
     p.strategies.insert("ssn".into(), Strategy::Partial(4));
     p
 }
@@ -58,7 +93,12 @@ struct Session {
 
 impl Session {
     fn new(strict: bool) -> Self {
-        Self { own: OwnRelations::default(), snap: catalog(), pol: policy(), profile: profile(strict) }
+        Self {
+            own: OwnRelations::default(),
+            snap: catalog(),
+            pol: policy(),
+            profile: profile(strict),
+        }
     }
 
     /// Plans `sql` against the current state; on success it "runs" and
@@ -69,7 +109,10 @@ impl Session {
         let facts = crate::sql::analyze(sql, &crate::sql::Limits::default()).expect("analyses");
         let f = &facts.statements[0];
         let state = self.own.state().clone();
-        let resolver = Resolver { snap: &self.snap, own: &state };
+        let resolver = Resolver {
+            snap: &self.snap,
+            own: &state,
+        };
         let t = Tracer::new(&resolver, &self.pol).trace(&stmt);
         let writes: Vec<Relation> = f.writes.iter().cloned().collect();
         let mut effects = effects(&stmt, t.created.as_deref(), &t.written, &writes, false);
@@ -90,7 +133,8 @@ impl Session {
     }
 
     fn ok(&mut self, sql: &str, tag: &str) -> StmtPlan {
-        self.run(sql, tag, b'I').unwrap_or_else(|e| panic!("{sql}: refused: {e}"))
+        self.run(sql, tag, b'I')
+            .unwrap_or_else(|e| panic!("{sql}: refused: {e}"))
     }
 
     fn in_block(&mut self, sql: &str, tag: &str) -> Result<StmtPlan, String> {
@@ -108,14 +152,27 @@ fn a_migration_in_one_transaction_runs() {
     // connection seeing none of it until COMMIT.
     let mut s = Session::new(false);
     s.in_block("BEGIN", "BEGIN").unwrap();
-    s.in_block("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)", "CREATE TABLE").unwrap();
-    s.in_block("CREATE TABLE accounts (id serial PRIMARY KEY, balance int DEFAULT 0)", "CREATE TABLE").unwrap();
+    s.in_block(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+        "CREATE TABLE",
+    )
+    .unwrap();
+    s.in_block(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, balance int DEFAULT 0)",
+        "CREATE TABLE",
+    )
+    .unwrap();
     let p = s
         .in_block("INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num", "INSERT 0 1")
         .unwrap();
     assert_eq!(masked_cols(&p, 1), [None]);
-    s.in_block("INSERT INTO accounts (balance) VALUES (1), (2)", "INSERT 0 2").unwrap();
-    s.in_block("UPDATE accounts SET balance = id * 10", "UPDATE 2").unwrap();
+    s.in_block(
+        "INSERT INTO accounts (balance) VALUES (1), (2)",
+        "INSERT 0 2",
+    )
+    .unwrap();
+    s.in_block("UPDATE accounts SET balance = id * 10", "UPDATE 2")
+        .unwrap();
     let p = s.in_block("SELECT * FROM accounts", "SELECT 2").unwrap();
     assert_eq!(masked_cols(&p, 2), [None, None]);
     s.run("COMMIT", "COMMIT", b'I').unwrap();
@@ -124,7 +181,10 @@ fn a_migration_in_one_transaction_runs() {
 #[test]
 fn temp_tables_from_clean_data_read_clean_and_laundering_stays_refused() {
     let mut s = Session::new(false);
-    s.ok("CREATE TEMP TABLE t AS SELECT id, name FROM people", "SELECT 3");
+    s.ok(
+        "CREATE TEMP TABLE t AS SELECT id, name FROM people",
+        "SELECT 3",
+    );
     let p = s.ok("SELECT * FROM t", "SELECT 3");
     assert_eq!(masked_cols(&p, 2), [None, None]);
     // The shape is kept: a result of another width is masked whole.
@@ -141,7 +201,11 @@ fn temp_tables_from_clean_data_read_clean_and_laundering_stays_refused() {
             // A view stores nothing: it is traced through its definition.
             s.ok(sql, "CREATE VIEW");
             let p = s.ok("SELECT s FROM tv", "SELECT 3");
-            assert_eq!(masked_cols(&p, 1), [Some(Strategy::Redact)], "derived from ssn: fully masked");
+            assert_eq!(
+                masked_cols(&p, 1),
+                [Some(Strategy::Redact)],
+                "derived from ssn: fully masked"
+            );
         } else {
             let e = s.run(sql, "", b'I').expect_err(sql);
             assert!(e.contains("copy masked data"), "{sql}: {e}");
@@ -151,7 +215,10 @@ fn temp_tables_from_clean_data_read_clean_and_laundering_stays_refused() {
     let p = s.ok("SELECT name FROM t", "SELECT 3");
     assert_eq!(masked_cols(&p, 1), [None]);
     let p = s.ok("SELECT * FROM t2", "");
-    assert!(p.column(0, 1).is_some(), "an unknown relation's rows are masked whole");
+    assert!(
+        p.column(0, 1).is_some(),
+        "an unknown relation's rows are masked whole"
+    );
 }
 
 #[test]
@@ -169,7 +236,8 @@ fn missing_relations_reach_the_server_and_unknown_columns_of_own_relations_are_o
 fn rollback_forgets_and_a_temp_table_shadows_by_name() {
     let mut s = Session::new(false);
     s.in_block("BEGIN", "BEGIN").unwrap();
-    s.in_block("CREATE TEMP TABLE people (id int)", "CREATE TABLE").unwrap();
+    s.in_block("CREATE TEMP TABLE people (id int)", "CREATE TABLE")
+        .unwrap();
     let p = s.in_block("SELECT * FROM people", "SELECT 0").unwrap();
     assert_eq!(masked_cols(&p, 1), [None]);
     s.run("ROLLBACK", "ROLLBACK", b'I').unwrap();
@@ -179,7 +247,8 @@ fn rollback_forgets_and_a_temp_table_shadows_by_name() {
 
     // Savepoints.
     s.in_block("BEGIN", "BEGIN").unwrap();
-    s.in_block("CREATE TEMP TABLE t (a int)", "CREATE TABLE").unwrap();
+    s.in_block("CREATE TEMP TABLE t (a int)", "CREATE TABLE")
+        .unwrap();
     s.in_block("SAVEPOINT s1", "SAVEPOINT").unwrap();
     s.in_block("DROP TABLE t", "DROP TABLE").unwrap();
     s.in_block("ROLLBACK TO SAVEPOINT s1", "ROLLBACK").unwrap();
@@ -194,12 +263,23 @@ fn rollback_forgets_and_a_temp_table_shadows_by_name() {
 #[test]
 fn an_error_outside_a_block_undoes_the_implicit_transaction() {
     let mut own = OwnRelations::default();
-    let stmt = crate::sql::parse_one("CREATE TEMP TABLE t (a int)", &crate::sql::Limits::default()).unwrap();
+    let stmt = crate::sql::parse_one(
+        "CREATE TEMP TABLE t (a int)",
+        &crate::sql::Limits::default(),
+    )
+    .unwrap();
     let e = effects(&stmt, None, &Lin::default(), &[], false);
     own.completed(&e, "CREATE TABLE");
     own.error();
     own.ready(b'I');
-    assert!(own.state().find(&Relation { schema: None, name: "t".into() }).is_none());
+    assert!(
+        own.state()
+            .find(&Relation {
+                schema: None,
+                name: "t".into()
+            })
+            .is_none()
+    );
 }
 
 #[test]
@@ -207,25 +287,50 @@ fn uncertain_state_and_code_make_own_relations_opaque() {
     let mut s = Session::new(false);
     s.ok("CREATE TEMP TABLE t AS SELECT id FROM people", "SELECT 3");
     let uncertain = s.own.state().uncertain();
-    let r = Resolver { snap: &s.snap, own: &uncertain };
-    assert!(r.relation(&Relation { schema: None, name: "t".into() }).is_none(), "not trusted while changes are in flight");
+    let r = Resolver {
+        snap: &s.snap,
+        own: &uncertain,
+    };
+    assert!(
+        r.relation(&Relation {
+            schema: None,
+            name: "t".into()
+        })
+        .is_none(),
+        "not trusted while changes are in flight"
+    );
     // Code that the proxy cannot see ran: what it wrote is unknown.
     let stmt = crate::sql::parse_one("SELECT 1", &crate::sql::Limits::default()).unwrap();
-    s.own.completed(&effects(&stmt, None, &Lin::default(), &[], true), "SELECT 1");
-    assert!(s.run("SELECT * FROM t", "", b'I').is_err(), "tainted relation refused under unknown_lineage = refuse");
+    s.own.completed(
+        &effects(&stmt, None, &Lin::default(), &[], true),
+        "SELECT 1",
+    );
+    assert!(
+        s.run("SELECT * FROM t", "", b'I').is_err(),
+        "tainted relation refused under unknown_lineage = refuse"
+    );
 }
 
 #[test]
 fn search_path_follows_set_set_local_and_set_config() {
     let mut s = Session::new(false);
     s.ok("SET search_path = app, public", "SET");
-    assert_eq!(s.own.state().search_path, SearchPath::Set("app, public".into()));
+    assert_eq!(
+        s.own.state().search_path,
+        SearchPath::Set("app, public".into())
+    );
     s.in_block("BEGIN", "BEGIN").unwrap();
     s.in_block("SET LOCAL search_path = other", "SET").unwrap();
     assert_eq!(s.own.state().search_path, SearchPath::Set("other".into()));
     s.run("COMMIT", "COMMIT", b'I').unwrap();
-    assert_eq!(s.own.state().search_path, SearchPath::Set("app, public".into()));
-    s.ok("SELECT pg_catalog.set_config('search_path', '', false)", "SELECT 1");
+    assert_eq!(
+        s.own.state().search_path,
+        SearchPath::Set("app, public".into())
+    );
+    s.ok(
+        "SELECT pg_catalog.set_config('search_path', '', false)",
+        "SELECT 1",
+    );
     assert_eq!(s.own.state().search_path, SearchPath::Set(String::new()));
     s.ok("RESET search_path", "RESET");
     assert_eq!(s.own.state().search_path, SearchPath::Default);
@@ -234,12 +339,24 @@ fn search_path_follows_set_set_local_and_set_config() {
 #[test]
 fn derived_values_of_a_partial_column_are_masked_fully() {
     let mut s = Session::new(false);
-    let p = s.ok("SELECT ssn, reverse(ssn), md5(ssn), substr(ssn, 1, 3), ssn::varchar(3) FROM people", "SELECT 3");
+    let p = s.ok(
+        "SELECT ssn, reverse(ssn), md5(ssn), substr(ssn, 1, 3), ssn::varchar(3) FROM people",
+        "SELECT 3",
+    );
     assert_eq!(
         masked_cols(&p, 5),
-        [Some(Strategy::Partial(4)), Some(Strategy::Redact), Some(Strategy::Redact), Some(Strategy::Redact), Some(Strategy::Redact)]
+        [
+            Some(Strategy::Partial(4)),
+            Some(Strategy::Redact),
+            Some(Strategy::Redact),
+            Some(Strategy::Redact),
+            Some(Strategy::Redact)
+        ]
     );
-    let p = s.ok("SELECT x FROM (SELECT reverse(ssn) AS x FROM people) q", "SELECT 3");
+    let p = s.ok(
+        "SELECT x FROM (SELECT reverse(ssn) AS x FROM people) q",
+        "SELECT 3",
+    );
     assert_eq!(masked_cols(&p, 1), [Some(Strategy::Redact)]);
     let p = s.ok("SELECT (ssn) FROM people", "SELECT 3");
     assert_eq!(masked_cols(&p, 1), [Some(Strategy::Partial(4))]);

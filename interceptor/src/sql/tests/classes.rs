@@ -1,5 +1,7 @@
 use super::*;
-use crate::sql::StatementClass::{Admin, Code, Ddl, Privilege, Read, Session, Transaction, Write};
+use crate::sql::StatementClass::{
+    Admin, Code, Ddl, Notify, Privilege, Read, Session, Transaction, Write,
+};
 
 // ---- classes and relations ------------------------------------------------
 
@@ -28,15 +30,19 @@ fn data_modifying_ctes_are_writes() {
 #[test]
 fn cte_scoping() {
     // A non-recursive CTE does not see itself: the inner `t` is the table.
-    assert_eq!(one("WITH t AS (SELECT * FROM t) SELECT * FROM t").reads, rels(&["t"]));
+    assert_eq!(
+        one("WITH t AS (SELECT * FROM t) SELECT * FROM t").reads,
+        rels(&["t"])
+    );
     // A CTE does not see the ones after it.
     assert_eq!(
         one("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a").reads,
         rels(&["b"])
     );
     // An inner WITH shadows only inside its own query.
-    let s =
-        one("WITH x AS (SELECT * FROM secret) SELECT * FROM (WITH secret AS (SELECT 1) SELECT * FROM secret) s, x, y");
+    let s = one(
+        "WITH x AS (SELECT * FROM secret) SELECT * FROM (WITH secret AS (SELECT 1) SELECT * FROM secret) s, x, y",
+    );
     assert_eq!(s.reads, rels(&["secret", "y"]));
     assert!(
         one("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r WHERE n < 10) SELECT * FROM r")
@@ -56,7 +62,10 @@ fn select_into_creates_a_table() {
     assert_eq!(s.classes, classes(&[Write, Ddl]));
     assert_eq!((&s.reads, &s.writes), (&rels(&["t"]), &rels(&["t2"])));
     assert!(!s.unbounded);
-    assert_eq!(one("SELECT * INTO UNLOGGED s.x FROM t").writes, rels(&["s.x"]));
+    assert_eq!(
+        one("SELECT * INTO UNLOGGED s.x FROM t").writes,
+        rels(&["s.x"])
+    );
     let s = one("CREATE TABLE t2 AS SELECT * FROM t");
     assert_eq!(
         (s.command.as_str(), &s.classes),
@@ -85,10 +94,17 @@ fn explain_analyze_runs_the_statement() {
         "EXPLAIN WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
     ] {
         let s = one(sql);
-        assert_eq!((&s.classes, &s.reads), (&classes(&[Read]), &rels(&["t"])), "{sql}");
+        assert_eq!(
+            (&s.classes, &s.reads),
+            (&classes(&[Read]), &rels(&["t"])),
+            "{sql}"
+        );
         assert!(s.writes.is_empty(), "{sql}");
     }
-    assert_eq!(one("EXPLAIN ANALYZE SELECT * FROM t").classes, classes(&[Read]));
+    assert_eq!(
+        one("EXPLAIN ANALYZE SELECT * FROM t").classes,
+        classes(&[Read])
+    );
     // Every spelling PostgreSQL takes for ANALYZE runs the write, or is refused.
     for sql in [
         "EXPLAIN (ANALYSE) DELETE FROM t",
@@ -160,7 +176,10 @@ fn copy_endpoints() {
     );
     assert_eq!((&s.classes, &s.writes), (&classes(&[Write]), &rels(&["t"])));
     let s = one("COPY t TO '/tmp/x'");
-    assert_eq!(s.copy.unwrap().endpoint, CopyEndpoint::File("/tmp/x".into()));
+    assert_eq!(
+        s.copy.unwrap().endpoint,
+        CopyEndpoint::File("/tmp/x".into())
+    );
     let s = one("COPY t (a, b) FROM '/tmp/in.csv' WITH (FORMAT csv, HEADER true)");
     assert_eq!(
         s.copy,
@@ -175,23 +194,35 @@ fn copy_endpoints() {
         (CopyEndpoint::Client, &rels(&["t"]))
     );
     let s = one("COPY (SELECT * FROM a JOIN b USING (id)) TO STDOUT WITH (FORMAT csv)");
-    assert_eq!((&s.classes, &s.reads), (&classes(&[Read]), &rels(&["a", "b"])));
+    assert_eq!(
+        (&s.classes, &s.reads),
+        (&classes(&[Read]), &rels(&["a", "b"]))
+    );
     assert!(s.unbounded, "COPY TO STDOUT streams every row");
     assert_eq!(
         one("COPY (SELECT pg_read_file('/etc/passwd')) TO STDOUT").functions,
         funcs(&["pg_read_file"])
     );
     let s = one("COPY (DELETE FROM t RETURNING *) TO STDOUT");
-    assert_eq!((&s.classes, &s.writes), (&classes(&[Read, Write]), &rels(&["t"])));
+    assert_eq!(
+        (&s.classes, &s.writes),
+        (&classes(&[Read, Write]), &rels(&["t"]))
+    );
 }
 
 #[test]
 fn dangerous_functions_are_reported_wherever_they_are_called() {
     let cases: &[(&str, &[&str])] = &[
         ("SELECT pg_read_file('/etc/passwd')", &["pg_read_file"]),
-        ("SELECT dblink_exec('host=x', 'DROP TABLE t')", &["dblink_exec"]),
+        (
+            "SELECT dblink_exec('host=x', 'DROP TABLE t')",
+            &["dblink_exec"],
+        ),
         ("SELECT lo_import('/etc/passwd')", &["lo_import"]),
-        ("SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)", &["dblink"]),
+        (
+            "SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)",
+            &["dblink"],
+        ),
         (
             "SELECT 1 WHERE pg_catalog.pg_read_file('/x') IS NOT NULL",
             &["pg_read_file"],
@@ -205,10 +236,16 @@ fn dangerous_functions_are_reported_wherever_they_are_called() {
             "SELECT * FROM t, LATERAL (SELECT lo_export(1, '/tmp/x')) l",
             &["lo_export"],
         ),
-        ("VALUES (pg_terminate_backend(1))", &["pg_terminate_backend"]),
+        (
+            "VALUES (pg_terminate_backend(1))",
+            &["pg_terminate_backend"],
+        ),
         ("INSERT INTO t SELECT pg_read_file('/x')", &["pg_read_file"]),
         ("UPDATE t SET a = pg_read_file('/x')", &["pg_read_file"]),
-        ("DELETE FROM t RETURNING pg_read_file('/x')", &["pg_read_file"]),
+        (
+            "DELETE FROM t RETURNING pg_read_file('/x')",
+            &["pg_read_file"],
+        ),
         (
             "WITH c AS (SELECT pg_read_file('/x')) SELECT * FROM c",
             &["pg_read_file"],
@@ -217,12 +254,18 @@ fn dangerous_functions_are_reported_wherever_they_are_called() {
             "SELECT * FROM generate_series(1, 10) g, LATERAL (SELECT md5(g::text)) x",
             &["generate_series", "md5"],
         ),
-        ("CREATE TABLE t (a text DEFAULT pg_read_file('/x'))", &["pg_read_file"]),
+        (
+            "CREATE TABLE t (a text DEFAULT pg_read_file('/x'))",
+            &["pg_read_file"],
+        ),
         (
             "ALTER TABLE t ADD COLUMN c text DEFAULT pg_read_file('/etc/passwd')",
             &["pg_read_file"],
         ),
-        ("CALL myproc(1, dblink_exec('x','y'))", &["dblink_exec", "myproc"]),
+        (
+            "CALL myproc(1, dblink_exec('x','y'))",
+            &["dblink_exec", "myproc"],
+        ),
         (
             "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION audit_fn()",
             &["audit_fn"],
@@ -254,17 +297,66 @@ fn set_config_is_a_setting() {
         (&s.functions, &s.settings),
         (&funcs(&[]), &vec![("search_path".into(), String::new())])
     );
-    assert!(s.classes.contains(&StatementClass::Session), "{:?}", s.classes);
+    assert!(
+        s.classes.contains(&StatementClass::Session),
+        "{:?}",
+        s.classes
+    );
     let s = one("SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new");
-    assert_eq!((&s.functions, &s.settings), (&funcs(&["current_setting"]), &vec![("jit".into(), "off".into())]));
+    assert_eq!(
+        (&s.functions, &s.settings),
+        (
+            &funcs(&["current_setting"]),
+            &vec![("jit".into(), "off".into())]
+        )
+    );
     // A computed name could be any setting: still the dangerous function.
     for sql in [
         "SELECT set_config(name, 'off', false) FROM pg_settings",
         "SELECT set_config('sea' || 'rch_path', 'x', false)",
         "SELECT set_config('jit', 'off', false), set_config(lower('ROLE'), 'x', false)",
+        // pg_dump's idiom, but the WHERE does not pin `name` to one value.
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'role' OR true",
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'jit'",
+        "SELECT set_config(name, 'x', false) FROM pg_settings, pg_class WHERE name = 'jit'",
+        "SELECT set_config(name, 'x', false) FROM public.pg_settings WHERE name = 'jit'",
+        "SELECT set_config(name, 'x', false) FROM pg_settings s WHERE name = 'jit'",
+        "SELECT set_config(setting, 'x', false) FROM pg_settings WHERE name = 'jit'",
+        "SELECT set_config(name, setting, false) FROM pg_settings WHERE name = 'jit'",
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'jit' UNION SELECT set_config('role', 'x', false)",
     ] {
-        assert!(one(sql).functions.contains("set_config"), "{sql}: {:?}", one(sql).functions);
+        assert!(
+            one(sql).functions.contains("set_config"),
+            "{sql}: {:?}",
+            one(sql).functions
+        );
     }
+    // pg_dump 17's `set_config(name, ..) FROM pg_settings WHERE name = '..'`
+    // sets only the setting the WHERE names: the SET of it.
+    for sql in [
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+        "SELECT pg_catalog.set_config(pg_settings.name, 'view, foreign-table', false) FROM pg_catalog.pg_settings WHERE 'restrict_nonsystem_relation_kind' = name",
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (&s.functions, &s.settings),
+            (
+                &funcs(&[]),
+                &vec![(
+                    "restrict_nonsystem_relation_kind".into(),
+                    "view, foreign-table".into()
+                )]
+            ),
+            "{sql}"
+        );
+        assert!(
+            s.classes.contains(&StatementClass::Session),
+            "{:?}",
+            s.classes
+        );
+    }
+    let s = one("SELECT set_config(name, 'admin', false) FROM pg_settings WHERE name = 'role'");
+    assert_eq!(s.settings, [("role".to_owned(), "admin".to_owned())]);
     let s = one("SELECT pg_catalog.set_config('Standard_Conforming_Strings', 'off', false)");
     assert_eq!(
         s.settings,
@@ -320,11 +412,27 @@ fn session_settings_including_the_ones_that_change_lexing() {
             "off",
         ),
         ("SET backslash_quote = on", "backslash_quote", "on"),
-        ("SET client_encoding = 'LATIN1'", "client_encoding", "LATIN1"),
+        (
+            "SET client_encoding = 'LATIN1'",
+            "client_encoding",
+            "LATIN1",
+        ),
         ("SET NAMES 'SJIS'", "client_encoding", "SJIS"),
-        ("SET search_path TO a, \"B\", public", "search_path", "a, B, public"),
-        ("SET search_path = \"$user\", public", "search_path", "$user, public"),
-        ("SET LOCAL statement_timeout TO 5000", "statement_timeout", "5000"),
+        (
+            "SET search_path TO a, \"B\", public",
+            "search_path",
+            "a, B, public",
+        ),
+        (
+            "SET search_path = \"$user\", public",
+            "search_path",
+            "$user, public",
+        ),
+        (
+            "SET LOCAL statement_timeout TO 5000",
+            "statement_timeout",
+            "5000",
+        ),
         ("SET TIME ZONE 'UTC'", "timezone", "UTC"),
         ("SET DATESTYLE = ISO", "datestyle", "iso"),
         ("SET x.y = 'z'", "x.y", "z"),
@@ -352,7 +460,9 @@ fn code() {
         classes(&[Code])
     );
     // A dollar-quoted body with semicolons and a DROP inside is one statement.
-    let s = one("CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; DROP TABLE t; $body$ LANGUAGE sql");
+    let s = one(
+        "CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; DROP TABLE t; $body$ LANGUAGE sql",
+    );
     assert_eq!(
         (s.command.as_str(), &s.classes),
         ("CREATE FUNCTION", &classes(&[Code, Ddl]))
@@ -363,12 +473,15 @@ fn code() {
     );
     assert_eq!(s.classes, classes(&[Code, Ddl]));
     // Only PostgreSQL's grammar parses these.
-    let s = one("CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$");
+    let s =
+        one("CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$");
     assert_eq!(
         (s.command.as_str(), &s.classes),
         ("CREATE PROCEDURE", &classes(&[Code, Ddl]))
     );
-    let v = all("create function f() returns int language sql begin atomic select 1; select 2; end; select 3");
+    let v = all(
+        "create function f() returns int language sql begin atomic select 1; select 2; end; select 3",
+    );
     assert_eq!(
         v.iter().map(|s| s.command.as_str()).collect::<Vec<_>>(),
         ["CREATE FUNCTION", "SELECT"]
@@ -378,13 +491,19 @@ fn code() {
         one("CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION f()").classes,
         classes(&[Code, Ddl])
     );
-    assert_eq!(one("CREATE LANGUAGE plperlu").classes, classes(&[Code, Ddl]));
+    assert_eq!(
+        one("CREATE LANGUAGE plperlu").classes,
+        classes(&[Code, Ddl])
+    );
     assert_eq!(
         one("CREATE EXTENSION IF NOT EXISTS dblink").classes,
         classes(&[Code, Ddl])
     );
     let s = one("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u");
-    assert_eq!((&s.classes, &s.writes), (&classes(&[Code, Ddl]), &rels(&["t", "u"])));
+    assert_eq!(
+        (&s.classes, &s.writes),
+        (&classes(&[Code, Ddl]), &rels(&["t", "u"]))
+    );
     assert_eq!(one("LOAD '/tmp/evil.so'").classes, classes(&[Admin, Code]));
 }
 
@@ -412,7 +531,10 @@ fn prepare_and_execute() {
         (&s.classes, &s.reads, s.unbounded),
         (&classes(&[Read]), &rels(&["t"]), true)
     );
-    assert_eq!(one("PREPARE \"Q\" AS SELECT 1").prepared_name().as_deref(), Some("Q"));
+    assert_eq!(
+        one("PREPARE \"Q\" AS SELECT 1").prepared_name().as_deref(),
+        Some("Q")
+    );
     assert_eq!(one("DEALLOCATE ALL").prepared_name(), None);
     assert_eq!(one("SELECT 1").prepared_name(), None);
 }
@@ -439,9 +561,9 @@ fn ddl_admin_and_privilege_statements() {
             &["s.t", "u"],
         ),
         ("DISCARD ALL", "DISCARD", &[Admin], &[]),
-        ("LISTEN c", "LISTEN", &[Admin], &[]),
-        ("NOTIFY c, 'x'", "NOTIFY", &[Admin], &[]),
-        ("UNLISTEN *", "UNLISTEN", &[Admin], &[]),
+        ("LISTEN c", "LISTEN", &[Notify], &[]),
+        ("NOTIFY c, 'x'", "NOTIFY", &[Notify], &[]),
+        ("UNLISTEN *", "UNLISTEN", &[Notify], &[]),
         ("DROP DATABASE foo", "DROP DATABASE", &[Admin], &[]),
         (
             "DROP DATABASE IF EXISTS \"Prod\" WITH (FORCE)",
@@ -450,7 +572,12 @@ fn ddl_admin_and_privilege_statements() {
             &[],
         ),
         ("CREATE DATABASE x", "CREATE DATABASE", &[Admin], &[]),
-        ("ALTER SYSTEM SET work_mem = '1MB'", "ALTER SYSTEM", &[Admin], &[]),
+        (
+            "ALTER SYSTEM SET work_mem = '1MB'",
+            "ALTER SYSTEM",
+            &[Admin],
+            &[],
+        ),
         ("TRUNCATE t, s.u", "TRUNCATE TABLE", &[Ddl], &["t", "s.u"]),
         (
             "TRUNCATE ONLY t RESTART IDENTITY CASCADE",
@@ -465,16 +592,36 @@ fn ddl_admin_and_privilege_statements() {
             &["a", "b.c"],
         ),
         ("DROP VIEW v", "DROP VIEW", &[Ddl], &["v"]),
-        ("ALTER TABLE t RENAME TO u", "ALTER TABLE", &[Ddl], &["t", "u"]),
-        ("ALTER TABLE s.t RENAME TO u", "ALTER TABLE", &[Ddl], &["s.t", "s.u"]),
-        ("ALTER TABLE t ADD COLUMN c int", "ALTER TABLE", &[Ddl], &["t"]),
+        (
+            "ALTER TABLE t RENAME TO u",
+            "ALTER TABLE",
+            &[Ddl],
+            &["t", "u"],
+        ),
+        (
+            "ALTER TABLE s.t RENAME TO u",
+            "ALTER TABLE",
+            &[Ddl],
+            &["s.t", "s.u"],
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN c int",
+            "ALTER TABLE",
+            &[Ddl],
+            &["t"],
+        ),
         (
             "CREATE INDEX CONCURRENTLY i ON s.t USING btree (lower(x)) WHERE y > 0",
             "CREATE INDEX",
             &[Ddl],
             &["s.t"],
         ),
-        ("CREATE VIEW v AS SELECT * FROM t", "CREATE VIEW", &[Ddl], &["v"]),
+        (
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE VIEW",
+            &[Ddl],
+            &["v"],
+        ),
         (
             "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t",
             "CREATE MATERIALIZED VIEW",
@@ -500,32 +647,68 @@ fn ddl_admin_and_privilege_statements() {
             &[Ddl],
             &["public.t_id_seq"],
         ),
-        ("SECURITY LABEL ON TABLE t IS 'secret'", "SECURITY LABEL", &[Ddl], &[]),
+        (
+            "SECURITY LABEL ON TABLE t IS 'secret'",
+            "SECURITY LABEL",
+            &[Ddl],
+            &[],
+        ),
         ("ALTER ROLE r SUPERUSER", "ALTER ROLE", &[Privilege], &[]),
-        ("ALTER USER u WITH PASSWORD 'x'", "ALTER ROLE", &[Privilege], &[]),
-        ("ALTER ROLE u SET search_path = s", "ALTER ROLE", &[Privilege], &[]),
+        (
+            "ALTER USER u WITH PASSWORD 'x'",
+            "ALTER ROLE",
+            &[Privilege],
+            &[],
+        ),
+        (
+            "ALTER ROLE u SET search_path = s",
+            "ALTER ROLE",
+            &[Privilege],
+            &[],
+        ),
         ("ALTER ROLE u RENAME TO v", "ALTER ROLE", &[Privilege], &[]),
         ("CREATE ROLE r LOGIN", "CREATE ROLE", &[Privilege], &[]),
         ("DROP ROLE r", "DROP ROLE", &[Privilege], &[]),
         ("DROP USER u", "DROP ROLE", &[Privilege], &[]),
         ("GRANT SELECT ON t TO bob", "GRANT", &[Privilege], &["t"]),
         ("GRANT admin TO bob", "GRANT", &[Privilege], &[]),
-        ("GRANT pg_read_server_files TO bob", "GRANT", &[Privilege], &[]),
-        ("REVOKE SELECT ON s.t FROM PUBLIC", "REVOKE", &[Privilege], &["s.t"]),
+        (
+            "GRANT pg_read_server_files TO bob",
+            "GRANT",
+            &[Privilege],
+            &[],
+        ),
+        (
+            "REVOKE SELECT ON s.t FROM PUBLIC",
+            "REVOKE",
+            &[Privilege],
+            &["s.t"],
+        ),
         (
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO bob",
             "ALTER DEFAULT PRIVILEGES",
             &[Privilege],
             &[],
         ),
-        ("REASSIGN OWNED BY a TO b", "REASSIGN OWNED", &[Privilege], &[]),
+        (
+            "REASSIGN OWNED BY a TO b",
+            "REASSIGN OWNED",
+            &[Privilege],
+            &[],
+        ),
     ];
     for (sql, command, cls, objects) in cases {
         let s = one(sql);
-        assert_eq!((s.command.as_str(), &s.classes), (*command, &classes(cls)), "{sql}");
+        assert_eq!(
+            (s.command.as_str(), &s.classes),
+            (*command, &classes(cls)),
+            "{sql}"
+        );
         assert_eq!(s.writes, rels(objects), "{sql}");
         assert!(
-            s.reads.is_empty() || *command == "CREATE VIEW" || *command == "CREATE MATERIALIZED VIEW",
+            s.reads.is_empty()
+                || *command == "CREATE VIEW"
+                || *command == "CREATE MATERIALIZED VIEW",
             "{sql}"
         );
     }
@@ -537,8 +720,13 @@ fn transaction_control_and_cursors() {
         "BEGIN; COMMIT; ROLLBACK; SAVEPOINT s; RELEASE SAVEPOINT s; ROLLBACK TO s; START TRANSACTION ISOLATION LEVEL SERIALIZABLE; END; ABORT; PREPARE TRANSACTION 'x'; COMMIT PREPARED 'x'; SET CONSTRAINTS ALL DEFERRED",
     );
     assert_eq!(v.len(), 12);
-    assert!(v.iter().all(|s| s.classes == classes(&[Transaction])), "{v:#?}");
-    let v = all("DECLARE c CURSOR FOR SELECT * FROM t; FETCH 10 FROM c; FETCH ALL FROM c; MOVE NEXT IN c; CLOSE c");
+    assert!(
+        v.iter().all(|s| s.classes == classes(&[Transaction])),
+        "{v:#?}"
+    );
+    let v = all(
+        "DECLARE c CURSOR FOR SELECT * FROM t; FETCH 10 FROM c; FETCH ALL FROM c; MOVE NEXT IN c; CLOSE c",
+    );
     assert_eq!(
         (v[0].command.as_str(), &v[0].classes, &v[0].reads),
         ("DECLARE CURSOR", &classes(&[Read]), &rels(&["t"]))
@@ -560,7 +748,11 @@ fn limits_and_unbounded_reads() {
         ("SELECT * FROM t ORDER BY random() LIMIT $1", false, None),
         ("SELECT * FROM t LIMIT ALL", true, None),
         ("SELECT * FROM t OFFSET 10", true, None),
-        ("SELECT x FROM t UNION SELECT y FROM u LIMIT 5", false, Some(5)),
+        (
+            "SELECT x FROM t UNION SELECT y FROM u LIMIT 5",
+            false,
+            Some(5),
+        ),
         ("SELECT x FROM t UNION SELECT y FROM u", true, None),
         ("SELECT * FROM (SELECT * FROM t LIMIT 1) s", true, None),
         ("SELECT count(*) FROM t", false, None),
@@ -570,7 +762,11 @@ fn limits_and_unbounded_reads() {
         ("SELECT generate_series(1, 1000000)", true, None),
         ("VALUES (1), (2)", false, None),
         ("SELECT 1 UNION ALL SELECT 2", false, None),
-        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", true, None),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            true,
+            None,
+        ),
         ("INSERT INTO t SELECT * FROM s", false, None),
         ("SHOW ALL", false, None),
     ];

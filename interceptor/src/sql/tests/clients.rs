@@ -14,14 +14,20 @@ INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 5678, -1
 END;",
     );
     let cmds: Vec<_> = v.iter().map(|s| s.command.as_str()).collect();
-    assert_eq!(cmds, ["UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT", "COMMIT"]);
+    assert_eq!(
+        cmds,
+        ["UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT", "COMMIT"]
+    );
     assert_eq!(
         (&v[1].classes, &v[1].reads),
         (&classes(&[Read]), &rels(&["pgbench_accounts"]))
     );
     assert_eq!(v[4].writes, rels(&["pgbench_history"]));
     let s = one("SELECT abalance FROM pgbench_accounts WHERE aid = $1");
-    assert_eq!((&s.reads, s.unbounded), (&rels(&["pgbench_accounts"]), true));
+    assert_eq!(
+        (&s.reads, s.unbounded),
+        (&rels(&["pgbench_accounts"]), true)
+    );
     // pgbench -i
     for sql in [
         "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
@@ -44,7 +50,9 @@ END;",
             endpoint: CopyEndpoint::Client
         })
     );
-    let s = one("insert into pgbench_branches(bid,bbalance) select bid, 0 from generate_series(1, 1) as bid");
+    let s = one(
+        "insert into pgbench_branches(bid,bbalance) select bid, 0 from generate_series(1, 1) as bid",
+    );
     assert_eq!(
         (&s.writes, &s.functions),
         (&rels(&["pgbench_branches"]), &funcs(&["generate_series"]))
@@ -74,9 +82,16 @@ ORDER BY 1,2;"#);
     assert_eq!(s.classes, classes(&[Read]));
     assert_eq!(
         s.reads,
-        rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace", "pg_catalog.pg_am"])
+        rels(&[
+            "pg_catalog.pg_class",
+            "pg_catalog.pg_namespace",
+            "pg_catalog.pg_am"
+        ])
     );
-    assert_eq!(s.functions, funcs(&["pg_get_userbyid", "pg_table_is_visible"]));
+    assert_eq!(
+        s.functions,
+        funcs(&["pg_get_userbyid", "pg_table_is_visible"])
+    );
     // \d t
     let s = one(r"SELECT c.oid,
   n.nspname,
@@ -86,7 +101,10 @@ FROM pg_catalog.pg_class c
 WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default
   AND pg_catalog.pg_table_is_visible(c.oid)
 ORDER BY 2, 3;");
-    assert_eq!(s.reads, rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace"]));
+    assert_eq!(
+        s.reads,
+        rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace"])
+    );
     let s = one(
         r"SELECT c.relchecks, c.relkind, c.relhasindex, c.relhasrules, c.relhastriggers, c.relrowsecurity, c.relforcerowsecurity, false AS relhasoids, c.relispartition, pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')
 , c.reltablespace, CASE WHEN c.reloftype = 0 THEN '' ELSE c.reloftype::pg_catalog.regtype::pg_catalog.text END, c.relpersistence, c.relreplident, am.amname
@@ -136,7 +154,10 @@ ORDER BY 1;"#);
   pg_catalog.pg_get_expr(pol.polqual, pol.polrelid)
 FROM pg_catalog.pg_policy pol
 WHERE pol.polrelid = '16384' ORDER BY 1;");
-    assert_eq!(s.reads, rels(&["pg_catalog.pg_policy", "pg_catalog.pg_roles"]));
+    assert_eq!(
+        s.reads,
+        rels(&["pg_catalog.pg_policy", "pg_catalog.pg_roles"])
+    );
 }
 
 #[test]
@@ -169,8 +190,67 @@ SET row_security = off;");
         (&s.reads, &s.functions),
         (&rels(&["pg_namespace"]), &funcs(&["acldefault"]))
     );
+    // pg_dump -t: `OPERATOR(pg_catalog.=) ANY (array[...])`.
+    let s = one("SELECT c.oid
+FROM pg_catalog.pg_class c
+     LEFT JOIN pg_catalog.pg_namespace n
+     ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+WHERE c.relkind OPERATOR(pg_catalog.=) ANY
+    (array['r', 'S', 'v', 'm', 'f', 'p'])
+  AND c.relname OPERATOR(pg_catalog.~) '^(people)$' COLLATE pg_catalog.default
+  AND pg_catalog.pg_table_is_visible(c.oid)");
+    assert_eq!(
+        (&s.classes, &s.reads, &s.functions),
+        (
+            &classes(&[Read]),
+            &rels(&["pg_catalog.pg_class", "pg_catalog.pg_namespace"]),
+            &funcs(&["pg_table_is_visible"])
+        )
+    );
+    for sql in [
+        "SELECT 1 WHERE 'r' OPERATOR ( pg_catalog . <> ) ALL (array['S'])",
+        "SELECT 1 WHERE 2 OPERATOR(pg_catalog.>=) SOME (SELECT oid FROM pg_class)",
+    ] {
+        assert_eq!(one(sql).classes, classes(&[Read]), "{sql}");
+    }
+    // Only pg_catalog's operators are the built-in ones; a string that
+    // spells the construct stays a string.
+    let s = one("SELECT 'OPERATOR(pg_catalog.=) ANY' AS x");
+    assert_eq!(s.functions, funcs(&[]));
+    assert!(
+        crate::sql::analyze(
+            "SELECT 1 WHERE 1 OPERATOR(myschema.=) ANY (array[1])",
+            &Limits::default()
+        )
+        .is_err()
+    );
+    // pg_dump's lock is SELECT's: a read; stronger modes are not.
     let s = one("LOCK TABLE public.pgbench_accounts IN ACCESS SHARE MODE");
-    assert_eq!(s.writes, rels(&["public.pgbench_accounts"]));
+    assert_eq!(
+        (&s.classes, &s.reads, &s.writes),
+        (
+            &classes(&[Read]),
+            &rels(&["public.pgbench_accounts"]),
+            &rels(&[])
+        )
+    );
+    for (sql, class) in [
+        ("LOCK TABLE t IN ROW EXCLUSIVE MODE", Write),
+        ("LOCK TABLE t IN ROW SHARE MODE NOWAIT", Write),
+        (
+            "LOCK TABLE t IN SHARE MODE",
+            crate::sql::StatementClass::Admin,
+        ),
+        ("LOCK TABLE t", crate::sql::StatementClass::Admin),
+    ] {
+        let s = one(sql);
+        assert_eq!(
+            (&s.classes, &s.writes),
+            (&classes(&[class]), &rels(&["t"])),
+            "{sql}"
+        );
+    }
+    assert_eq!(one("LOCK ONLY t IN ACCESS SHARE MODE").reads, rels(&["t"]));
     let s = one("COPY public.pgbench_accounts (aid, bid, abalance, filler) TO stdout;");
     assert_eq!(
         (&s.classes, &s.reads),

@@ -11,7 +11,11 @@ fn what_postgresql_rejects_is_pg_parse() {
         "SELECT 1 FROM",
         "SELECT 1\0; DROP TABLE t",
     ] {
-        assert!(matches!(run(sql), Err(SqlError::PgParse(_))), "{sql}: {:?}", run(sql));
+        assert!(
+            matches!(run(sql), Err(SqlError::PgParse(_))),
+            "{sql}: {:?}",
+            run(sql)
+        );
     }
 }
 
@@ -22,7 +26,11 @@ fn what_only_postgresql_parses_is_parse() {
         "SELECT * FROM ROWS FROM (generate_series(1,2), generate_series(1,3))",
         "SELECT xmlelement(name foo)",
     ] {
-        assert!(matches!(run(sql), Err(SqlError::Parse(_))), "{sql}: {:?}", run(sql));
+        assert!(
+            matches!(run(sql), Err(SqlError::Parse(_))),
+            "{sql}: {:?}",
+            run(sql)
+        );
     }
     // One bad statement refuses the whole string.
     assert!(matches!(run("SELECT 1; TABLE t"), Err(SqlError::Parse(_))));
@@ -63,7 +71,13 @@ fn deep_nesting_is_refused_without_a_crash() {
     // Moderate nesting is fine.
     assert!(run(&format!("SELECT {}1{}", "(".repeat(20), ")".repeat(20))).is_ok());
     assert!(run(&format!("SELECT 1{}", "+1".repeat(500))).is_ok());
-    assert!(run(&format!("SELECT 1 WHERE {}", vec!["a = 1"; 300].join(" OR "))).is_ok());
+    assert!(
+        run(&format!(
+            "SELECT 1 WHERE {}",
+            vec!["a = 1"; 300].join(" OR ")
+        ))
+        .is_ok()
+    );
 }
 
 #[test]
@@ -88,7 +102,10 @@ fn a_smuggled_statement_is_counted_or_refused() {
     ];
     for sql in tricks {
         if let Ok(a) = run(sql) {
-            assert!(a.statements.iter().any(|s| s.command == "DROP TABLE"), "{sql}: {a:#?}");
+            assert!(
+                a.statements.iter().any(|s| s.command == "DROP TABLE"),
+                "{sql}: {a:#?}"
+            );
         }
     }
 }
