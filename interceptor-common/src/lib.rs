@@ -47,6 +47,11 @@ pub const SETTINGS_HAS_PROXY6: u32 = 1;
 /// calling task's cgroup (or one of its ancestors) is in `WATCHED`.
 pub const SETTINGS_TASK_MODE: u32 = 2;
 
+/// A `TARGETS` value that refuses the connect (EPERM) instead of redirecting
+/// it: `[ebpf] refuse_ports`, the ports of databases, poolers and forwarders
+/// that are not a target's.
+pub const TARGET_REFUSE: u32 = u32::MAX;
+
 /// How deep the task-mode check walks the calling task's cgroup ancestry
 /// (levels below the root). Deeper cgroups are judged by their first
 /// `MAX_CGROUP_LEVEL` ancestors only.

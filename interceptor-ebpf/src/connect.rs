@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use interceptor_common::{
     AF_INET, AF_INET6, MAX_CGROUP_LEVEL, SETTINGS_HAS_PROXY6, SETTINGS_TASK_MODE, Settings,
-    SockRecord, TARGET_KEY_BITS, TargetKey,
+    SockRecord, TARGET_KEY_BITS, TARGET_REFUSE, TargetKey,
 };
 
 use crate::{
@@ -41,9 +41,16 @@ pub(crate) fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     let settings = settings()?;
     let dst = mapped4(addr::user_ip4(sa));
     let port = addr::user_port(sa);
-    if !intercepted(settings, &dst, port) {
-        forget(ctx);
-        return Ok(ALLOW);
+    match intercepted(settings, &dst, port) {
+        Verdict::Pass => {
+            forget(ctx);
+            return Ok(ALLOW);
+        }
+        Verdict::Refuse => {
+            forget(ctx);
+            return Err(REFUSE);
+        }
+        Verdict::Redirect => {}
     }
     record(ctx, &dst, port, AF_INET)?;
     addr::set_user4(sa, settings.proxy4_addr, settings.proxy4_port);
@@ -69,9 +76,16 @@ pub(crate) fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         forget(ctx);
         return Ok(ALLOW);
     }
-    if !intercepted(settings, &dst, port) {
-        forget(ctx);
-        return Ok(ALLOW);
+    match intercepted(settings, &dst, port) {
+        Verdict::Pass => {
+            forget(ctx);
+            return Ok(ALLOW);
+        }
+        Verdict::Refuse => {
+            forget(ctx);
+            return Err(REFUSE);
+        }
+        Verdict::Redirect => {}
     }
     if mapped {
         record(ctx, &dst, port, AF_INET6)?;
@@ -97,13 +111,23 @@ fn settings() -> Result<&'static Settings, i32> {
     SETTINGS.get(0).ok_or(REFUSE)
 }
 
-/// Whether a connect to `dst`:`port` (v4-mapped/v6 bytes, host-order port)
-/// from the current task is redirected.
+/// What happens to a connect.
+enum Verdict {
+    /// Not ours: the connect goes where it was going.
+    Pass,
+    /// A target's: to the proxy.
+    Redirect,
+    /// A refused port's (`[ebpf] refuse_ports`): EPERM.
+    Refuse,
+}
+
+/// What happens to a connect to `dst`:`port` (v4-mapped/v6 bytes,
+/// host-order port) from the current task.
 #[inline(always)]
-fn intercepted(settings: &Settings, dst: &[u8; 16], port: u16) -> bool {
+fn intercepted(settings: &Settings, dst: &[u8; 16], port: u16) -> Verdict {
     // The v4 listener, however it is spelled, is never redirected.
     if port == settings.proxy4_port && *dst == mapped4(u32::from_ne_bytes(settings.proxy4_addr)) {
-        return false;
+        return Verdict::Pass;
     }
     let key = Key::new(
         TARGET_KEY_BITS,
@@ -112,10 +136,17 @@ fn intercepted(settings: &Settings, dst: &[u8; 16], port: u16) -> bool {
             addr: *dst,
         },
     );
-    if TARGETS.get(&key).is_none() {
-        return false;
+    let Some(&value) = TARGETS.get(&key) else {
+        return Verdict::Pass;
+    };
+    if settings.flags & SETTINGS_TASK_MODE != 0 && !task_watched() {
+        return Verdict::Pass;
     }
-    settings.flags & SETTINGS_TASK_MODE == 0 || task_watched()
+    if value == TARGET_REFUSE {
+        Verdict::Refuse
+    } else {
+        Verdict::Redirect
+    }
 }
 
 /// Task mode: whether the current task's cgroup, or one of its ancestors, is

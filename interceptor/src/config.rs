@@ -193,6 +193,11 @@ pub struct EbpfConfig {
     /// Entries of the connect-record maps (LRU: an evicted record makes the
     /// proxy refuse that connection, never pass it).
     pub max_connections: u32,
+    /// Ports whose connects from watched processes are refused (EPERM) on
+    /// any address, unless a target redirects them: the other ports of a
+    /// database, poolers, forwarders and replicas (e.g. `[5433, 6432]`).
+    /// The target ports themselves need not be listed.
+    pub refuse_ports: Vec<u16>,
 }
 
 impl Default for EbpfConfig {
@@ -204,6 +209,7 @@ impl Default for EbpfConfig {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             unix_sockets: UnixSocketPolicy::Redirect,
             max_connections: 65_536,
+            refuse_ports: Vec::new(),
         }
     }
 }
@@ -253,18 +259,248 @@ pub struct Target {
     /// Name checked against the upstream certificate; default: the upstream host.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// When `addrs` name this host (a loopback address, the unspecified
+    /// address or one of its interface addresses), redirect every spelling
+    /// of this host on the port: all of 127.0.0.0/8, `0.0.0.0`, `::1`, `::`,
+    /// the interface addresses, and the v4-mapped form of each. A server
+    /// listening on all addresses is reached through any of them, and the
+    /// kernel turns the unspecified address into loopback after the connect
+    /// hook has seen it. Default true.
+    #[serde(default = "yes")]
+    pub this_host: bool,
+    /// The other spellings of this host, filled when the configuration is
+    /// loaded (see [`Self::this_host`]).
+    #[serde(skip)]
+    pub host_aliases: Vec<IpNet>,
 }
 
 fn default_pg_port() -> u16 {
     5432
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Target {
     /// Whether a connect to `dst` is one of this target's.
     pub fn matches(&self, dst: SocketAddr) -> bool {
         dst.port() == self.port
-            && (self.addrs.is_empty() || self.addrs.iter().any(|net| net.contains(dst.ip())))
+            && (self.addrs.is_empty()
+                || self
+                    .addrs
+                    .iter()
+                    .chain(&self.host_aliases)
+                    .any(|net| net.contains(dst.ip())))
     }
+
+    /// Every range redirected: `addrs` and the spellings of this host.
+    pub fn all_addrs(&self) -> impl Iterator<Item = &IpNet> {
+        self.addrs.iter().chain(&self.host_aliases)
+    }
+
+    /// Fills [`Self::host_aliases`] given this host's interface addresses.
+    pub fn resolve_host_aliases(&mut self, local: &[IpAddr]) {
+        self.host_aliases =
+            if self.this_host && self.addrs.iter().any(|n| names_this_host(n, local)) {
+                this_host_spellings(local)
+                    .into_iter()
+                    .filter(|a| !self.addrs.iter().any(|n| n.covers(a)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+    }
+}
+
+/// Whether a configured range names this host.
+fn names_this_host(net: &IpNet, local: &[IpAddr]) -> bool {
+    let addr = match net.addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(net.addr, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    addr.is_loopback()
+        || addr.is_unspecified()
+        || local.contains(&addr)
+        || local.iter().any(|l| net.contains(*l))
+}
+
+/// All the addresses that reach this host: 127.0.0.0/8, `0.0.0.0`, `::1`,
+/// `::` and the interface addresses (v4 ranges also match their v4-mapped
+/// IPv6 forms).
+pub fn this_host_spellings(local: &[IpAddr]) -> Vec<IpNet> {
+    let mut out = vec![
+        IpNet {
+            addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+            prefix: 8,
+        },
+        IpNet {
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            prefix: 32,
+        },
+        IpNet {
+            addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            prefix: 128,
+        },
+        IpNet {
+            addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            prefix: 128,
+        },
+    ];
+    for ip in local {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+            IpAddr::V4(_) => *ip,
+        };
+        let net = IpNet {
+            addr: ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        };
+        if !out.iter().any(|n| n.covers(&net)) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// One line per target for `check-config`: what is redirected.
+pub fn describe_target(t: &Target) -> String {
+    let show = |nets: &[IpNet]| {
+        nets.iter()
+            .map(IpNet::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let addrs = if t.addrs.is_empty() {
+        "any address".to_owned()
+    } else {
+        show(&t.addrs)
+    };
+    let aliases = if t.host_aliases.is_empty() {
+        String::new()
+    } else {
+        format!(" + this host as {}", show(&t.host_aliases))
+    };
+    format!("target `{}`: port {} on {addrs}{aliases}", t.name, t.port)
+}
+
+/// Ports PostgreSQL servers, poolers and forwarders usually listen on.
+pub const DATABASE_PORTS: &[(u16, &str)] = &[
+    (5432, "PostgreSQL"),
+    (5433, "PostgreSQL"),
+    (5434, "PostgreSQL"),
+    (5435, "PostgreSQL"),
+    (5436, "PostgreSQL"),
+    (5437, "PostgreSQL"),
+    (5438, "PostgreSQL"),
+    (5439, "PostgreSQL / Redshift"),
+    (6432, "pgbouncer / pgcat / odyssey"),
+    (6543, "supavisor / pgcat"),
+];
+
+/// Warnings for listeners on this host that look like a database, a
+/// pooler or a forwarder and that no target redirects: a watched process
+/// reaches them unrecorded.
+pub fn uncovered_listeners(config: &Config, listening: &[SocketAddr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for addr in listening {
+        let Some((_, what)) = DATABASE_PORTS.iter().find(|(p, _)| *p == addr.port()) else {
+            continue;
+        };
+        let own = [Some(config.proxy.listen), config.proxy.listen6]
+            .into_iter()
+            .flatten()
+            .any(|l| l.port() == addr.port());
+        // A listener on all addresses is reached through loopback.
+        let probe = if addr.ip().is_unspecified() {
+            SocketAddr::new(
+                if addr.is_ipv4() {
+                    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                },
+                addr.port(),
+            )
+        } else {
+            *addr
+        };
+        let refused = config.ebpf.refuse_ports.contains(&addr.port());
+        if !own && !refused && !config.targets.iter().any(|t| t.matches(probe)) {
+            out.push(format!(
+                "{addr} is listening on port {} (usually {what}) and no [[target]] redirects it: a watched process \
+                 reaches it unrecorded (fix: add a [[target]] with port = {}, or [ebpf] refuse_ports = [{}])",
+                addr.port(),
+                addr.port(),
+                addr.port()
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// TCP sockets listening on this host (`/proc/net/tcp`, `/proc/net/tcp6`).
+pub fn local_listeners() -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        out.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| parse_proc_net_listener(l, v6)),
+        );
+    }
+    out
+}
+
+/// One line of /proc/net/tcp{,6}: the local address when the socket listens.
+fn parse_proc_net_listener(line: &str, v6: bool) -> Option<SocketAddr> {
+    let mut f = line.split_whitespace();
+    let local = f.nth(1)?;
+    let state = f.nth(1)?;
+    if state != "0A" {
+        return None;
+    }
+    let (ip, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = if v6 {
+        // Four 32-bit words, each in host (little-endian) order.
+        let mut bytes = [0_u8; 16];
+        for (i, chunk) in ip.as_bytes().chunks(8).enumerate().take(4) {
+            let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        IpAddr::V6(std::net::Ipv6Addr::from(bytes))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.to_le_bytes(),
+        ))
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// This host's interface addresses (`getifaddrs`); none when they cannot
+/// be read (the loopback and unspecified spellings still hold).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpAddr> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// TLS mode towards the upstream, named as libpq names them.
@@ -355,6 +591,17 @@ impl IpNet {
         }
     }
 
+    /// Whether every address of `other` lies in this network.
+    pub fn covers(&self, other: &IpNet) -> bool {
+        let (a, pa) = self.to_mapped();
+        let (b, pb) = other.to_mapped();
+        if pb < pa {
+            return false;
+        }
+        let mask = u128::MAX.checked_shl(128 - u32::from(pa)).unwrap_or(0);
+        u128::from_be_bytes(a) & mask == u128::from_be_bytes(b) & mask
+    }
+
     /// The network as 16 bytes (IPv4 as v4-mapped IPv6) and a prefix over
     /// those 128 bits: the form the kernel programs compare with.
     pub fn to_mapped(&self) -> ([u8; 16], u8) {
@@ -423,7 +670,12 @@ impl Config {
             message: format!("cannot read the configuration: {e}"),
             fix: Some("pass an existing file with --config".into()),
         })?;
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        let local = local_addresses();
+        for t in &mut config.targets {
+            t.resolve_host_aliases(&local);
+        }
+        Ok(config)
     }
 
     /// Parses and validates `text`, which was read from `path`.
@@ -732,5 +984,132 @@ mod tests {
             c.target_for("[::1]:6432".parse().unwrap()).unwrap().name,
             "b"
         );
+    }
+}
+
+#[cfg(test)]
+mod this_host_tests {
+    use super::*;
+
+    fn target(addrs: &str) -> Target {
+        let text = format!("[[target]]\nname = \"a\"\naddrs = [{addrs}]\n");
+        Config::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .targets
+            .remove(0)
+    }
+
+    fn dst(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_loopback_target_catches_every_spelling_of_this_host() {
+        // 192.0.2.7 / 2001:db8::7 stand for interface addresses (documentation
+        // ranges: parsed, never dialled).
+        let local: Vec<IpAddr> = vec![
+            "127.0.0.1".parse().unwrap(),
+            "192.0.2.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ];
+        let mut t = target("\"127.0.0.1/32\", \"::1\"");
+        t.resolve_host_aliases(&local);
+        for d in [
+            "127.0.0.1:5432",
+            "127.0.0.2:5432",
+            "127.255.255.254:5432",
+            "0.0.0.0:5432",
+            "[::]:5432",
+            "[::1]:5432",
+            "[::ffff:0.0.0.0]:5432",
+            "[::ffff:127.3.4.5]:5432",
+            "192.0.2.7:5432",
+            "[::ffff:192.0.2.7]:5432",
+            "[2001:db8::7]:5432",
+        ] {
+            assert!(t.matches(dst(d)), "{d}");
+        }
+        for d in [
+            "127.0.0.1:5433",
+            "192.0.2.8:5432",
+            "[2001:db8::8]:5432",
+            "[fe80::1]:5432",
+        ] {
+            assert!(!t.matches(dst(d)), "{d}");
+        }
+        assert!(
+            describe_target(&t).contains(
+                "+ this host as 127.0.0.0/8, 0.0.0.0/32, ::/128, 192.0.2.7/32, 2001:db8::7/128"
+            ),
+            "{}",
+            describe_target(&t)
+        );
+    }
+
+    #[test]
+    fn other_hosts_and_opted_out_targets_get_no_aliases() {
+        let local: Vec<IpAddr> = vec!["192.0.2.7".parse().unwrap()];
+        let mut remote = target("\"198.51.100.0/24\"");
+        remote.resolve_host_aliases(&local);
+        assert!(remote.host_aliases.is_empty());
+        assert!(!remote.matches(dst("127.0.0.1:5432")));
+        // An interface address names this host too.
+        let mut own = target("\"192.0.2.7\"");
+        own.resolve_host_aliases(&local);
+        assert!(own.matches(dst("0.0.0.0:5432")) && own.matches(dst("127.0.0.9:5432")));
+        let text = "[[target]]\nname = \"a\"\naddrs = [\"127.0.0.1\"]\nthis_host = false\n";
+        let mut off = Config::parse(Path::new("t.toml"), text)
+            .unwrap()
+            .targets
+            .remove(0);
+        off.resolve_host_aliases(&local);
+        assert!(!off.matches(dst("0.0.0.0:5432")));
+        // No ranges: every address already.
+        let mut any = Config::parse(Path::new("t.toml"), "[[target]]\nname = \"a\"\n")
+            .unwrap()
+            .targets
+            .remove(0);
+        any.resolve_host_aliases(&local);
+        assert!(any.host_aliases.is_empty() && any.matches(dst("0.0.0.0:5432")));
+    }
+
+    #[test]
+    fn listeners_on_database_ports_no_target_covers_are_named() {
+        let text = "[proxy]\nlisten = \"127.0.0.1:15432\"\n[[target]]\nname = \"a\"\naddrs = [\"127.0.0.1\"]\nport = 5432\n";
+        let mut c = Config::parse(Path::new("t.toml"), text).unwrap();
+        c.targets[0].resolve_host_aliases(&[]);
+        let listening = [
+            dst("127.0.0.1:5432"),
+            dst("0.0.0.0:6432"),
+            dst("[::]:5433"),
+            dst("127.0.0.1:8080"),
+            dst("127.0.0.1:15432"),
+        ];
+        let w = uncovered_listeners(&c, &listening);
+        assert_eq!(w.len(), 2, "{w:?}");
+        c.ebpf.refuse_ports = vec![6432];
+        assert_eq!(uncovered_listeners(&c, &listening).len(), 1);
+        c.ebpf.refuse_ports.clear();
+        assert!(
+            w[0].contains("0.0.0.0:6432") && w[0].contains("pgbouncer"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("[::]:5433") && w[1].contains("port = 5433"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn proc_net_tcp_lines() {
+        let v4 = "   0: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   114        0 33211 1";
+        assert_eq!(
+            parse_proc_net_listener(v4, false),
+            Some(dst("127.0.0.1:5432"))
+        );
+        let est = "   1: 0100007F:1538 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000   114        0 33211 1";
+        assert_eq!(parse_proc_net_listener(est, false), None);
+        let v6 = "   0: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   114        0 1 1";
+        assert_eq!(parse_proc_net_listener(v6, true), Some(dst("[::1]:5432")));
     }
 }

@@ -316,6 +316,15 @@ fn main() -> ExitCode {
                     c.ebpf.cgroups.len(),
                     c.token.issuers.len()
                 );
+                for t in &c.targets {
+                    println!("{}", interceptor::config::describe_target(t));
+                }
+                for w in interceptor::config::uncovered_listeners(
+                    &c,
+                    &interceptor::config::local_listeners(),
+                ) {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -61,6 +61,7 @@ pub fn statement(session: &str, n: u64, sql: &str, action: &str) -> AuditEvent {
             reason: format!("because {action}"),
             max_rows: None,
         },
+        sql_full: None,
     })
 }
 

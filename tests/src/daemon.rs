@@ -82,6 +82,9 @@ pub struct Credential {
     pub default: bool,
 }
 
+/// A statement holding this makes a debug daemon panic in that session.
+pub const TEST_PANIC_MARKER: &str = "interceptor-test-panic-7f3a";
+
 /// What to put in the daemon's config.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -100,6 +103,8 @@ pub struct DaemonConfig {
     pub unix_socket: bool,
     /// `[ebpf] unix_sockets` (`redirect` or `refuse`); `None` = default.
     pub unix_sockets: Option<String>,
+    /// `[ebpf] refuse_ports`.
+    pub refuse_ports: Vec<u16>,
     /// `[proxy] explicit_target`.
     pub explicit_target: Option<String>,
     /// bpffs pin directory; `None` = a fresh `/sys/fs/bpf/interceptor-test-<pid>-<n>`.
@@ -128,6 +133,7 @@ impl Default for DaemonConfig {
             listen6: false,
             unix_socket: false,
             unix_sockets: None,
+            refuse_ports: Vec::new(),
             explicit_target: None,
             pin_dir: None,
             name_prefix: "interceptor-test".to_owned(),
@@ -184,6 +190,17 @@ impl DaemonConfig {
             Toml::Array(self.cgroups.iter().map(|c| path_value(c)).collect()),
         );
         ebpf.insert("pin_dir".into(), path_value(&layout.pin_dir));
+        if !self.refuse_ports.is_empty() {
+            ebpf.insert(
+                "refuse_ports".into(),
+                Toml::Array(
+                    self.refuse_ports
+                        .iter()
+                        .map(|p| Toml::Integer(i64::from(*p)))
+                        .collect(),
+                ),
+            );
+        }
         if let Some(u) = &self.unix_sockets {
             ebpf.insert("unix_sockets".into(), Toml::String(u.clone()));
         }
@@ -424,6 +441,9 @@ impl Daemon {
             .arg("--config")
             .arg(&self.layout.config)
             .env("RUST_BACKTRACE", "1")
+            // Debug builds panic on a statement holding this marker (see
+            // `test_panic` in the daemon): a panic must end one session only.
+            .env("INTERCEPTOR_TEST_PANIC", TEST_PANIC_MARKER)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -369,3 +369,60 @@ async fn refused_sessions_end_on_the_record_with_their_reason() {
         assert!(!line.contains("(open)"), "{line}");
     }
 }
+
+/// A statement of several megabytes is refused (over the analyser's 1 MiB)
+/// and recorded as a bounded prefix with the length and hash of the whole;
+/// another session goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_statement_makes_a_bounded_record() {
+    let s = stack();
+    let audit = s.daemon.layout().audit_dir.display().to_string();
+    let addr = s.daemon.listen();
+    let conninfo = format!(
+        "host={} port={} dbname={DB} user={USER}",
+        addr.ip(),
+        addr.port()
+    );
+    let (big, conn) = tokio_postgres::connect(&format!("{conninfo} application_name=huge"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (other, conn) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let sql = format!("SELECT '{}' AS huge", "x".repeat(8 << 20));
+    let sent = sql.clone();
+    let huge = tokio::spawn(async move { big.simple_query(&sent).await.map(|_| ()) });
+    let n: i64 = other
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let e = huge.await.unwrap().unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    assert!(msg.contains("bytes"), "refused for its length: {msg}");
+
+    let recs = export(&audit);
+    let rec = recs
+        .iter()
+        .find(|r| r["kind"] == "statement" && r["event"]["sql_full"]["bytes"] == sql.len())
+        .unwrap_or_else(|| panic!("no bounded record for the {} byte statement", sql.len()));
+    let recorded = rec["event"]["sql"].as_str().unwrap();
+    assert!(
+        recorded.len() <= 64 * 1024 && sql.starts_with(recorded),
+        "{} bytes recorded",
+        recorded.len()
+    );
+    use sha2::Digest as _;
+    assert_eq!(
+        rec["event"]["sql_full"]["sha256"],
+        hex::encode(sha2::Sha256::digest(sql.as_bytes()))
+    );
+    assert!(
+        recs.iter().all(|r| r.to_string().len() < 256 * 1024),
+        "a record over 256 KiB"
+    );
+}

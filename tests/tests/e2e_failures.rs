@@ -198,3 +198,46 @@ fn db_credential() -> Credential {
         default: true,
     }
 }
+
+/// A panic in one session's task (a debug daemon panics on a marker
+/// statement) closes that session only: a session running at the same time
+/// finishes its work, the daemon keeps serving, the panic is logged.
+#[test]
+fn a_panic_in_one_session_ends_that_session_only() {
+    let s = Stack::start().unwrap();
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            s.run_inside(&mut s.psql(
+                &s.conninfo(),
+                &["select pg_sleep(2)", "select 'other alive'"],
+            ))
+            .unwrap()
+        });
+        let marker = format!("select '{}'", interceptor_tests::daemon::TEST_PANIC_MARKER);
+        let out = s
+            .run_inside(&mut s.psql(&s.conninfo(), &[&marker]))
+            .unwrap();
+        assert!(
+            !out.success(),
+            "the marker statement should end its session: {out}"
+        );
+        let other = other.join().unwrap();
+        assert!(
+            other.success() && other.stdout.contains("other alive"),
+            "{other}\n{}",
+            s.daemon.output()
+        );
+    });
+    let found = s
+        .daemon
+        .wait_event(Duration::from_secs(10), |e| e["event"] == "session_panic");
+    assert!(
+        found.is_some(),
+        "no session_panic event: {}",
+        s.daemon.output()
+    );
+    let out = s
+        .run_inside(&mut s.psql(&s.conninfo(), &["select 'after'"]))
+        .unwrap();
+    assert!(out.success() && out.stdout.contains("after"), "{out}");
+}

@@ -199,6 +199,83 @@ fn ipv4_mapped_ipv6_is_caught() {
     s.expect_session(out.pid);
 }
 
+/// With the README's target (`addrs = ["127.0.0.1/32"]`), every other
+/// spelling of this host on the port reaches the database only through the
+/// proxy: the unspecified addresses (which the kernel turns into loopback
+/// after the connect hook), the rest of 127.0.0.0/8, `::1`, and the
+/// v4-mapped forms. The cluster listens on 127.0.0.1 only, so the target
+/// names it as upstream.
+#[test]
+fn every_spelling_of_this_host_is_redirected() {
+    let s = Stack::start_with(|c, pg| {
+        c.listen6 = true;
+        c.targets[0].upstream = Some(pg.addr());
+    })
+    .unwrap();
+    for host in [
+        "0.0.0.0",
+        "127.0.0.2",
+        "127.1.2.3",
+        "::ffff:0.0.0.0",
+        "::ffff:127.0.0.9",
+        "::",
+        "::1",
+    ] {
+        let out = s
+            .run_inside(&mut probe(host, s.pg.port(), "startup"))
+            .unwrap();
+        assert_eq!(
+            value(&out.stdout, "auth"),
+            Some("0"),
+            "{host}: not answered by the proxy: {out}\n{}",
+            s.daemon.output()
+        );
+        s.expect_session(out.pid);
+    }
+    // psql too, by the unspecified address.
+    let conninfo = format!("host=0.0.0.0 port={} dbname={DB} user={USER}", s.pg.port());
+    let out = s
+        .run_inside(&mut s.psql(&conninfo, &["select 'any ok'"]))
+        .unwrap();
+    assert!(out.success(), "{out}\n{}", s.daemon.output());
+    assert_eq!(out.stdout.trim(), "any ok");
+    let e = s.expect_session(out.pid);
+    assert_eq!(
+        str_field(&e, "orig_dst").as_deref(),
+        Some(format!("0.0.0.0:{}", s.pg.port()).as_str()),
+        "{e}"
+    );
+}
+
+/// `[ebpf] refuse_ports`: another port of the database (a forwarder here,
+/// a plain TCP listener on loopback standing for a pooler or a second
+/// server port) is refused from watched cgroups on every spelling of the
+/// address, while processes outside reach it and the target still works.
+#[test]
+fn a_refused_port_cannot_be_reached_from_a_watched_cgroup() {
+    let forwarder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = forwarder.local_addr().unwrap().port();
+    let s = Stack::start_with(|c, _| c.refuse_ports = vec![port]).unwrap();
+    for host in ["127.0.0.1", "127.0.0.5", "0.0.0.0", "::ffff:127.0.0.1"] {
+        let out = s.run_inside(&mut probe(host, port, "startup")).unwrap();
+        assert_eq!(
+            value(&out.stdout, "connect_error"),
+            Some("Operation not permitted"),
+            "{host}: {out}"
+        );
+    }
+    // Outside the cgroup the port is untouched.
+    let outside = probe("127.0.0.1", port, "connect").output().unwrap();
+    let stdout = String::from_utf8_lossy(&outside.stdout);
+    assert!(!stdout.contains("connect_error"), "{stdout}");
+    // The target itself is still redirected.
+    let out = s
+        .run_inside(&mut probe("127.0.0.1", s.pg.port(), "startup"))
+        .unwrap();
+    assert_eq!(value(&out.stdout, "auth"), Some("0"), "{out}");
+    drop(forwarder);
+}
+
 #[test]
 fn ipv6_loopback_is_caught() {
     // The cluster listens on 127.0.0.1 only: a connect to [::1] reaches it

@@ -52,6 +52,7 @@ fn sample(task: usize, i: usize) -> AuditEvent {
             reason: "reads of customers are allowed for ci".into(),
             max_rows: Some(10_000),
         },
+        sql_full: None,
     })
 }
 

@@ -220,7 +220,8 @@ pub struct StatementEvent {
     pub session: String,
     /// Per-session statement counter, from 1.
     pub statement: u64,
-    /// SQL text as received.
+    /// SQL text as received; for a statement longer than
+    /// [`MAX_RECORDED_SQL`], its first bytes (see `sql_full`).
     pub sql: String,
     /// Bind parameters, already masked by the caller (`None` = SQL NULL).
     #[serde(default)]
@@ -229,6 +230,39 @@ pub struct StatementEvent {
     pub protocol: String,
     /// What the policy decided.
     pub decision: DecisionRecord,
+    /// Set when `sql` holds only a prefix: the whole text's length and hash,
+    /// which prove what was sent without one record holding megabytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_full: Option<SqlDigest>,
+}
+
+/// Most bytes of statement text one `statement` record holds.
+pub const MAX_RECORDED_SQL: usize = 64 * 1024;
+
+/// The whole of a statement text recorded in part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlDigest {
+    /// Length in bytes.
+    pub bytes: usize,
+    /// SHA-256 of the whole text, hex.
+    pub sha256: String,
+}
+
+impl StatementEvent {
+    /// `text` as a record holds it: whole up to [`MAX_RECORDED_SQL`] bytes,
+    /// else its first bytes (cut at a character boundary) and the digest.
+    pub fn bounded_sql(text: &str) -> (String, Option<SqlDigest>) {
+        if text.len() <= MAX_RECORDED_SQL {
+            return (text.to_owned(), None);
+        }
+        use sha2::Digest as _;
+        let cut = text.floor_char_boundary(MAX_RECORDED_SQL);
+        let digest = SqlDigest {
+            bytes: text.len(),
+            sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        };
+        (text[..cut].to_owned(), Some(digest))
+    }
 }
 
 /// `result`.

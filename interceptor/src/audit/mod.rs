@@ -177,8 +177,8 @@ pub use config::{AuditConfig, Durability};
 pub use error::AuditError;
 pub use event::{
     ApprovalEvent, AuditEvent, Checkpoint, CheckpointReason, DaemonStart, DaemonStop,
-    DecisionRecord, ResultSummary, SessionEnd, SessionStart, StatementEvent, TokenEvent, TornTail,
-    WriteRecovered,
+    DecisionRecord, ResultSummary, SessionEnd, SessionStart, SqlDigest, StatementEvent, TokenEvent,
+    TornTail, WriteRecovered,
 };
 pub use export::{ExportFormat, export};
 pub use keys::{fingerprint, load_public_key};

@@ -99,7 +99,7 @@ pub(crate) fn target_keys(config: &Config) -> Vec<(Key<TargetKey>, u32)> {
                 i as u32,
             ));
         }
-        for net in &t.addrs {
+        for net in t.all_addrs() {
             let (addr, prefix) = net.to_mapped();
             let addr = mask(addr, prefix);
             keys.push((
@@ -107,6 +107,28 @@ pub(crate) fn target_keys(config: &Config) -> Vec<(Key<TargetKey>, u32)> {
                 i as u32,
             ));
         }
+    }
+    // Refused ports: any address (prefix = port only), so a target's own
+    // ranges on the same port (longer prefixes) still redirect; a target
+    // that takes the whole port wins.
+    for &port in &config.ebpf.refuse_ports {
+        if config
+            .targets
+            .iter()
+            .any(|t| t.port == port && t.addrs.is_empty())
+        {
+            continue;
+        }
+        keys.push((
+            Key::new(
+                16,
+                TargetKey {
+                    port: port.to_be_bytes(),
+                    addr: [0; 16],
+                },
+            ),
+            interceptor_common::TARGET_REFUSE,
+        ));
     }
     debug_assert!(keys.iter().all(|(k, _)| k.prefix_len() <= TARGET_KEY_BITS));
     keys

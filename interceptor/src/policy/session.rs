@@ -232,11 +232,14 @@ impl HooksFactory for PolicyFactory {
             )
         });
         start.refused = refused.as_ref().map(|(reason, _)| (*reason).to_owned());
-        if let Err(e) = self.audit.enqueue(AuditEvent::SessionStart(start)) {
-            let mut err = unrecorded(&e.to_string());
-            err.severity = "FATAL";
-            return Err(err);
-        }
+        let start_receipt = match self.audit.enqueue(AuditEvent::SessionStart(start)) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut err = unrecorded(&e.to_string());
+                err.severity = "FATAL";
+                return Err(err);
+            }
+        };
         // A session refused here ends here, on the record, with the reason.
         let end_refused = |err: PgError| -> PgError {
             record_later(
@@ -270,6 +273,7 @@ impl HooksFactory for PolicyFactory {
             "session identified"
         );
         Ok(Box::new(PolicyHooks {
+            start_receipt: Some(start_receipt),
             store: Arc::clone(&self.store),
             info: Arc::clone(info),
             identity: identity.to_owned(),
@@ -435,6 +439,9 @@ impl RowCount {
 
 /// Per-session enforcement state.
 pub struct PolicyHooks {
+    /// The `session_start` record on its way to disk: the session is
+    /// admitted once it is there ([`SessionHooks::admit`]).
+    start_receipt: Option<crate::audit::Receipt>,
     store: Arc<PolicyStore>,
     info: Arc<SessionInfo>,
     identity: String,
@@ -667,13 +674,15 @@ impl PolicyHooks {
         d: &Decision,
     ) -> (u64, StatementEvent) {
         self.statement_seq += 1;
+        let (sql, sql_full) = StatementEvent::bounded_sql(sql_text);
         let ev = StatementEvent {
             session: self.session.clone(),
             statement: self.statement_seq,
-            sql: sql_text.to_owned(),
+            sql,
             params: Vec::new(),
             protocol: protocol.to_owned(),
             decision: DecisionRecord::from(d),
+            sql_full,
         };
         (self.statement_seq, ev)
     }
@@ -886,6 +895,8 @@ impl PolicyHooks {
             ));
         };
         let sql_text = String::from_utf8_lossy(sql_text).into_owned();
+        #[cfg(debug_assertions)]
+        test_panic(&sql_text);
         let (d, analysis) = self.decide(&sql_text);
         let (n, event) = self.statement_event(&sql_text, "simple", &d);
         let slot = Slot::default();
@@ -1600,6 +1611,17 @@ impl SessionHooks for PolicyHooks {
         }
     }
 
+    fn admit(&mut self) -> Option<crate::proxy::hooks::Admission> {
+        let receipt = self.start_receipt.take()?;
+        Some(Box::pin(async move {
+            receipt.await.map(|_| ()).map_err(|e| {
+                let mut err = unrecorded(&e.to_string());
+                err.severity = "FATAL";
+                err
+            })
+        }))
+    }
+
     fn client_gone(&mut self) {
         if let (Some(b), Some(id)) = (&self.approvals, self.held.take()) {
             b.withdraw(&id, "the client disconnected while the statement was held");
@@ -1679,6 +1701,22 @@ impl PolicyHooks {
 /// Appends a record nobody waits for (results, session ends: what they
 /// describe has already happened). Queued without a task per record; only a
 /// full queue makes a task wait for room, so nothing is dropped.
+/// Debug builds only: a statement containing `INTERCEPTOR_TEST_PANIC` (an
+/// environment variable of the daemon) panics in this session's task, so
+/// the tests can show that a panic ends that session and nothing else.
+#[cfg(debug_assertions)]
+fn test_panic(sql: &str) {
+    static MARKER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Some(m) = MARKER.get_or_init(|| {
+        std::env::var("INTERCEPTOR_TEST_PANIC")
+            .ok()
+            .filter(|m| !m.is_empty())
+    }) && sql.contains(m.as_str())
+    {
+        panic!("test panic: the statement holds the marker");
+    }
+}
+
 fn record_later(audit: &AuditLog, ev: AuditEvent, what: &'static str) {
     match audit.enqueue(ev.clone()) {
         Ok(_receipt) => {}

@@ -133,7 +133,18 @@ pub trait SessionHooks: Send {
 
     /// The session ended (after the last message, before `session_end`).
     fn end(&mut self, _summary: &SessionSummary) {}
+
+    /// Awaited after [`HooksFactory::open`], before the upstream connection
+    /// is made: an error refuses the session (e.g. its start could not be
+    /// recorded durably).
+    fn admit(&mut self) -> Option<Admission> {
+        None
+    }
 }
+
+/// See [`SessionHooks::admit`].
+pub type Admission =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PgError>> + Send>>;
 
 /// Creates the hooks of each session.
 pub trait HooksFactory: Send + Sync + 'static {

@@ -35,11 +35,27 @@ pub(crate) async fn serve(
         };
         match conn {
             Some(conn) => {
-                tracker.spawn(session::serve(
+                // A panic in a session ends that session's task only (tokio
+                // catches it); it is logged as an error, and the daemon and
+                // every other session go on.
+                let session = tokio::spawn(session::serve(
                     Arc::clone(&shared),
                     conn,
                     token.child_token(),
                 ));
+                tracker.spawn(async move {
+                    if let Err(e) = session.await
+                        && e.is_panic()
+                    {
+                        let panic = e.into_panic();
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(event = "session_panic", panic = %what, "a session's task panicked; the session was closed");
+                    }
+                });
             }
             None => tokio::time::sleep(ACCEPT_BACKOFF).await,
         }

@@ -561,6 +561,9 @@ async fn establish(
         token,
     });
     let mut hooks = shared.hooks.open(&info).map_err(SessionError::Refused)?;
+    if let Some(admission) = hooks.admit() {
+        admission.await.map_err(SessionError::Refused)?;
+    }
 
     let tls = shared.upstream_tls.get(&target.name);
     let request = UpstreamRequest {
