@@ -19,6 +19,9 @@ pub mod map_names {
     pub const TARGETS: &str = "TARGETS";
     /// Hash of watched cgroup ids (task mode).
     pub const WATCHED: &str = "WATCHED";
+    /// Hash of unix socket paths (108 bytes, zero-padded) watched processes
+    /// may connect to (`[ebpf] unix_allow`).
+    pub const UNIX_ALLOW: &str = "UNIX_ALLOW";
     /// Socket-local storage of [`crate::SockRecord`] (connect -> sock_ops,
     /// getpeername).
     pub const SOCKS: &str = "SOCKS";

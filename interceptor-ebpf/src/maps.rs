@@ -18,6 +18,13 @@ pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static TARGETS: LpmTrie<TargetKey, u32> = LpmTrie::with_max_entries(1024, 0);
 
+/// `[ebpf] unix_allow`: the unix socket paths (108 bytes, zero-padded)
+/// watched processes may connect to. Read by the raw `connect_unix`
+/// program the daemon assembles (`interceptor/src/ebpf/unix.rs`), not by
+/// the programs here; declared here so that it is made with the object.
+#[map]
+pub(crate) static UNIX_ALLOW: HashMap<[u8; 108], u8> = HashMap::with_max_entries(1024, 0);
+
 /// Task mode: cgroup ids whose tasks (and their descendants') are intercepted.
 #[map]
 pub(crate) static WATCHED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);

@@ -190,6 +190,12 @@ pub struct EbpfConfig {
     pub pin_dir: PathBuf,
     /// What happens to a watched process's connect to a PostgreSQL unix socket.
     pub unix_sockets: UnixSocketPolicy,
+    /// When set, a watched process may connect only to these unix socket
+    /// paths (exact; `@name` for an abstract name) besides the PostgreSQL
+    /// names `unix_sockets` handles: a PostgreSQL socket reached by another
+    /// name (symlink, hard link, bind mount, `/proc/self/fd/N`) is refused
+    /// with everything else unlisted. Unset: only PostgreSQL names are looked at.
+    pub unix_allow: Option<Vec<String>>,
     /// Entries of the connect-record maps (LRU: an evicted record makes the
     /// proxy refuse that connection, never pass it).
     pub max_connections: u32,
@@ -208,6 +214,7 @@ impl Default for EbpfConfig {
             attach_to: None,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             unix_sockets: UnixSocketPolicy::Redirect,
+            unix_allow: None,
             max_connections: 65_536,
             refuse_ports: Vec::new(),
         }
@@ -791,6 +798,30 @@ impl Config {
                 "mode",
                 "mode = \"task\" needs attach_to (the ancestor cgroup to attach to)".into(),
                 "set attach_to to a cgroup that contains the watched cgroups",
+            ));
+        }
+        for entry in self.ebpf.unix_allow.iter().flatten() {
+            if let Err(message) = crate::ebpf::unix::allow_key(entry) {
+                return Err(err(
+                    entry,
+                    message,
+                    "list absolute socket paths, or @name for an abstract socket",
+                ));
+            }
+        }
+        if self
+            .ebpf
+            .unix_allow
+            .as_ref()
+            .is_some_and(|l| l.len() > crate::ebpf::MAX_UNIX_ALLOW)
+        {
+            return Err(err(
+                "unix_allow",
+                format!(
+                    "unix_allow lists more than {} paths",
+                    crate::ebpf::MAX_UNIX_ALLOW
+                ),
+                "list fewer paths",
             ));
         }
         if self.ebpf.max_connections < 16 {

@@ -105,6 +105,8 @@ pub struct DaemonConfig {
     pub unix_sockets: Option<String>,
     /// `[ebpf] refuse_ports`.
     pub refuse_ports: Vec<u16>,
+    /// `[ebpf] unix_allow`.
+    pub unix_allow: Option<Vec<String>>,
     /// `[proxy] explicit_target`.
     pub explicit_target: Option<String>,
     /// bpffs pin directory; `None` = a fresh `/sys/fs/bpf/interceptor-test-<pid>-<n>`.
@@ -134,6 +136,7 @@ impl Default for DaemonConfig {
             unix_socket: false,
             unix_sockets: None,
             refuse_ports: Vec::new(),
+            unix_allow: None,
             explicit_target: None,
             pin_dir: None,
             name_prefix: "interceptor-test".to_owned(),
@@ -199,6 +202,12 @@ impl DaemonConfig {
                         .map(|p| Toml::Integer(i64::from(*p)))
                         .collect(),
                 ),
+            );
+        }
+        if let Some(list) = &self.unix_allow {
+            ebpf.insert(
+                "unix_allow".into(),
+                Toml::Array(list.iter().cloned().map(Toml::String).collect()),
             );
         }
         if let Some(u) = &self.unix_sockets {

@@ -7,6 +7,7 @@
 use std::{
     io::Write as _,
     net::{Ipv4Addr, TcpListener},
+    path::Path,
     process::Command,
     thread,
     time::Duration,
@@ -348,6 +349,137 @@ fn unix_socket_connect_goes_through_the_proxy() {
     let out = process::run(&mut s.psql(&conninfo, &["select 1"]), CLIENT_TIMEOUT).unwrap();
     assert!(!out.success(), "{out}");
     assert!(out.stderr.contains("password"), "{out}");
+}
+
+/// A unix connect by path, as a watched workload would make it: `plain`
+/// connects to the path, `fd` to `/proc/self/fd/N` of an `O_PATH` open of
+/// it; then a startup packet, printing `auth=` as the TCP probe does.
+const UNIX_PROBE: &str = r#"
+import os, socket, struct, sys
+mode, path = sys.argv[1], sys.argv[2]
+target = path
+if mode == "fd":
+    target = "/proc/self/fd/%d" % os.open(path, os.O_PATH)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(15)
+try:
+    s.connect(target)
+except OSError as e:
+    print("connect_error=%s" % e.strerror)
+    sys.exit(3)
+print("connected")
+body = struct.pack("!I", 196608) + b"user\0app\0database\0demo\0\0"
+try:
+    s.sendall(struct.pack("!I", len(body) + 4) + body)
+    t = s.recv(1)
+    if t == b"R":
+        s.recv(4)
+        print("auth=%d" % struct.unpack("!I", s.recv(4))[0])
+    else:
+        print("first=%r" % t)
+except OSError as e:
+    print("io_error=%s" % e.strerror)
+"#;
+
+fn unix_probe(mode: &str, path: &Path) -> Command {
+    let mut c = Command::new("python3");
+    c.args(["-c", UNIX_PROBE, mode]).arg(path);
+    c
+}
+
+/// `[ebpf] unix_allow`: a watched process may connect only to the listed
+/// unix paths besides the PostgreSQL names (redirected), so the database's
+/// socket reached by any other name is refused: a symlink, a hard link,
+/// `/proc/self/fd/N` of an `O_PATH` descriptor, a bind mount of the socket
+/// file onto another name (in a private mount namespace); an unlisted
+/// socket too, a listed one works. Outside the cgroup nothing changes.
+#[test]
+fn a_postgres_socket_by_another_name_is_refused_with_an_allow_list() {
+    let dir = tempfile::Builder::new()
+        .prefix("interceptor-unix-")
+        .tempdir()
+        .unwrap();
+    let allowed_path = dir.path().join("allowed.sock");
+    let _allowed = std::os::unix::net::UnixListener::bind(&allowed_path).unwrap();
+    let other_path = dir.path().join("other.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&other_path).unwrap();
+    let listed = allowed_path.display().to_string();
+    let s = Stack::start_with(|c, pg| {
+        c.unix_socket = true;
+        c.unix_sockets = Some("redirect".into());
+        c.unix_allow = Some(vec![listed]);
+        c.targets[0].upstream = Some(pg.addr());
+    })
+    .unwrap();
+    let real = s.pg.socket_dir().join(format!(".s.PGSQL.{}", s.pg.port()));
+    let link = dir.path().join("db-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let hard = dir.path().join("db-hard");
+    let have_hard = std::fs::hard_link(&real, &hard).is_ok();
+    let refused = |out: &interceptor_tests::process::Outcome, what: &str| {
+        assert_eq!(
+            value(&out.stdout, "connect_error"),
+            Some("Operation not permitted"),
+            "{what}: {out}"
+        );
+    };
+
+    // The PostgreSQL name: redirected to the proxy (AuthenticationOk).
+    let out = s.run_inside(&mut unix_probe("plain", &real)).unwrap();
+    assert_eq!(
+        value(&out.stdout, "auth"),
+        Some("0"),
+        "{out}\n{}",
+        s.daemon.output()
+    );
+    refused(
+        &s.run_inside(&mut unix_probe("plain", &link)).unwrap(),
+        "symlink",
+    );
+    if have_hard {
+        refused(
+            &s.run_inside(&mut unix_probe("plain", &hard)).unwrap(),
+            "hard link",
+        );
+    }
+    refused(
+        &s.run_inside(&mut unix_probe("fd", &real)).unwrap(),
+        "/proc/self/fd",
+    );
+    let target = dir.path().join("mounted");
+    std::fs::write(&target, b"").unwrap();
+    let script = format!(
+        "mount --bind '{}' '{}' && exec python3 -c \"$0\" plain '{}'",
+        real.display(),
+        target.display(),
+        target.display()
+    );
+    let mut bind = Command::new("unshare");
+    bind.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        UNIX_PROBE,
+    ]);
+    refused(&s.run_inside(&mut bind).unwrap(), "bind mount");
+    refused(
+        &s.run_inside(&mut unix_probe("plain", &other_path)).unwrap(),
+        "an unlisted socket",
+    );
+    let out = s
+        .run_inside(&mut unix_probe("plain", &allowed_path))
+        .unwrap();
+    assert!(out.stdout.contains("connected"), "the listed socket: {out}");
+
+    // Outside: the symlink is the database, which wants a password (SCRAM).
+    let out = process::run(&mut unix_probe("plain", &link), CLIENT_TIMEOUT).unwrap();
+    assert!(
+        out.stdout.contains("connected") && value(&out.stdout, "auth") != Some("0"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub(crate) mod reg {
     pub(crate) const R1: u8 = 1;
     pub(crate) const R2: u8 = 2;
     pub(crate) const R3: u8 = 3;
+    pub(crate) const R4: u8 = 4;
+    pub(crate) const R5: u8 = 5;
     pub(crate) const R6: u8 = 6;
     pub(crate) const R7: u8 = 7;
     pub(crate) const R8: u8 = 8;
@@ -45,6 +47,11 @@ const K: u8 = 0x00;
 const X: u8 = 0x08;
 // ALU ops.
 const ADD: u8 = 0x00;
+const MUL: u8 = 0x20;
+const OR: u8 = 0x40;
+const AND: u8 = 0x50;
+const RSH: u8 = 0x70;
+const XOR: u8 = 0xa0;
 const MOV: u8 = 0xb0;
 // Jump ops.
 const JA: u8 = 0x00;
@@ -141,6 +148,31 @@ impl Asm {
     /// `dst += imm`.
     pub(crate) fn add_imm(&mut self, dst: u8, imm: i32) {
         self.push(ALU64 | ADD | K, dst, 0, 0, imm);
+    }
+
+    /// `dst &= src`.
+    pub(crate) fn and_reg(&mut self, dst: u8, src: u8) {
+        self.push(ALU64 | AND | X, dst, src, 0, 0);
+    }
+
+    /// `dst |= src`.
+    pub(crate) fn or_reg(&mut self, dst: u8, src: u8) {
+        self.push(ALU64 | OR | X, dst, src, 0, 0);
+    }
+
+    /// `dst *= src`.
+    pub(crate) fn mul_reg(&mut self, dst: u8, src: u8) {
+        self.push(ALU64 | MUL | X, dst, src, 0, 0);
+    }
+
+    /// `dst >>= imm` (logical).
+    pub(crate) fn rsh_imm(&mut self, dst: u8, imm: i32) {
+        self.push(ALU64 | RSH | K, dst, 0, 0, imm);
+    }
+
+    /// `dst ^= imm`.
+    pub(crate) fn xor_imm(&mut self, dst: u8, imm: i32) {
+        self.push(ALU64 | XOR | K, dst, 0, 0, imm);
     }
 
     /// `dst = *(size *)(src + off)`.

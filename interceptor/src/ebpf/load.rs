@@ -177,10 +177,17 @@ pub(crate) fn start(config: &Config) -> Result<Redirector, EbpfError> {
     };
     // `ebpf` (and so the WATCHED fd) is alive until the end of this function;
     // the loaded program holds its own reference to the map.
+    let allow_fd = match &config.ebpf.unix_allow {
+        None => None,
+        Some(_) => match ebpf.map(map_names::UNIX_ALLOW) {
+            Some(Map::HashMap(data)) => Some(data.fd().as_fd().as_raw_fd()),
+            _ => return Err(EbpfError::Missing("map UNIX_ALLOW")),
+        },
+    };
     programs.push((
         UNIX_HOOK,
         AttachType::UnixConnect,
-        unix::load(&action, watched_fd)?,
+        unix::load(&action, watched_fd, allow_fd)?,
     ));
 
     let mut keep = HashSet::new();

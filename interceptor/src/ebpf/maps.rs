@@ -181,6 +181,18 @@ pub(crate) fn fill(
     for id in watched {
         watched_map.insert(id, 1, 0).map_err(map_err("WATCHED"))?;
     }
+
+    let mut allow_map: HashMap<&mut MapData, [u8; 108], u8> = HashMap::try_from(
+        ebpf.map_mut(map_names::UNIX_ALLOW)
+            .ok_or(EbpfError::Missing("map UNIX_ALLOW"))?,
+    )
+    .map_err(map_err("UNIX_ALLOW"))?;
+    for entry in config.ebpf.unix_allow.iter().flatten() {
+        // Checked when the configuration was read.
+        let key =
+            super::unix::allow_key(entry).map_err(|_| EbpfError::UnixSocketPath(entry.into()))?;
+        allow_map.insert(key, 1, 0).map_err(map_err("UNIX_ALLOW"))?;
+    }
     Ok(())
 }
 

@@ -62,7 +62,10 @@ mod load;
 mod maps;
 mod pin;
 mod sys;
-mod unix;
+pub(crate) mod unix;
+
+/// Entries of the `UNIX_ALLOW` map (`[ebpf] unix_allow`).
+pub const MAX_UNIX_ALLOW: usize = 1024;
 
 use std::{
     net::SocketAddr,

@@ -32,7 +32,7 @@ use super::{
     btf::{Btf, KIND_FUNC, KIND_STRUCT},
     insn::{
         Asm, Cond, Insn, Label, Size,
-        reg::{R0, R1, R2, R3, R6, R7, R8, R9, R10},
+        reg::{R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10},
     },
     sys::{self, AttachType, PROG_TYPE_CGROUP_SOCK_ADDR},
 };
@@ -121,6 +121,7 @@ pub(crate) fn program(
     ids: &KernelIds,
     action: &UnixAction,
     watched: Option<i32>,
+    allow_list: Option<i32>,
 ) -> Result<Vec<Insn>, EbpfError> {
     let mut a = Asm::default();
     let allow = a.label();
@@ -161,10 +162,11 @@ pub(crate) fn program(
     // past the passed length, else compare byte by byte.
     let mark = PG_SOCKET_MARK;
     let sun = ids.sun_path_off;
+    let not_postgres = a.label();
     for start in 0..=(SUN_PATH_MAX - mark.len()) {
         let next = a.label();
         let end = i32::from(sun) + (start + mark.len()) as i32;
-        a.jmp_imm(Cond::Lt, R8, end, allow);
+        a.jmp_imm(Cond::Lt, R8, end, not_postgres);
         for (j, byte) in mark.iter().enumerate() {
             a.load(Size::B, R2, R9, sun + (start + j) as i16);
             a.jmp_imm(Cond::Ne, R2, i32::from(*byte), next);
@@ -172,7 +174,56 @@ pub(crate) fn program(
         a.ja(matched);
         a.bind(next);
     }
-    a.ja(allow);
+    a.bind(not_postgres);
+    match allow_list {
+        None => a.ja(allow),
+        Some(map_fd) => {
+            // Not a PostgreSQL name: allowed only if the exact path is
+            // listed (`[ebpf] unix_allow`), so a PostgreSQL socket reached
+            // by another name (symlink, hard link, bind mount,
+            // /proc/self/fd/N) is refused with everything else unlisted.
+            // The key: the path bytes, zero-padded to 108; a pathname ends
+            // at its first NUL, an abstract name (first byte NUL) runs to
+            // the passed length.
+            for w in 0..(SUN_PATH_MAX / 4) {
+                a.store_imm(Size::W, R10, PATH_SLOT + 4 * w as i16, 0);
+            }
+            // Branch-free but for the length check (a branch on every
+            // byte's value would double the verifier's paths per byte):
+            // r4 is the byte mask, 0xff until a pathname's first NUL and 0
+            // after it; r3 is 1 for an abstract name, whose mask stays.
+            let copied = a.label();
+            for i in 0..SUN_PATH_MAX {
+                let end = i32::from(sun) + i as i32 + 1;
+                a.jmp_imm(Cond::Lt, R8, end, copied);
+                a.load(Size::B, R2, R9, sun + i as i16);
+                if i == 0 {
+                    // r3 = (byte0 == 0)
+                    a.mov_reg(R3, R2);
+                    a.add_imm(R3, 255);
+                    a.rsh_imm(R3, 8);
+                    a.xor_imm(R3, 1);
+                    a.mov_imm(R4, 255);
+                } else {
+                    a.and_reg(R2, R4);
+                    // r4 *= (byte != 0) | abstract
+                    a.mov_reg(R5, R2);
+                    a.add_imm(R5, 255);
+                    a.rsh_imm(R5, 8);
+                    a.or_reg(R5, R3);
+                    a.mul_reg(R4, R5);
+                }
+                a.store_reg(Size::B, R10, R2, PATH_SLOT + i as i16);
+            }
+            a.bind(copied);
+            a.ld_map_fd(R1, map_fd);
+            a.mov_reg(R2, R10);
+            a.add_imm(R2, i32::from(PATH_SLOT));
+            a.call_helper(HELPER_MAP_LOOKUP_ELEM);
+            a.jmp_imm(Cond::Ne, R0, 0, allow);
+            a.ja(refuse);
+        }
+    }
 
     a.bind(matched);
     match action {
@@ -217,6 +268,28 @@ fn lookup_watched(a: &mut Asm, map_fd: i32, found: Label) {
     a.jmp_imm(Cond::Ne, R0, 0, found);
 }
 
+/// The `UNIX_ALLOW` key of an `[ebpf] unix_allow` entry: the path bytes
+/// zero-padded to 108 (`@name`: the abstract name, a NUL then `name`).
+pub(crate) fn allow_key(entry: &str) -> Result<[u8; SUN_PATH_MAX], String> {
+    let bytes: Vec<u8> = match entry.strip_prefix('@') {
+        Some(name) => std::iter::once(0).chain(name.bytes()).collect(),
+        None if entry.starts_with('/') => entry.as_bytes().to_vec(),
+        None => {
+            return Err(format!(
+                "unix_allow entry `{entry}` is neither an absolute path nor an @abstract name"
+            ));
+        }
+    };
+    if bytes.len() > SUN_PATH_MAX - 1 || (bytes[0] != 0 && bytes.contains(&0)) {
+        return Err(format!(
+            "unix_allow entry `{entry}` does not fit in a unix socket address (107 bytes)"
+        ));
+    }
+    let mut key = [0_u8; SUN_PATH_MAX];
+    key[..bytes.len()].copy_from_slice(&bytes);
+    Ok(key)
+}
+
 /// The configured redirect path, checked: it must fit in `sun_path`.
 pub(crate) fn redirect_path(path: &Path) -> Result<Vec<u8>, EbpfError> {
     use std::os::unix::ffi::OsStrExt;
@@ -228,9 +301,13 @@ pub(crate) fn redirect_path(path: &Path) -> Result<Vec<u8>, EbpfError> {
 }
 
 /// Builds and loads the program.
-pub(crate) fn load(action: &UnixAction, watched: Option<i32>) -> Result<OwnedFd, EbpfError> {
+pub(crate) fn load(
+    action: &UnixAction,
+    watched: Option<i32>,
+    allow_list: Option<i32>,
+) -> Result<OwnedFd, EbpfError> {
     let ids = KernelIds::from_vmlinux()?;
-    let insns = program(&ids, action, watched)?;
+    let insns = program(&ids, action, watched, allow_list)?;
     // GPL-compatible: the kernel only lets such programs call kfuncs.
     let license: &CStr = c"Dual MIT/GPL";
     sys::prog_load(
@@ -266,6 +343,15 @@ mod tests {
     /// interpreter of the instructions it uses; returns the verdict and the
     /// rewritten path, if any.
     fn run(insns: &[Insn], path: &[u8]) -> (i64, Option<Vec<u8>>) {
+        run_with(insns, path, &[])
+    }
+
+    /// [`run`] with `UNIX_ALLOW` holding `allowed`.
+    fn run_with(
+        insns: &[Insn],
+        path: &[u8],
+        allowed: &[[u8; SUN_PATH_MAX]],
+    ) -> (i64, Option<Vec<u8>>) {
         let mut sun = [0u8; 110];
         sun[2..2 + path.len()].copy_from_slice(path);
         let uaddrlen = 2 + path.len() as i64;
@@ -287,6 +373,24 @@ mod tests {
                 0x62 => {
                     let at = (512 + i64::from(i.off)) as usize;
                     stack[at..at + 4].copy_from_slice(&i.imm.to_le_bytes());
+                }
+                0x5f => r[dst] &= r[src],
+                0x4f => r[dst] |= r[src],
+                0x2f => r[dst] = r[dst].wrapping_mul(r[src]),
+                0x77 => r[dst] = ((r[dst] as u64) >> i.imm) as i64,
+                0xa7 => r[dst] ^= i64::from(i.imm),
+                0x73 => {
+                    let at = (512 + r[dst] + i64::from(i.off)) as usize;
+                    stack[at] = r[src] as u8;
+                }
+                0x18 => {
+                    r[dst] = i64::from(i.imm);
+                    pc += 1;
+                }
+                0x85 if i.regs >> 4 == 0 && i.imm == HELPER_MAP_LOOKUP_ELEM => {
+                    let at = (512 + r[2]) as usize;
+                    let key = &stack[at..at + SUN_PATH_MAX];
+                    r[0] = i64::from(allowed.iter().any(|k| k[..] == *key));
                 }
                 0x85 if i.regs >> 4 == 2 => {
                     if i.imm == 102 {
@@ -315,7 +419,7 @@ mod tests {
 
     #[test]
     fn refuses_postgres_sockets_only() {
-        let p = program(&ids(), &UnixAction::Refuse, None).unwrap();
+        let p = program(&ids(), &UnixAction::Refuse, None, None).unwrap();
         assert_eq!(run(&p, b"/var/run/postgresql/.s.PGSQL.5432").0, 0);
         assert_eq!(run(&p, b".s.PGSQL.1").0, 0);
         assert_eq!(run(&p, b"\0/tmp/.s.PGSQL.5432").0, 0, "abstract name");
@@ -332,14 +436,58 @@ mod tests {
     #[test]
     fn redirects_to_the_proxy_path() {
         let to = b"/run/interceptor/pg.sock".to_vec();
-        let p = program(&ids(), &UnixAction::Redirect(to.clone()), None).unwrap();
+        let p = program(&ids(), &UnixAction::Redirect(to.clone()), None, None).unwrap();
         assert_eq!(run(&p, b"/tmp/.s.PGSQL.5432"), (1, Some(to)));
         assert_eq!(run(&p, b"/tmp/other"), (1, None));
     }
 
     #[test]
+    fn an_allow_list_refuses_every_unlisted_path() {
+        let allowed = [
+            allow_key("/run/dbus/system_bus_socket").unwrap(),
+            allow_key("@/tmp/.X11-unix/X0").unwrap(),
+        ];
+        let to = b"/run/interceptor/pg.sock".to_vec();
+        let p = program(&ids(), &UnixAction::Redirect(to.clone()), None, Some(9)).unwrap();
+        // Listed: allowed, also with the trailing NUL and garbage a caller
+        // passing sizeof(struct sockaddr_un) leaves after it.
+        assert_eq!(
+            run_with(&p, b"/run/dbus/system_bus_socket", &allowed),
+            (1, None)
+        );
+        assert_eq!(
+            run_with(&p, b"/run/dbus/system_bus_socket\0\x07\x07", &allowed),
+            (1, None)
+        );
+        assert_eq!(run_with(&p, b"\0/tmp/.X11-unix/X0", &allowed), (1, None));
+        // PostgreSQL names are still redirected.
+        assert_eq!(run_with(&p, b"/tmp/.s.PGSQL.5432", &allowed), (1, Some(to)));
+        // Everything else: a symlink or hard link to a PostgreSQL socket by
+        // another name, /proc/self/fd/N, a bind mount's path, a prefix or
+        // extension of a listed path, another abstract name.
+        for path in [
+            &b"/tmp/innocent"[..],
+            b"/proc/self/fd/5",
+            b"/mnt/bound/socket",
+            b"/run/dbus/system_bus_socke",
+            b"/run/dbus/system_bus_socket2",
+            b"\0/tmp/.X11-unix/X1",
+            b"\0/run/dbus/system_bus_socket",
+        ] {
+            assert_eq!(
+                run_with(&p, path, &allowed).0,
+                0,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+        assert!(allow_key("relative").is_err());
+        assert!(allow_key(&format!("/{}", "a".repeat(107))).is_err());
+    }
+
+    #[test]
     fn task_mode_program_assembles() {
-        let p = program(&ids(), &UnixAction::Refuse, Some(3)).unwrap();
+        let p = program(&ids(), &UnixAction::Refuse, Some(3), None).unwrap();
         assert!(p.iter().any(|i| i.code == 0x18 && i.imm == 3));
         assert!(p.len() < 4096);
     }
