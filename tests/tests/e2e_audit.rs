@@ -426,3 +426,39 @@ async fn a_huge_statement_makes_a_bounded_record() {
         "a record over 256 KiB"
     );
 }
+
+/// Connections refused before any session is recorded are records too:
+/// a malformed startup packet, a replication connection.
+#[test]
+fn refused_connections_are_recorded() {
+    let s = stack();
+    let audit = s.daemon.layout().audit_dir.display().to_string();
+    let addr = s.daemon.listen();
+    let bad = interceptor_tests::process::run(
+        &mut interceptor_tests::probe::probe(&addr.ip().to_string(), addr.port(), "bad-version"),
+        interceptor_tests::stack::CLIENT_TIMEOUT,
+    )
+    .unwrap();
+    assert!(bad.stdout.contains("error_"), "{bad}");
+    let conninfo = format!("host={} port={} dbname={DB} user={USER} replication=database", addr.ip(), addr.port());
+    let repl = interceptor_tests::process::run(&mut s.psql(&conninfo, &["select 1"]), interceptor_tests::stack::CLIENT_TIMEOUT).unwrap();
+    assert!(!repl.success() && repl.stderr.contains("replication"), "{repl}");
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = export(&audit).into_iter().filter(|r| r["kind"] == "connection_refused").collect();
+        if found.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        found.iter().any(|r| r["event"]["reason"] == "client_protocol_violation"),
+        "the malformed startup: {found:#?}"
+    );
+    let r = found
+        .iter()
+        .find(|r| r["event"]["error"].as_str().is_some_and(|e| e.contains("replication")))
+        .unwrap_or_else(|| panic!("the replication connection: {found:#?}"));
+    assert_eq!(r["event"]["user"], USER);
+    assert_eq!(r["event"]["sqlstate"], "0A000");
+}

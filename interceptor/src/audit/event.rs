@@ -33,6 +33,9 @@ pub enum AuditEvent {
     SessionEnd(SessionEnd),
     /// A token was issued or revoked.
     Token(TokenEvent),
+    /// A connection refused before any session was recorded for it
+    /// (startup packet, TLS, replication, no target, attestation ...).
+    ConnectionRefused(ConnectionRefused),
     /// Recovery cut a partially written tail.
     TornTail(TornTail),
     /// Recording works again after failing.
@@ -53,6 +56,7 @@ impl AuditEvent {
             Self::Approval(_) => "approval",
             Self::SessionEnd(_) => "session_end",
             Self::Token(_) => "token",
+            Self::ConnectionRefused(_) => "connection_refused",
             Self::TornTail(_) => "torn_tail",
             Self::WriteRecovered(_) => "write_recovered",
             Self::Checkpoint(_) => "checkpoint",
@@ -362,6 +366,40 @@ pub struct TokenEvent {
     /// Anything else.
     #[serde(default)]
     pub detail: serde_json::Value,
+}
+
+/// `connection_refused`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRefused {
+    /// The daemon's connection counter (as in its own log's `session_id`).
+    pub connection: u64,
+    /// The client's address (`unix:pid=N` on the unix socket).
+    pub peer: String,
+    /// The address it dialled, when redirected.
+    #[serde(default)]
+    pub orig_dst: Option<String>,
+    /// Target, user and database, as far as they were known.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// See `target`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// See `target`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Short reason code (`client_protocol_violation`, `client_tls_failed`,
+    /// `startup_timeout`, `refused` ...).
+    pub reason: String,
+    /// SQLSTATE sent to the client, if one was.
+    #[serde(default)]
+    pub sqlstate: Option<String>,
+    /// The error, for people.
+    pub error: String,
+    /// The attested caller, when attestation got that far.
+    #[serde(default)]
+    pub attestation: Option<serde_json::Value>,
+    /// From accept to refusal.
+    pub duration_ms: u64,
 }
 
 /// `torn_tail`: what recovery cut from the last segment.

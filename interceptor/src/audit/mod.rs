@@ -150,6 +150,7 @@
 //! | `result` | `session`, `statement`, `command_tag`, `rows`, `bytes`, `masked_columns`, `duration_us`, `error_sqlstate`, `error_message` |
 //! | `approval` | `session`, `statement`, `request`, `decision` (`requested`/`approved`/`rejected`/`expired`...), `approver`, `reason`, `detail` |
 //! | `session_end` | `session`, `reason`, `detail`, `duration_ms`, `statements`, `refused`, `bytes_in`, `bytes_out` |
+//! | `connection_refused` | `connection`, `peer`, `orig_dst`, `target`, `user`, `database`, `reason`, `sqlstate`, `error`, `attestation`, `duration_ms`: a connection refused before any session was recorded for it (malformed or timed-out startup, client TLS failure, replication connection, no target, attestation failure ...) |
 //! | `token` | `action` (`issued`/`revoked`), `token`, `subject`, `issuer`, `detail` |
 //! | `torn_tail` | `segment`, `offset`, `bytes_dropped`, `last_good_seq`, `dropped_seqs` ([first, last] or null) |
 //! | `write_recovered` | `since`, `error`, `failed_batches`, `refused` |
@@ -176,7 +177,7 @@ pub use bench::{BenchReport, bench_append, bench_append_with};
 pub use config::{AuditConfig, Durability};
 pub use error::AuditError;
 pub use event::{
-    ApprovalEvent, AuditEvent, Checkpoint, CheckpointReason, DaemonStart, DaemonStop,
+    ApprovalEvent, AuditEvent, Checkpoint, ConnectionRefused, CheckpointReason, DaemonStart, DaemonStop,
     DecisionRecord, ResultSummary, SessionEnd, SessionStart, SqlDigest, StatementEvent, TokenEvent,
     TornTail, WriteRecovered,
 };

@@ -184,6 +184,10 @@ fn refusal(info: &SessionInfo, has_token_identities: bool) -> (&'static str, PgE
 }
 
 impl HooksFactory for PolicyFactory {
+    fn refused(&self, refusal: &crate::audit::ConnectionRefused) {
+        record_later(&self.audit, AuditEvent::ConnectionRefused(refusal.clone()), "connection_refused");
+    }
+
     fn cancel(&self, session: u64) -> bool {
         self.approvals.as_ref().is_some_and(|b| {
             b.withdraw_session(

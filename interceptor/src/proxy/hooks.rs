@@ -160,6 +160,10 @@ pub trait HooksFactory: Send + Sync + 'static {
         false
     }
 
+    /// A connection was refused before [`Self::open`] recorded a session
+    /// for it: every refusal at any layer is recorded.
+    fn refused(&self, _refusal: &crate::audit::ConnectionRefused) {}
+
     /// Whether the caller must be asked for a workload token (as its
     /// password) before [`Self::open`]; the validator to check it with.
     fn token_validator(&self, _attestation: &Attestation) -> Option<Arc<Validator>> {

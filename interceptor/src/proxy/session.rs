@@ -135,6 +135,9 @@ struct Context {
     attestation: Option<Arc<Attestation>>,
     /// The token's verified claims or why it was refused (never the token).
     token: Option<serde_json::Value>,
+    /// The hooks opened a session for it (recorded `session_start`, and so
+    /// its `session_end`); a refusal before is a `connection_refused`.
+    opened: bool,
 }
 
 /// Serves one connection until it closes.
@@ -151,6 +154,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: Cancellatio
         database: None,
         attestation: None,
         token: None,
+        opened: false,
     };
     // Startup is not worth finishing when the daemon stops: dropped here.
     // An established session ends through the relay's own shutdown path
@@ -238,6 +242,7 @@ async fn start(
     let (mut client, startup) = match negotiated {
         Err(_) => {
             refused(
+                shared,
                 ctx,
                 &SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs()),
             );
@@ -247,7 +252,7 @@ async fn start(
             if let Some(mut client) = client {
                 send_error(&mut client, err.client_error()).await;
             }
-            refused(ctx, &err);
+            refused(shared, ctx, &err);
             return None;
         }
         Ok(Ok((_, Negotiated::Gone))) => return None,
@@ -261,7 +266,7 @@ async fn start(
         Ok(ready) => Some((client, ready)),
         Err(err) => {
             send_error(&mut client, err.client_error()).await;
-            refused(ctx, &err);
+            refused(shared, ctx, &err);
             None
         }
     }
@@ -560,7 +565,10 @@ async fn establish(
         connect_record: record,
         token,
     });
-    let mut hooks = shared.hooks.open(&info).map_err(SessionError::Refused)?;
+    let opened = shared.hooks.open(&info);
+    // Recorded either way: open() writes session_start before it decides.
+    ctx.opened = true;
+    let mut hooks = opened.map_err(SessionError::Refused)?;
     if let Some(admission) = hooks.admit() {
         admission.await.map_err(SessionError::Refused)?;
     }
@@ -795,7 +803,7 @@ async fn send_error(client: &mut ClientStream, error: Option<PgError>) {
     }
 }
 
-fn refused(ctx: &Context, err: &SessionError) {
+fn refused(shared: &Shared, ctx: &Context, err: &SessionError) {
     let origin = match &ctx.origin {
         Origin::Redirected(r) => Some(r.orig_dst.to_string()),
         Origin::Explicit { .. } | Origin::Unix | Origin::Unknown { .. } => None,
@@ -817,6 +825,21 @@ fn refused(ctx: &Context, err: &SessionError) {
         duration_ms = ctx.started.elapsed().as_millis() as u64,
         "session refused"
     );
+    if !ctx.opened {
+        shared.hooks.refused(&crate::audit::ConnectionRefused {
+            connection: ctx.id,
+            peer: ctx.peer.clone(),
+            orig_dst: origin,
+            target: ctx.target.clone(),
+            user: ctx.user.clone(),
+            database: ctx.database.clone(),
+            reason: err.code().to_owned(),
+            sqlstate: sqlstate.map(|s| s.to_string()),
+            error: err.to_string(),
+            attestation: ctx.attestation.as_deref().and_then(|a| serde_json::to_value(a).ok()),
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+        });
+    }
 }
 
 fn route_name(route: Route) -> &'static str {
