@@ -518,7 +518,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(event = "audit_open", dir = %audit.dir().display(), host = audit.host(), key = audit.key_fingerprint(), "audit log open");
     // Approvals next: what a previous run left pending is denied on the
     // record before anything new is intercepted.
-    let mut factory = PolicyFactory::new(Arc::clone(&policy), audit.clone());
+    let mut factory = PolicyFactory::new(Arc::clone(&policy), audit.clone())
+        .with_record_secrets(config.audit.record_secrets);
     let http_stop = tokio_util::sync::CancellationToken::new();
     let broker = match &config.approvals {
         Some(a) => {

@@ -62,6 +62,7 @@ pub fn statement(session: &str, n: u64, sql: &str, action: &str) -> AuditEvent {
             max_rows: None,
         },
         sql_full: None,
+        sql_redacted: Vec::new(),
     })
 }
 

@@ -53,6 +53,7 @@ fn sample(task: usize, i: usize) -> AuditEvent {
             max_rows: Some(10_000),
         },
         sql_full: None,
+        sql_redacted: Vec::new(),
     })
 }
 

@@ -45,6 +45,10 @@ pub struct AuditConfig {
     /// With [`Durability::Written`]: written records are `fdatasync`ed at
     /// least this often (and with every checkpoint).
     pub sync_interval_ms: u64,
+    /// Record statement text as sent, secrets included. Default false: each
+    /// password, connection-string password and constant a content
+    /// detector finds is replaced by a keyed mark (see `audit::secrets`).
+    pub record_secrets: bool,
 }
 
 /// When [`super::AuditLog::append`] resolves.
@@ -78,6 +82,7 @@ impl Default for AuditConfig {
             queue_capacity: 65536,
             durability: Durability::Written,
             sync_interval_ms: 50,
+            record_secrets: false,
         }
     }
 }

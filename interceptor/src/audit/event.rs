@@ -238,6 +238,11 @@ pub struct StatementEvent {
     /// which prove what was sent without one record holding megabytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_full: Option<SqlDigest>,
+    /// Why constants of `sql` were replaced by `'[REDACTED:<why>:<mark>]'`
+    /// (`password`, `conninfo`, a detector category), in order; empty when
+    /// the text is as sent (see `audit::secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql_redacted: Vec<String>,
 }
 
 /// Most bytes of statement text one `statement` record holds.

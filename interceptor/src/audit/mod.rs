@@ -168,6 +168,7 @@ mod query;
 mod queue;
 mod record;
 mod recover;
+pub mod secrets;
 mod segment;
 mod show;
 mod verify;
@@ -177,9 +178,9 @@ pub use bench::{BenchReport, bench_append, bench_append_with};
 pub use config::{AuditConfig, Durability};
 pub use error::AuditError;
 pub use event::{
-    ApprovalEvent, AuditEvent, Checkpoint, ConnectionRefused, CheckpointReason, DaemonStart, DaemonStop,
-    DecisionRecord, ResultSummary, SessionEnd, SessionStart, SqlDigest, StatementEvent, TokenEvent,
-    TornTail, WriteRecovered,
+    ApprovalEvent, AuditEvent, Checkpoint, CheckpointReason, ConnectionRefused, DaemonStart,
+    DaemonStop, DecisionRecord, ResultSummary, SessionEnd, SessionStart, SqlDigest, StatementEvent,
+    TokenEvent, TornTail, WriteRecovered,
 };
 pub use export::{ExportFormat, export};
 pub use keys::{fingerprint, load_public_key};

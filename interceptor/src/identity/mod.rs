@@ -107,7 +107,12 @@ pub fn attest(pid: u32) -> Result<Attestation, IdentityError> {
     let status = procfs::status(pid)?;
     let exe = procfs::exe(pid)?;
     let exe_sha256 = exe_hash::sha256_of_exe(pid)?;
-    let cmdline = procfs::cmdline(pid)?;
+    // Arguments can hold secrets (`psql -c "ALTER ROLE ... PASSWORD '..'"`,
+    // a connection string with `password=`): never kept in clear.
+    let cmdline = procfs::cmdline(pid)?
+        .iter()
+        .map(|a| crate::audit::secrets::redact_arg(a))
+        .collect();
     let cgroup = procfs::cgroup_v2(pid)?;
     let parents = parents(stat.ppid);
     // Re-check: same start time and the pidfd's process still alive means the

@@ -76,6 +76,8 @@ pub struct PolicyFactory {
     approvals: Option<Arc<Broker>>,
     catalogs: Option<Arc<CatalogPool>>,
     mask_key: Arc<[u8; 32]>,
+    /// `[audit] record_secrets`.
+    record_secrets: bool,
     /// Validates workload tokens; `None`: identities that need one never match.
     tokens: Option<Arc<Validator>>,
 }
@@ -90,6 +92,7 @@ impl PolicyFactory {
             limits: sql::Limits::default(),
             catalogs: None,
             mask_key: Arc::new(rand::random()),
+            record_secrets: false,
             tokens: None,
             approvals: None,
         }
@@ -101,6 +104,14 @@ impl PolicyFactory {
     pub fn with_masking(mut self, catalogs: Arc<CatalogPool>, key: [u8; 32]) -> Self {
         self.catalogs = Some(catalogs);
         self.mask_key = Arc::new(key);
+        self
+    }
+
+    /// Records statement text as sent, secrets included (`[audit]
+    /// record_secrets`); by default they are replaced by keyed marks.
+    #[must_use]
+    pub fn with_record_secrets(mut self, on: bool) -> Self {
+        self.record_secrets = on;
         self
     }
 
@@ -185,7 +196,11 @@ fn refusal(info: &SessionInfo, has_token_identities: bool) -> (&'static str, PgE
 
 impl HooksFactory for PolicyFactory {
     fn refused(&self, refusal: &crate::audit::ConnectionRefused) {
-        record_later(&self.audit, AuditEvent::ConnectionRefused(refusal.clone()), "connection_refused");
+        record_later(
+            &self.audit,
+            AuditEvent::ConnectionRefused(refusal.clone()),
+            "connection_refused",
+        );
     }
 
     fn cancel(&self, session: u64) -> bool {
@@ -277,6 +292,7 @@ impl HooksFactory for PolicyFactory {
             "session identified"
         );
         Ok(Box::new(PolicyHooks {
+            record_secrets: self.record_secrets,
             start_receipt: Some(start_receipt),
             store: Arc::clone(&self.store),
             info: Arc::clone(info),
@@ -443,6 +459,8 @@ impl RowCount {
 
 /// Per-session enforcement state.
 pub struct PolicyHooks {
+    /// `[audit] record_secrets`: statement text recorded as sent.
+    record_secrets: bool,
     /// The `session_start` record on its way to disk: the session is
     /// admitted once it is there ([`SessionHooks::admit`]).
     start_receipt: Option<crate::audit::Receipt>,
@@ -679,6 +697,13 @@ impl PolicyHooks {
     ) -> (u64, StatementEvent) {
         self.statement_seq += 1;
         let (sql, sql_full) = StatementEvent::bounded_sql(sql_text);
+        let (sql, sql_redacted) = if self.record_secrets {
+            (sql, Vec::new())
+        } else {
+            let detectors = Arc::clone(self.store.current().masking.detectors());
+            let r = crate::audit::secrets::redact(&sql, &detectors, &self.mask.key);
+            (r.text, r.reasons)
+        };
         let ev = StatementEvent {
             session: self.session.clone(),
             statement: self.statement_seq,
@@ -687,6 +712,7 @@ impl PolicyHooks {
             protocol: protocol.to_owned(),
             decision: DecisionRecord::from(d),
             sql_full,
+            sql_redacted,
         };
         (self.statement_seq, ev)
     }

@@ -836,7 +836,10 @@ fn refused(shared: &Shared, ctx: &Context, err: &SessionError) {
             reason: err.code().to_owned(),
             sqlstate: sqlstate.map(|s| s.to_string()),
             error: err.to_string(),
-            attestation: ctx.attestation.as_deref().and_then(|a| serde_json::to_value(a).ok()),
+            attestation: ctx
+                .attestation
+                .as_deref()
+                .and_then(|a| serde_json::to_value(a).ok()),
             duration_ms: ctx.started.elapsed().as_millis() as u64,
         });
     }
