@@ -42,6 +42,8 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ebpf;
 pub mod identity;
 pub mod mask;

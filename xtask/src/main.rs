@@ -16,6 +16,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 mod sh;
 mod test;
@@ -42,6 +43,8 @@ enum Task {
     Demo(demo::Args),
     /// Benchmark the pass-through against direct and pgbouncer (not a test).
     Bench(bench::Args),
+    /// Run the cargo-fuzz targets of fuzz/ (nightly, libFuzzer), growing their corpora.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }

@@ -51,6 +51,7 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     compat_drivers()?;
     println!("setup: done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -122,6 +123,16 @@ fn bpf_linker() -> anyhow::Result<()> {
         ])
         .env("PATH", format!("{LLVM_BIN}:{path}")),
     )
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the fuzz smoke of `cargo xtask test`.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if let Some(v) = sh::stdout_of(&mut cmd("cargo", &["fuzz", "--version"])) {
+        println!("setup: {} present", v.trim());
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz");
+    sh::run(&mut sh::cargo(&["install", "cargo-fuzz", "--locked"]))
 }
 
 /// The venv and node_modules of the compatibility suite (pgjdbc is an apt

@@ -18,8 +18,15 @@ pub struct Args {
     /// Parallel end-to-end tests.
     #[arg(long, default_value_t = 2)]
     test_threads: usize,
-    /// Only run tests whose name contains this (passed to the test binaries).
+    /// Only run tests whose name contains this (passed to the test binaries);
+    /// skips the fuzz smoke.
     filter: Option<String>,
+    /// Seconds each fuzz target runs in the smoke.
+    #[arg(long, default_value_t = 15)]
+    fuzz_secs: u64,
+    /// Skip the fuzz smoke.
+    #[arg(long)]
+    no_fuzz: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -78,18 +85,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     e2e.args(&filter).env("INTERCEPTOR_BIN", &bin);
     let e2e_result = sh::run(&mut e2e).context("end-to-end tests");
 
+    // A short run of every fuzz target (the real runs: `cargo xtask fuzz`).
+    let fuzz_started = Instant::now();
+    let fuzz_result = if args.filter.is_some() || args.no_fuzz {
+        Ok(())
+    } else {
+        crate::fuzz::smoke(args.fuzz_secs).context("fuzz smoke")
+    };
+    let fuzzed = fuzz_started.elapsed();
+
     let leftovers = cleanup::remove_stale(&bin);
     println!(
-        "test: build {:.0}s, unit tests {:.0}s, end-to-end tests {:.0}s, total {:.0}s",
+        "test: build {:.0}s, unit tests {:.0}s, end-to-end tests {:.0}s, fuzz smoke {:.0}s, total {:.0}s",
         (built - started).as_secs_f64(),
         (units - built).as_secs_f64(),
-        units.elapsed().as_secs_f64(),
+        (units.elapsed() - fuzzed).as_secs_f64(),
+        fuzzed.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    match (unit_result, e2e_result) {
-        (Ok(()), Ok(())) => {}
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
-        (Err(u), Err(e)) => bail!("{u:#}\n{e:#}"),
+    let failures: Vec<String> =
+        [unit_result, e2e_result, fuzz_result].into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
     }
     if !leftovers.is_empty() {
         bail!("the tests left cgroups or pins behind: {leftovers:?}");

@@ -187,5 +187,12 @@ pub use keys::{fingerprint, load_public_key};
 pub use log::{AuditLog, Receipt, Stats};
 pub use query::{SessionFilter, SessionSummary, list_sessions, parse_since, session_records};
 pub use record::Record;
+
+/// Decodes one segment line as `audit verify` and `audit export` read it
+/// (for the fuzz targets; the error is for people).
+#[doc(hidden)]
+pub fn decode_line(line: &[u8]) -> Result<Record, String> {
+    record::decode(line).map_err(|e| format!("{e:?}"))
+}
 pub use segment::read_records;
 pub use verify::{Finding, KeySource, Problem, VerifyError, VerifyReport, verify};

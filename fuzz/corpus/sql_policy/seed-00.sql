@@ -1,0 +1,1 @@
+SELECT id, ssn FROM people WHERE id = 1

@@ -1,0 +1,1 @@
+copy people to stdout with delimiter as E'\t' null as '\N'

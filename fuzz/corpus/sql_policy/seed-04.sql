@@ -1,0 +1,1 @@
+SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'jit'

@@ -1,0 +1,1 @@
+CREATE TEMP TABLE t AS SELECT upper(ssn) FROM people; SELECT * FROM t

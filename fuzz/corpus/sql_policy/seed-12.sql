@@ -1,0 +1,1 @@
+select /* nested /* comment */ */ 1; select E'\x27'; select $a$ ; $a$

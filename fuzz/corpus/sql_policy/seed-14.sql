@@ -1,0 +1,1 @@
+SELECT (SELECT ssn FROM people LIMIT 1) || reverse(ssn), md5(ssn) FROM people
