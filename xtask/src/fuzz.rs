@@ -25,6 +25,32 @@ pub struct Args {
     /// Only this target.
     #[arg(long)]
     target: Option<String>,
+    /// Without AddressSanitizer (about twice the executions; the C parser's
+    /// memory errors are then found only when they crash).
+    #[arg(long)]
+    no_sanitizer: bool,
+}
+
+/// How the targets are built (and run: `cargo fuzz run` rebuilds on any
+/// difference).
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Release with AddressSanitizer (`cargo xtask fuzz`).
+    Thorough,
+    /// Release without a sanitizer (`cargo xtask fuzz --no-sanitizer`).
+    Fast,
+    /// Debug without a sanitizer: the quickest build, for the smoke.
+    Smoke,
+}
+
+impl Mode {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Thorough => &["--release"],
+            Self::Fast => &["--release", "--sanitizer", "none"],
+            Self::Smoke => &["--dev", "--sanitizer", "none"],
+        }
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -34,12 +60,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(t) => bail!("no fuzz target `{t}` (targets: {})", TARGETS.join(", ")),
         None => TARGETS.to_vec(),
     };
-    build()?;
+    let mode = if args.no_sanitizer { Mode::Fast } else { Mode::Thorough };
+    build(mode)?;
     let secs = (args.minutes * 60.0).max(1.0) as u64;
     let mut report = Vec::new();
     for t in targets {
         let corpus = paths::workspace_root().join("fuzz/corpus").join(t);
-        report.push((t, fuzz(t, secs, &[&corpus])?));
+        report.push((t, fuzz(mode, t, secs, &[&corpus])?));
     }
     print_report(&report);
     Ok(())
@@ -48,19 +75,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// Every target for `secs` seconds; new inputs go to a temporary directory.
 pub fn smoke(secs: u64) -> anyhow::Result<()> {
     crate::setup::cargo_fuzz()?;
-    build()?;
+    build(Mode::Smoke)?;
     let mut report = Vec::new();
     for t in TARGETS {
         let scratch = tempfile::tempdir()?;
         let corpus = paths::workspace_root().join("fuzz/corpus").join(t);
-        report.push((t, fuzz(t, secs, &[scratch.path(), &corpus])?));
+        report.push((t, fuzz(Mode::Smoke, t, secs, &[scratch.path(), &corpus])?));
     }
     print_report(&report);
     Ok(())
 }
 
-fn build() -> anyhow::Result<()> {
-    sh::run(&mut fuzz_cmd(&["build", "-O"])).context("building the fuzz targets")
+fn build(mode: Mode) -> anyhow::Result<()> {
+    let mut c = fuzz_cmd(&["build"]);
+    c.args(mode.flags());
+    sh::run(&mut c).context("building the fuzz targets")
 }
 
 fn fuzz_cmd(args: &[&str]) -> std::process::Command {
@@ -73,14 +102,14 @@ fn fuzz_cmd(args: &[&str]) -> std::process::Command {
 }
 
 /// (executions, seconds).
-fn fuzz(target: &str, secs: u64, corpora: &[&Path]) -> anyhow::Result<(u64, f64)> {
+fn fuzz(mode: Mode, target: &str, secs: u64, corpora: &[&Path]) -> anyhow::Result<(u64, f64)> {
     let artifacts = paths::workspace_root().join("fuzz/artifacts").join(target);
     std::fs::create_dir_all(&artifacts)?;
     for c in corpora {
         std::fs::create_dir_all(c)?;
     }
-    let mut c = fuzz_cmd(&["run", "-O", target]);
-    c.arg("--");
+    let mut c = fuzz_cmd(&["run"]);
+    c.args(mode.flags()).arg(target).arg("--");
     for dir in corpora {
         c.arg(dir);
     }
