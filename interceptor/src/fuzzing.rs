@@ -75,11 +75,17 @@ strategies = { ssn = "partial" }
 /// SQL text: the analyser (both parsers, the cross-check), the policy
 /// decision, and the lineage tracer over an empty catalog.
 pub fn sql_policy(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let limits = Limits::default();
     let analysis = sql::analyze(text, &limits);
     let set = policy();
-    let ctx = Context { identity: "agent", target: "db", database: "app" };
+    let ctx = Context {
+        identity: "agent",
+        target: "db",
+        database: "app",
+    };
     let _ = set.decide(&ctx, &analysis);
     if let Ok(a) = &analysis {
         let snapshot = Snapshot::default();
@@ -100,7 +106,11 @@ pub fn frontend(data: &[u8]) {
         return;
     }
     let len = u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize;
-    let (startup, rest) = if (8..=data.len().min(10_000)).contains(&len) { data.split_at(len) } else { (data, &[][..]) };
+    let (startup, rest) = if (8..=data.len().min(10_000)).contains(&len) {
+        data.split_at(len)
+    } else {
+        (data, &[][..])
+    };
     let _ = StartupPacket::parse(startup);
     let mut buf = BytesMut::from(rest);
     while let Ok(Some(frame)) = split_frame(&mut buf, MAX_MESSAGE) {
@@ -124,7 +134,13 @@ pub fn frontend(data: &[u8]) {
 
 fn masker() -> &'static Masker {
     static M: OnceLock<Masker> = OnceLock::new();
-    M.get_or_init(|| Masker::new(Arc::new(Profile::default()), Arc::new(Detectors::new(builtin())), Arc::new([3; 32])))
+    M.get_or_init(|| {
+        Masker::new(
+            Arc::new(Profile::default()),
+            Arc::new(Detectors::new(builtin())),
+            Arc::new([3; 32]),
+        )
+    })
 }
 
 /// Server bytes: messages as the masking rewrites them (RowDescription,
@@ -132,12 +148,32 @@ fn masker() -> &'static Masker {
 /// CSV layouts with options, ErrorResponse, NotificationResponse).
 pub fn backend(data: &[u8]) {
     let m = masker();
-    let mask = |s| ColMask { strategy: s, category: "ssn".into(), why: "fuzz".into() };
-    let columns = Arc::new(vec![None, Some(mask(Strategy::Partial(4))), Some(mask(Strategy::Hash)), None]);
-    let mut shape = Shape { plan: StmtPlan::Columns(columns.clone()), formats: vec![0, 0, 1, 0], types: vec![25, 25, 25, 23], names: Vec::new() };
+    let mask = |s| ColMask {
+        strategy: s,
+        category: "ssn".into(),
+        why: "fuzz".into(),
+    };
+    let columns = Arc::new(vec![
+        None,
+        Some(mask(Strategy::Partial(4))),
+        Some(mask(Strategy::Hash)),
+        None,
+    ]);
+    let mut shape = Shape {
+        plan: StmtPlan::Columns(columns.clone()),
+        formats: vec![0, 0, 1, 0],
+        types: vec![25, 25, 25, 23],
+        names: Vec::new(),
+    };
     let mut copies = [
-        CopyOut::new(CopyLayout::new(CopyFormat::Text), StmtPlan::Columns(columns.clone())),
-        CopyOut::new(CopyLayout::new(CopyFormat::Csv), StmtPlan::Columns(columns.clone())),
+        CopyOut::new(
+            CopyLayout::new(CopyFormat::Text),
+            StmtPlan::Columns(columns.clone()),
+        ),
+        CopyOut::new(
+            CopyLayout::new(CopyFormat::Csv),
+            StmtPlan::Columns(columns.clone()),
+        ),
         CopyOut::new(
             CopyLayout::from_options(&[
                 ("format".into(), Some("csv".into())),

@@ -42,9 +42,9 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod config;
+pub mod ebpf;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod ebpf;
 pub mod identity;
 pub mod mask;
 pub mod policy;

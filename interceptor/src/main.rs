@@ -187,6 +187,14 @@ enum AuditCommand {
         /// the directory is trusted, which a forger could have replaced.
         #[arg(long)]
         pubkey: Option<PathBuf>,
+        /// The `[audit] witness` file kept outside the log: the log must
+        /// still hold the checkpoint it names (detects a log cut back or
+        /// restored from an older copy).
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// SEQ or SEQ:HASH the log must reach (a checkpoint shipped off the host).
+        #[arg(long, value_name = "SEQ[:HASH]")]
+        expect_at_least: Option<String>,
     },
     /// Print the host's public key (PEM) and its fingerprint.
     Pubkey {
@@ -336,8 +344,29 @@ fn main() -> ExitCode {
         Command::Audit { command } => {
             let mut out = std::io::stdout().lock();
             ExitCode::from(match command {
-                AuditCommand::Verify { dir, pubkey } => {
-                    audit::cli::audit_verify(&dir, pubkey.as_deref(), &mut out)
+                AuditCommand::Verify {
+                    dir,
+                    pubkey,
+                    witness,
+                    expect_at_least,
+                } => {
+                    let expect = match (witness, expect_at_least) {
+                        (Some(w), None) => audit::verify::Expect::from_witness(&w).map(Some),
+                        (None, Some(e)) => audit::verify::Expect::parse(&e).map(Some),
+                        (None, None) => Ok(None),
+                        (Some(_), Some(_)) => {
+                            Err("give --witness or --expect-at-least, not both".to_owned())
+                        }
+                    };
+                    match expect {
+                        Ok(e) => {
+                            audit::cli::audit_verify(&dir, pubkey.as_deref(), e.as_ref(), &mut out)
+                        }
+                        Err(e) => {
+                            eprintln!("interceptor: {e}");
+                            2
+                        }
+                    }
                 }
                 AuditCommand::Pubkey { dir } => audit::cli::audit_pubkey(&dir, &mut out),
                 AuditCommand::Export { dir, format, after } => {

@@ -44,7 +44,7 @@ async fn append_and_verify() {
         );
     }
 
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, None, o));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(": intact") && out.contains("--pubkey"),
@@ -60,7 +60,7 @@ async fn append_and_verify() {
     );
     let kept = dir.path().join("kept.pub");
     fs::write(&kept, &pem).unwrap();
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept), o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept), None, o));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("note:"), "{out}");
 }
@@ -96,7 +96,7 @@ async fn unsigned_tail_is_reported() {
     // Not closed: the 3 records wait for a checkpoint.
     let report = verify(dir.path(), None).unwrap();
     assert_eq!(report.unsigned, 3, "{report:?}");
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, None, o));
     assert_eq!(code, 0);
     assert!(
         out.contains("3 record(s) after the last checkpoint"),
@@ -124,7 +124,7 @@ async fn tampered(
     assert!(segs.len() >= 4, "need several segments, got {}", segs.len());
     tamper(dir.path(), &segs);
     let f = finding(dir.path(), None);
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, None, o));
     assert_eq!(code, f.problem.exit_code(), "{out}");
     assert!(
         out.contains(&format!("FAIL {}", f.problem.as_str())),
@@ -354,14 +354,14 @@ async fn replaced_key_fools_only_a_check_without_pubkey() {
     fs::write(dir.path().join("keys/host.pub"), pem).unwrap();
 
     // Without --pubkey the forgery passes (and the output says why not to trust that) ...
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, None, o));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("note: the key was read from the log directory itself"),
         "{out}"
     );
     // ... with the key kept elsewhere it does not.
-    let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept_path), o));
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), Some(&kept_path), None, o));
     assert_eq!(code, Problem::BadSignature.exit_code(), "{out}");
 }
 
@@ -523,4 +523,75 @@ async fn export_sessions_show_and_replay() {
     );
     let (code, _) = run(|o| cli::replay(dir.path(), &other, -1.0, o));
     assert_eq!(code, cli::EXIT_ERROR);
+}
+
+/// A log cut back to an earlier checkpoint, its newest segment deleted, or
+/// an older copy restored verifies as intact on its own; against the
+/// witness file (`[audit] witness`, kept outside the audit directory) or
+/// `--expect-at-least`, it does not.
+#[tokio::test]
+async fn a_log_cut_back_or_restored_fails_against_its_witness() {
+    use interceptor::audit::verify::{Expect, verify_expecting};
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let witness = elsewhere.path().join("audit.witness");
+    let config = || interceptor::audit::AuditConfig {
+        witness: Some(witness.clone()),
+        ..cfg(dir.path())
+    };
+
+    // A first run; a copy of the log as it was then.
+    let log = AuditLog::open(&config()).unwrap();
+    for n in 1..=30 {
+        log.append(statement("1-1", n, "select 1", "allow"))
+            .await
+            .unwrap();
+    }
+    log.close("test").await.unwrap();
+    let old_copy = tempfile::tempdir().unwrap();
+    for f in fs::read_dir(dir.path()).unwrap().flatten() {
+        if f.path().is_file() {
+            fs::copy(f.path(), old_copy.path().join(f.file_name())).unwrap();
+        }
+    }
+    let keys = dir.path().join("keys");
+    // A second run moves the witness on.
+    let log = AuditLog::open(&config()).unwrap();
+    for n in 1..=30 {
+        log.append(statement("2-1", n, "select 2", "allow"))
+            .await
+            .unwrap();
+    }
+    log.close("test").await.unwrap();
+    let expect = Expect::from_witness(&witness).unwrap();
+    let report = verify_expecting(dir.path(), None, Some(&expect)).unwrap();
+    assert!(report.last_seq >= expect.seq, "{report:?} {expect:?}");
+
+    // The newest segment deleted: intact alone, truncated against the witness.
+    let segs = segments(dir.path());
+    fs::remove_file(segs.last().unwrap()).unwrap();
+    verify(dir.path(), None).expect("a log without its newest segment verifies alone");
+    let e = verify_expecting(dir.path(), None, Some(&expect)).unwrap_err();
+    assert!(e.to_string().contains("must reach seq"), "{e}");
+
+    // The older copy restored in its place: the same.
+    for f in fs::read_dir(dir.path()).unwrap().flatten() {
+        if f.path().is_file() {
+            fs::remove_file(f.path()).unwrap();
+        }
+    }
+    for f in fs::read_dir(old_copy.path()).unwrap().flatten() {
+        fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    assert!(keys.exists());
+    verify(dir.path(), None).expect("the older copy verifies alone");
+    assert!(verify_expecting(dir.path(), None, Some(&expect)).is_err());
+
+    // --expect-at-least SEQ:HASH with another hash at that seq: rewritten.
+    let report = verify(dir.path(), None).unwrap();
+    let bogus = Expect::parse(&format!("{}:{}", report.last_seq, "ab".repeat(32))).unwrap();
+    let e = verify_expecting(dir.path(), None, Some(&bogus)).unwrap_err();
+    assert!(e.to_string().contains("is not the one"), "{e}");
+    let (code, out) = run(|o| cli::audit_verify(dir.path(), None, Some(&expect), o));
+    assert_ne!(code, 0, "{out}");
 }

@@ -60,7 +60,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(t) => bail!("no fuzz target `{t}` (targets: {})", TARGETS.join(", ")),
         None => TARGETS.to_vec(),
     };
-    let mode = if args.no_sanitizer { Mode::Fast } else { Mode::Thorough };
+    let mode = if args.no_sanitizer {
+        Mode::Fast
+    } else {
+        Mode::Thorough
+    };
     build(mode)?;
     let secs = (args.minutes * 60.0).max(1.0) as u64;
     let mut report = Vec::new();
@@ -94,7 +98,9 @@ fn build(mode: Mode) -> anyhow::Result<()> {
 
 fn fuzz_cmd(args: &[&str]) -> std::process::Command {
     let mut c = sh::cmd("cargo", &["+nightly", "fuzz"]);
-    c.args(args).arg("--fuzz-dir").arg(paths::workspace_root().join("fuzz"));
+    c.args(args)
+        .arg("--fuzz-dir")
+        .arg(paths::workspace_root().join("fuzz"));
     c.current_dir(paths::workspace_root());
     // The eBPF object is not needed by the fuzzed code.
     c.env_remove("RUSTC").env_remove("RUSTC_WORKSPACE_WRAPPER");
@@ -120,12 +126,21 @@ fn fuzz(mode: Mode, target: &str, secs: u64, corpora: &[&Path]) -> anyhow::Resul
         .arg(format!("-artifact_prefix={}/", artifacts.display()));
     println!("+ fuzz {target} for {secs}s");
     let started = Instant::now();
-    let out = c.output().with_context(|| format!("running fuzz target {target}"))?;
+    let out = c
+        .output()
+        .with_context(|| format!("running fuzz target {target}"))?;
     let elapsed = started.elapsed().as_secs_f64();
     let log = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let kept = keep_crashes(target, &artifacts)?;
-        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!(
             "fuzz target {target} failed ({}); crash inputs copied to fuzz/regressions/{target}/: {kept:?}\n{}",
             out.status,
@@ -141,7 +156,9 @@ fn fuzz(mode: Mode, target: &str, secs: u64, corpora: &[&Path]) -> anyhow::Resul
 }
 
 fn keep_crashes(target: &str, artifacts: &Path) -> anyhow::Result<Vec<String>> {
-    let dest = paths::workspace_root().join("fuzz/regressions").join(target);
+    let dest = paths::workspace_root()
+        .join("fuzz/regressions")
+        .join(target);
     std::fs::create_dir_all(&dest)?;
     let mut kept = Vec::new();
     for e in std::fs::read_dir(artifacts)?.flatten() {
@@ -154,9 +171,21 @@ fn keep_crashes(target: &str, artifacts: &Path) -> anyhow::Result<Vec<String>> {
 
 fn print_report(report: &[(&str, (u64, f64))]) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("fuzz: load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-    println!("{:<12} {:>14} {:>10} {:>12}", "target", "executions", "seconds", "exec/s");
+    println!(
+        "fuzz: load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<12} {:>14} {:>10} {:>12}",
+        "target", "executions", "seconds", "exec/s"
+    );
     for (t, (n, s)) in report {
-        println!("{t:<12} {n:>14} {s:>10.0} {:>12.0}", *n as f64 / s.max(0.001));
+        println!(
+            "{t:<12} {n:>14} {s:>10.0} {:>12.0}",
+            *n as f64 / s.max(0.001)
+        );
     }
 }

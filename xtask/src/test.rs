@@ -103,8 +103,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         fuzzed.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    let failures: Vec<String> =
-        [unit_result, e2e_result, fuzz_result].into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    let failures: Vec<String> = [unit_result, e2e_result, fuzz_result]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
     if !failures.is_empty() {
         bail!("{}", failures.join("\n"));
     }

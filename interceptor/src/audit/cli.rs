@@ -50,8 +50,13 @@ fn written(r: io::Result<()>) -> u8 {
 
 /// `audit verify [DIR] [--pubkey FILE]`: 0 when intact, 10..14 naming the
 /// first bad record, 1 when it cannot be checked.
-pub fn audit_verify(dir: &Path, pubkey: Option<&Path>, out: &mut dyn Write) -> u8 {
-    match verify::verify(dir, pubkey) {
+pub fn audit_verify(
+    dir: &Path,
+    pubkey: Option<&Path>,
+    expect: Option<&verify::Expect>,
+    out: &mut dyn Write,
+) -> u8 {
+    match verify::verify_expecting(dir, pubkey, expect) {
         Ok(r) => {
             let mut lines = || -> io::Result<()> {
                 writeln!(out, "audit log {}: intact", dir.display())?;

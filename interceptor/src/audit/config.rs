@@ -49,6 +49,12 @@ pub struct AuditConfig {
     /// password, connection-string password and constant a content
     /// detector finds is replaced by a keyed mark (see `audit::secrets`).
     pub record_secrets: bool,
+    /// A file outside the audit directory (another filesystem, a synced
+    /// share) rewritten with the latest signed checkpoint after each one is
+    /// durable. `audit verify --witness FILE` then detects a log cut back
+    /// to an earlier checkpoint, its newest segment deleted, or an older
+    /// copy restored.
+    pub witness: Option<PathBuf>,
 }
 
 /// When [`super::AuditLog::append`] resolves.
@@ -83,6 +89,7 @@ impl Default for AuditConfig {
             durability: Durability::Written,
             sync_interval_ms: 50,
             record_secrets: false,
+            witness: None,
         }
     }
 }

@@ -171,7 +171,7 @@ mod recover;
 pub mod secrets;
 mod segment;
 mod show;
-mod verify;
+pub mod verify;
 mod writer;
 
 pub use bench::{BenchReport, bench_append, bench_append_with};

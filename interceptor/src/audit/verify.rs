@@ -137,9 +137,61 @@ pub struct VerifyReport {
     pub key_source: KeySource,
 }
 
+/// A record the log must still hold: kept elsewhere (a witness file, a
+/// checkpoint shipped off the host), it shows a log cut back or restored
+/// from an older copy, which verifies as intact on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The log reaches at least this seq ...
+    pub seq: u64,
+    /// ... and the record there has this hash (hex), if given.
+    pub hash: Option<String>,
+}
+
+impl Expect {
+    /// `SEQ` or `SEQ:HASH`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (seq, hash) = match s.split_once(':') {
+            Some((a, b)) => (a, Some(b.to_ascii_lowercase())),
+            None => (s, None),
+        };
+        let seq = seq
+            .parse()
+            .map_err(|_| format!("`{s}`: expected SEQ or SEQ:HASH"))?;
+        if hash
+            .as_ref()
+            .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!("`{s}`: the hash is 64 hex digits"));
+        }
+        Ok(Self { seq, hash })
+    }
+
+    /// The checkpoint in a witness file (`[audit] witness`): its head.
+    pub fn from_witness(path: &Path) -> Result<Self, String> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the witness {}: {e}", path.display()))?;
+        let cp: Checkpoint = serde_json::from_str(&text)
+            .map_err(|e| format!("the witness {} is not a checkpoint: {e}", path.display()))?;
+        Ok(Self {
+            seq: cp.head_seq,
+            hash: Some(cp.head_hash),
+        })
+    }
+}
+
 /// Checks the log in `dir` with `pubkey` (a file: SPKI PEM, or 32 bytes in
 /// base64/hex), or else the directory's own `keys/host.pub`.
 pub fn verify(dir: &Path, pubkey: Option<&Path>) -> Result<VerifyReport, VerifyError> {
+    verify_expecting(dir, pubkey, None)
+}
+
+/// [`verify`], and the log must hold what `expect` says.
+pub fn verify_expecting(
+    dir: &Path,
+    pubkey: Option<&Path>,
+    expect: Option<&Expect>,
+) -> Result<VerifyReport, VerifyError> {
     let key_source = pubkey.map_or_else(
         || KeySource::LogDirectory(keys::public_path(dir)),
         |p| KeySource::Given(p.to_owned()),
@@ -160,6 +212,8 @@ pub fn verify(dir: &Path, pubkey: Option<&Path>) -> Result<VerifyReport, VerifyE
     }
     let mut v = Verifier {
         key,
+        expect: expect.cloned(),
+        expect_met: false,
         expected: 1,
         prev: GENESIS.to_owned(),
         last_time: None,
@@ -182,11 +236,29 @@ pub fn verify(dir: &Path, pubkey: Option<&Path>) -> Result<VerifyReport, VerifyE
             .map_err(|f| VerifyError::Tampered(Box::new(f)))?;
     }
     v.report.unsigned = v.report.last_seq - v.report.last_checkpoint.unwrap_or(0);
+    if let Some(e) = &v.expect
+        && !v.expect_met
+    {
+        let last = segments.last().expect("not empty");
+        return Err(VerifyError::Tampered(Box::new(Finding {
+            problem: Problem::Truncated,
+            segment: last.path.clone(),
+            line: None,
+            offset: None,
+            seq: Some(e.seq),
+            detail: format!(
+                "the log ends at seq {} but must reach seq {} (a checkpoint kept elsewhere): it was cut back, its newest segment deleted, or an older copy restored",
+                v.report.last_seq, e.seq
+            ),
+        })));
+    }
     Ok(v.report)
 }
 
 struct Verifier {
     key: VerifyingKey,
+    expect: Option<Expect>,
+    expect_met: bool,
     /// Seq the next record must have.
     expected: u64,
     /// Hash the next record's `prev` must be.
@@ -326,6 +398,23 @@ impl Verifier {
                 self.checkpoint(&cp, r.seq)
                     .map_err(|(p, d)| at(p, Some(r.seq), d))?;
                 sealed = cp.reason == CheckpointReason::Seal;
+            }
+            if let Some(e) = &self.expect
+                && e.seq == r.seq
+            {
+                if e.hash.as_ref().is_some_and(|h| *h != r.hash) {
+                    return Err(at(
+                        Problem::Modified,
+                        Some(r.seq),
+                        format!(
+                            "the record at seq {} is not the one a checkpoint kept elsewhere names (hash {} instead of {}): the log was rewritten or replaced from there on",
+                            r.seq,
+                            r.hash,
+                            e.hash.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                self.expect_met = true;
             }
             self.accept(&r);
         }

@@ -123,6 +123,8 @@ pub(crate) struct Writer {
     seg: Option<OpenSegment>,
     failure: Option<Failure>,
     shared: Arc<Shared>,
+    /// `[audit] witness`.
+    witness: Option<PathBuf>,
 }
 
 impl Writer {
@@ -160,6 +162,7 @@ impl Writer {
             seg,
             failure: None,
             shared,
+            witness: cfg.witness.clone(),
         })
     }
 
@@ -193,11 +196,15 @@ impl Writer {
             || (chain.unsigned > 0
                 && chain.last_checkpoint.elapsed() >= self.limits.checkpoint_every);
         let checkpoint = checkpoint.or(due.then_some(CheckpointReason::Periodic));
+        let mut signed = None;
         if let Some(reason) = checkpoint {
-            self.push_checkpoint(&mut chain, &mut buf, reason)?;
+            signed = Some(self.push_checkpoint(&mut chain, &mut buf, reason)?);
             internal += 1;
         }
         self.write(&buf, checkpoint.is_some())?;
+        if let (Some(path), Some(cp)) = (&self.witness, &signed) {
+            write_witness(path, cp);
+        }
         let written = results.iter().filter(|r| r.is_ok()).count() + internal;
         self.shared
             .counters
@@ -283,7 +290,7 @@ impl Writer {
         chain: &mut Chain,
         buf: &mut Vec<u8>,
         reason: CheckpointReason,
-    ) -> Result<u64, AuditError> {
+    ) -> Result<Checkpoint, AuditError> {
         let head_seq = chain.next_seq - 1;
         let cp = Checkpoint {
             head_seq,
@@ -295,7 +302,8 @@ impl Writer {
                 .key
                 .sign(&self.host, head_seq, &chain.head, reason.as_str()),
         };
-        Self::push(chain, buf, &AuditEvent::Checkpoint(cp))
+        Self::push(chain, buf, &AuditEvent::Checkpoint(cp.clone()))?;
+        Ok(cp)
     }
 
     /// Makes the log ready for a batch: cuts what a failed write left,
@@ -516,5 +524,26 @@ impl Writer {
                 drop(permit);
             }
         }
+    }
+}
+
+/// Rewrites the witness file with `cp` (write to a temporary file, fsync,
+/// rename): it never holds a torn checkpoint. A failure is logged; the log
+/// itself is unaffected.
+fn write_witness(path: &std::path::Path, cp: &Checkpoint) {
+    let result = (|| -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(
+            &mut f,
+            serde_json::to_string(cp)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
+        )?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        tracing::error!(event = "audit_witness_failed", path = %path.display(), error = %e, "the audit witness file could not be written");
     }
 }
