@@ -50,5 +50,6 @@ pub mod mask;
 pub mod policy;
 pub mod proxy;
 pub mod sql;
+pub mod status;
 pub mod token;
 pub mod wire;

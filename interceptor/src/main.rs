@@ -103,6 +103,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// How the running daemon is: programs attached per cgroup, pins,
+    /// targets, policy, audit, approvals. Exit 0 healthy, 1 degraded, 3
+    /// down but failing closed (programs pinned), 4 down and nothing pinned.
+    Status {
+        /// Configuration file (admin socket, pin directory).
+        #[arg(long, short, default_value = "/etc/interceptor/interceptor.toml")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +295,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -306,7 +318,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", error = format!("{e:#}"));
@@ -410,6 +422,7 @@ fn main() -> ExitCode {
             config,
             json,
         } => approvals_command(command, socket, config, json),
+        Command::Status { config, json } => status_command(&config, json),
         Command::Uninstall { pin_dir, config } => {
             let pin_dir = match (pin_dir, config) {
                 (Some(p), _) => p,
@@ -506,7 +519,7 @@ fn mask_key(state_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     // Reloads are never lost: SIGHUP is caught from the start (its default
     // would end the daemon), and the policy files' fingerprint is taken
     // before they are read, so an edit made while the daemon starts is
@@ -636,17 +649,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )),
         );
         match (&broker, &config.approvals) {
-            (Some(b), Some(a)) => Arc::new(handlers.register(
+            (Some(b), Some(a)) => handlers.register(
                 "approvals.",
                 Arc::new(approval::admin::ApprovalsAdmin::new(
                     Arc::clone(b),
                     a,
                     audit.host(),
                 )),
-            )),
-            _ => Arc::new(handlers.register("approvals.", Arc::new(approval::admin::NotEnabled))),
+            ),
+            _ => handlers.register("approvals.", Arc::new(approval::admin::NotEnabled)),
         }
     };
+    let status_admin = Arc::new(interceptor::status::StatusAdmin::new(
+        std::fs::canonicalize(&config_path).unwrap_or(config_path),
+        Arc::new(config.clone()),
+        Arc::clone(&policy),
+        audit.clone(),
+        broker.clone(),
+    ));
+    let admin_handlers = Arc::new(admin_handlers.register("status.", status_admin));
     let admin_listener = admin::bind(&config.admin.socket).with_context(|| {
         format!(
             "cannot listen on the admin socket {} ([admin] socket)",
@@ -1237,4 +1258,62 @@ fn one_line(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// `interceptor status`.
+fn status_command(config: &std::path::Path, json_out: bool) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("interceptor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match admin::client::call(&config.admin.socket, "status.get", serde_json::json!({})) {
+        Ok(report) => {
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", interceptor::status::render(&report));
+            }
+            if report["health"] == "healthy" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            let pins = interceptor::status::pins(&config.ebpf.pin_dir);
+            let links = pins.iter().filter(|p| p.starts_with("link-")).count();
+            let (state, code) = if links > 0 {
+                (
+                    format!(
+                        "down, failing closed: {links} program link(s) pinned in {}, so watched connects to targets are refused",
+                        config.ebpf.pin_dir.display()
+                    ),
+                    3,
+                )
+            } else {
+                (
+                    format!(
+                        "down, and nothing pinned in {}: watched processes reach databases directly",
+                        config.ebpf.pin_dir.display()
+                    ),
+                    4,
+                )
+            };
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::json!({ "health": "down", "failing_closed": links > 0, "pins": pins, "error": e.to_string(), "state": state })
+                );
+            } else {
+                println!("interceptor: {state} ({e})");
+            }
+            ExitCode::from(code)
+        }
+    }
 }

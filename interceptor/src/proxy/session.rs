@@ -2,8 +2,9 @@
 //!
 //! 1. origin: the kernel's connect record for the peer (redirected), else
 //!    `proxy.explicit_target` (straight to the TCP port), or the unix
-//!    socket's peer credentials; attestation of the caller starts at once,
-//!    on a blocking thread, while the client negotiates;
+//!    socket's peer credentials; attestation of the caller starts once the
+//!    client has sent its first bytes (a bounded number at once), on a
+//!    blocking thread, while the client negotiates;
 //! 2. startup: `SSLRequest` -> TLS, `GSSENCRequest` -> `N`,
 //!    `CancelRequest` -> routed by [`super::cancel`], `StartupMessage`;
 //! 3. checks, each refusing with a clear `ErrorResponse`: caller attested,
@@ -122,6 +123,49 @@ enum Origin {
 /// Attestation running on a blocking thread; the error is already a message.
 type AttestTask = JoinHandle<Result<Attestation, String>>;
 
+/// Attestation not started yet: it reads `/proc` (and, for the explicit
+/// route, looks for the socket's owner), so it starts only once the
+/// client has sent its first bytes, and at most [`MAX_ATTESTING`] run at
+/// once: a flood of connections dropped before the startup packet costs
+/// no `/proc` work, and cannot hold the blocking pool.
+type AttestJob = Box<dyn FnOnce() -> Result<Attestation, String> + Send>;
+
+/// Attestations running at once.
+const MAX_ATTESTING: usize = 16;
+
+fn attesting() -> &'static Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_ATTESTING)))
+}
+
+/// Starts `job` on a blocking thread once a slot is free.
+async fn start_attestation(job: AttestJob) -> AttestTask {
+    let slot = Arc::clone(attesting()).acquire_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        job()
+    })
+}
+
+/// Waits until the client has sent something (TCP: a byte to peek at), so
+/// that a connection closed before its startup packet is never attested.
+/// `Ok(false)`: it closed (or failed) first; `Err`: it sent nothing for
+/// [`STARTUP_TIMEOUT`].
+async fn client_sent_something(client: &ClientStream) -> Result<bool, SessionError> {
+    match client {
+        ClientStream::Tcp(tcp) => {
+            let mut first = [0_u8; 1];
+            match tokio::time::timeout(STARTUP_TIMEOUT, tcp.peek(&mut first)).await {
+                Err(_) => Err(SessionError::StartupTimeout(STARTUP_TIMEOUT.as_secs())),
+                Ok(Ok(n)) => Ok(n > 0),
+                Ok(Err(_)) => Ok(false),
+            }
+        }
+        // The unix socket's peer is known by SO_PEERCRED: cheap.
+        _ => Ok(true),
+    }
+}
+
 /// Per-session facts gathered before the session is established, for the
 /// `session_refused` event.
 struct Context {
@@ -169,7 +213,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: Cancellatio
 }
 
 /// Resolves the origin and starts attestation.
-fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<AttestTask>) {
+fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<AttestJob>) {
     match conn {
         Conn::Tcp {
             stream,
@@ -181,26 +225,26 @@ fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<
             super::keepalive(&stream);
             let (origin, attest) = match shared.lookup.lookup(peer) {
                 Some(record) => {
+                    // The connect record names the caller: no search.
                     let pid = record.tgid;
-                    let task = tokio::task::spawn_blocking(move || {
-                        identity::attest(pid).map_err(|e| e.to_string())
-                    });
-                    (Origin::Redirected(record), Some(task))
+                    let job: AttestJob =
+                        Box::new(move || identity::attest(pid).map_err(|e| e.to_string()));
+                    (Origin::Redirected(record), Some(job))
                 }
                 None => {
                     match &shared.config.proxy.explicit_target {
                         Some(target) => {
-                            let task = tokio::task::spawn_blocking(move || {
+                            let job: AttestJob = Box::new(move || {
                                 let pid = identity::pid_of_tcp_peer(peer, local).ok_or_else(|| {
-                                format!("cannot find the local process that owns client socket {peer}")
-                            })?;
+                                    format!("cannot find the local process that owns client socket {peer}")
+                                })?;
                                 identity::attest(pid).map_err(|e| e.to_string())
                             });
                             (
                                 Origin::Explicit {
                                     target: target.clone(),
                                 },
-                                Some(task),
+                                Some(job),
                             )
                         }
                         None => (Origin::Unknown { local }, None),
@@ -210,12 +254,12 @@ fn accept(shared: &Shared, conn: Conn) -> (ClientStream, String, Origin, Option<
             (ClientStream::Tcp(stream), peer.to_string(), origin, attest)
         }
         Conn::Unix { stream, pid } => {
-            let task = tokio::task::spawn_blocking(move || {
+            let job: AttestJob = Box::new(move || {
                 let pid = pid.ok_or("the unix socket peer has no process id (SO_PEERCRED)")?;
                 identity::attest(pid).map_err(|e| e.to_string())
             });
             let peer = pid.map_or_else(|| "unix".to_owned(), |p| format!("unix:pid={p}"));
-            (ClientStream::Unix(stream), peer, Origin::Unix, Some(task))
+            (ClientStream::Unix(stream), peer, Origin::Unix, Some(job))
         }
     }
 }
@@ -236,8 +280,22 @@ async fn start(
     shared: &Shared,
     ctx: &mut Context,
     client: ClientStream,
-    attest: Option<AttestTask>,
+    attest: Option<AttestJob>,
 ) -> Option<(ClientStream, Ready)> {
+    // Attestation runs while the client negotiates, once it has sent
+    // something; a connection gone before that is not a session.
+    match client_sent_something(&client).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            refused(shared, ctx, &e);
+            return None;
+        }
+    }
+    let attest = match attest {
+        Some(job) => Some(start_attestation(job).await),
+        None => None,
+    };
     let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(shared, client)).await;
     let (mut client, startup) = match negotiated {
         Err(_) => {
