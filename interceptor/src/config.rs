@@ -104,6 +104,9 @@ pub struct Config {
     /// The connection masking reads the catalog through (`[catalog]`).
     #[serde(default)]
     pub catalog: crate::mask::catalog::CatalogConfig,
+    /// Prometheus metrics and health endpoints (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Where the policy set lives.

@@ -47,6 +47,7 @@ pub mod ebpf;
 pub mod fuzzing;
 pub mod identity;
 pub mod mask;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod sql;

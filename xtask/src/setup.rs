@@ -27,7 +27,7 @@ use interceptor_tests::compat;
 use crate::sh::{self, cmd};
 
 /// Debian packages the build and the tests need.
-const APT_PACKAGES: [&str; 11] = [
+const APT_PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "libclang-22-dev",
     "libpolly-22-dev",
@@ -41,6 +41,8 @@ const APT_PACKAGES: [&str; 11] = [
     // come from PyPI into a venv) and pgjdbc (run by the JDK of the image).
     "python3-venv",
     "libpostgresql-jdbc-java",
+    // A real scraper for the metrics test.
+    "prometheus",
 ];
 
 /// Where LLVM 22's tools are; first on PATH while bpf-linker is built.

@@ -232,7 +232,24 @@ pub(crate) async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<
         audit.clone(),
         broker.clone(),
     ));
-    let admin_handlers = Arc::new(admin_handlers.register("status.", status_admin));
+    let admin_handlers = Arc::new(admin_handlers.register(
+        "status.",
+        Arc::clone(&status_admin) as Arc<dyn admin::AdminHandler>,
+    ));
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = config.metrics.listen {
+        let listener = bind_tcp(addr).await.context("[metrics] listen")?;
+        tokio::spawn(interceptor::metrics::serve(
+            listener,
+            audit.clone(),
+            Arc::clone(&status_admin),
+            metrics_stop.clone(),
+        ));
+        tracing::info!(event = "metrics_listen", listen = %addr, "metrics, /healthz and /readyz listening");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(event = "metrics_exposed", listen = %addr, "the metrics endpoint is plain HTTP on a non-loopback address");
+        }
+    }
     let admin_listener = admin::bind(&config.admin.socket).with_context(|| {
         format!(
             "cannot listen on the admin socket {} ([admin] socket)",
@@ -298,6 +315,7 @@ pub(crate) async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<
     .await;
     http_stop.cancel();
     admin_stop.cancel();
+    metrics_stop.cancel();
     let _ = admin_task.await;
     let _ = std::fs::remove_file(&config.admin.socket);
     if let Err(e) = audit.close("shutdown").await {
@@ -397,6 +415,7 @@ pub(crate) async fn reload_policy(
         let store2 = Arc::clone(&store);
         match tokio::task::spawn_blocking(move || store2.reload()).await {
             Ok(Ok(())) => {
+                interceptor::metrics::policy_reload(true);
                 let set = store.current();
                 tracing::info!(
                     event = "policy_reloaded",
@@ -406,13 +425,19 @@ pub(crate) async fn reload_policy(
                     "policy set swapped in"
                 );
             }
-            Ok(Err(errors)) => tracing::error!(
+            Ok(Err(errors)) => {
+                interceptor::metrics::policy_reload(false);
+                tracing::error!(
                 event = "policy_rejected",
                 trigger,
                 errors = %errors,
                 "new policy set is broken; the previous set stays in force"
-            ),
-            Err(e) => tracing::error!(event = "policy_rejected", trigger, error = %e),
+                );
+            }
+            Err(e) => {
+                interceptor::metrics::policy_reload(false);
+                tracing::error!(event = "policy_rejected", trigger, error = %e);
+            }
         }
     }
 }

@@ -507,6 +507,7 @@ pub struct PolicyHooks {
 
 impl PolicyHooks {
     fn decide(&mut self, sql_text: &str) -> (Decision, Arc<Result<sql::Analysis, sql::SqlError>>) {
+        let started = std::time::Instant::now();
         let set = self.store.current();
         let analysis_entry = sql::analyze_cached(sql_text, &self.limits);
         let analysis = analysis_entry.as_ref();
@@ -537,6 +538,11 @@ impl PolicyHooks {
             rule = %decision.rule,
             reason = %decision.reason,
             sql = %truncate(sql_text, 4096),
+        );
+        crate::metrics::statement(
+            &DecisionRecord::from(&decision).action,
+            &decision.rule,
+            started.elapsed(),
         );
         (decision, analysis_entry)
     }

@@ -754,6 +754,7 @@ async fn relay(
         _cancel,
     } = ready;
     let upstream_tls = upstream.stream.is_tls();
+    crate::metrics::session_started(route_name(info.route));
     tracing::info!(
         event = "session_start",
         session_id = info.id,
@@ -783,6 +784,7 @@ async fn relay(
     );
     relay.send_to_client(greeting);
     let (end, traffic) = relay.run(shutdown.cancelled(), &info.target).await;
+    crate::metrics::session_ended();
     let summary = SessionSummary {
         reason: end.code(),
         detail: end.to_string(),
@@ -884,6 +886,7 @@ fn refused(shared: &Shared, ctx: &Context, err: &SessionError) {
         "session refused"
     );
     if !ctx.opened {
+        crate::metrics::connection_refused(err.code());
         shared.hooks.refused(&crate::audit::ConnectionRefused {
             connection: ctx.id,
             peer: ctx.peer.clone(),
