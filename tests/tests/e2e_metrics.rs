@@ -51,13 +51,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The Prometheus server, stopped (by its pid) when dropped.
-struct Prometheus(Child, tempfile::TempDir);
+/// The Prometheus server, stopped (by its pid) when dropped; its directory
+/// (config, data) goes with it.
+struct Prometheus {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -86,7 +90,7 @@ fn prometheus(scrape: SocketAddr, web: SocketAddr) -> Prometheus {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Prometheus(child, dir)
+    Prometheus { child, _dir: dir }
 }
 
 /// The value of PromQL `query` once Prometheus has one, waiting a while.
