@@ -20,6 +20,20 @@ use crate::{
 /// Free space under the audit directory below which status is degraded.
 const LOW_DISK_BYTES: u64 = 256 << 20;
 
+/// The last policy reload: when, and the errors if the set was rejected.
+static LAST_RELOAD: std::sync::Mutex<
+    Option<(std::time::SystemTime, &'static str, Option<String>)>,
+> = std::sync::Mutex::new(None);
+
+/// Records a policy reload (`trigger`: `sighup`, `file-change`); `error`:
+/// the new set was rejected and the previous one stays in force.
+pub fn record_reload(trigger: &'static str, error: Option<String>) {
+    *LAST_RELOAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((std::time::SystemTime::now(), trigger, error));
+}
+
 /// `status.*` on the admin socket.
 pub struct StatusAdmin {
     started: Instant,
@@ -97,6 +111,15 @@ impl StatusAdmin {
             .collect();
         let pins = pins(&self.config.ebpf.pin_dir);
         let set = self.store.current();
+        let last_reload = LAST_RELOAD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((_, _, Some(e))) = &last_reload {
+            problems.push(format!(
+                "the last policy reload was rejected (the previous set stays in force): {e}"
+            ));
+        }
         let stats = self.audit.stats();
         let healthy = self.audit.healthy();
         if !healthy {
@@ -128,6 +151,12 @@ impl StatusAdmin {
                 "dir": self.store.dir(),
                 "identities": set.identities.len(),
                 "rules": set.rules.len(),
+                "last_reload": last_reload.map(|(at, trigger, error)| json!({
+                    "at": humantime::format_rfc3339_seconds(at).to_string(),
+                    "trigger": trigger,
+                    "applied": error.is_none(),
+                    "error": error,
+                })),
             },
             "audit": {
                 "dir": self.audit.dir(),

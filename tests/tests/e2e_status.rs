@@ -55,6 +55,46 @@ fn status_reports_healthy_degraded_and_down() {
     );
     eprintln!("--- interceptor status\n{text}");
 
+    // A broken policy edit: the old set stays in force, status says so.
+    let policy_dir = std::path::PathBuf::from(r["policy"]["dir"].as_str().unwrap());
+    let policy_file = std::fs::read_dir(&policy_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "toml"))
+        .expect("a policy file");
+    let good = std::fs::read_to_string(&policy_file).unwrap();
+    std::fs::write(&policy_file, "[[rule]]\nid = \"broken\"\n").unwrap();
+    let pid = s.daemon.pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(
+        s.daemon
+            .wait_event(std::time::Duration::from_secs(20), |e| e["event"]
+                == "policy_rejected")
+            .is_some()
+    );
+    let (code, r, out) = status(&config);
+    assert_eq!((code, r["health"].as_str()), (1, Some("degraded")), "{out}");
+    assert_eq!(r["policy"]["last_reload"]["applied"], false, "{out}");
+    std::fs::write(&policy_file, good).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(
+        s.daemon
+            .wait_event(std::time::Duration::from_secs(20), |e| e["event"]
+                == "policy_reloaded")
+            .is_some()
+    );
+    let (code, _, out) = status(&config);
+    assert_eq!(code, 0, "{out}");
+
     // One program detached by hand (its pinned link removed): degraded.
     let pin_dir = s.daemon.layout().pin_dir.clone();
     let link = std::fs::read_dir(&pin_dir)

@@ -416,6 +416,7 @@ pub(crate) async fn reload_policy(
         match tokio::task::spawn_blocking(move || store2.reload()).await {
             Ok(Ok(())) => {
                 interceptor::metrics::policy_reload(true);
+                interceptor::status::record_reload(trigger, None);
                 let set = store.current();
                 tracing::info!(
                     event = "policy_reloaded",
@@ -427,6 +428,7 @@ pub(crate) async fn reload_policy(
             }
             Ok(Err(errors)) => {
                 interceptor::metrics::policy_reload(false);
+                interceptor::status::record_reload(trigger, Some(errors.to_string()));
                 tracing::error!(
                 event = "policy_rejected",
                 trigger,
