@@ -284,12 +284,7 @@ impl DbCatalog {
         };
         // set_config(..., true) lasts until the end of this message's
         // implicit transaction; the connection's own path is back after it.
-        let sets = self
-            .query(&format!(
-                "SELECT pg_catalog.set_config('search_path', COALESCE({setting}, pg_catalog.current_setting('interceptor.default_path', true), ''), true); \
-                 SELECT pg_catalog.array_to_json(pg_catalog.current_schemas(true))"
-            ))
-            .await?;
+        let sets = self.query(&schemas_sql(&setting)).await?;
         let json = sets
             .get(1)
             .and_then(|rows| rows.first())
@@ -366,23 +361,7 @@ impl DbCatalog {
         // A qualified name is looked up in its schema; an unqualified one in
         // the session's schemas, the first that has it winning (as the
         // server resolves it). pg_catalog.array_position gives the order.
-        let query = format!(
-            "SELECT q.i, c.oid, n.nspname, c.relname, c.relkind, \
-             (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, a.attnum) ORDER BY a.attnum) \
-              FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
-             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
-             FROM (VALUES {values}) AS q(i, s, r) \
-             LEFT JOIN LATERAL ( \
-               SELECT k.oid FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace kn ON kn.oid = k.relnamespace \
-               WHERE k.relname = q.r::pg_catalog.name \
-                 AND CASE WHEN q.s IS NULL THEN kn.nspname::pg_catalog.text = ANY ({path_array}) ELSE kn.nspname::pg_catalog.text = q.s END \
-               ORDER BY pg_catalog.array_position({path_array}, kn.nspname::pg_catalog.text) NULLS LAST LIMIT 1 \
-             ) AS m ON true \
-             LEFT JOIN pg_catalog.pg_class c ON c.oid = m.oid \
-             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             ORDER BY q.i",
-            values = values.join(", ")
-        );
+        let query = relations_sql(&values.join(", "), &path_array);
         let rows = self.query(&query).await?.pop().unwrap_or_default();
         if rows.len() != missing.len() {
             return Err(format!(
@@ -433,14 +412,7 @@ impl DbCatalog {
         // `schema.f`. User-defined: any function of that name outside
         // pg_catalog and information_schema that the name could reach.
         let list: Vec<String> = missing.iter().map(|f| literal(f)).collect();
-        let query = format!(
-            "SELECT w.f FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS w(f) WHERE EXISTS ( \
-             SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND ( \
-               (pg_catalog.strpos(w.f, '.') = 0 AND p.proname::pg_catalog.text = w.f) OR \
-               (pg_catalog.strpos(w.f, '.') > 0 AND n.nspname::pg_catalog.text || '.' || p.proname::pg_catalog.text = w.f)))",
-            list.join(", ")
-        );
+        let query = user_functions_sql(&list.join(", "));
         let rows = self.query(&query).await?.pop().unwrap_or_default();
         let mut user = HashSet::new();
         for r in rows {
@@ -523,14 +495,7 @@ impl DbCatalog {
             last_used: Instant::now(),
             generation,
         };
-        let setup = run(
-            &mut conn,
-            "SELECT pg_catalog.current_setting('search_path'); \
-             SET search_path = pg_catalog; SET standard_conforming_strings = on; SET statement_timeout = '5s'; \
-             SET idle_session_timeout = 0",
-        )
-        .await
-        .map_err(Failure::text)?;
+        let setup = run(&mut conn, SETUP_SQL).await.map_err(Failure::text)?;
         let default_path = setup
             .first()
             .and_then(|rows| rows.first())
@@ -539,15 +504,9 @@ impl DbCatalog {
         // The role's and database's own `search_path` (what a session that
         // never sets one resolves names with), kept on the connection for
         // `schemas` (a custom setting: its name needs a dot).
-        run(
-            &mut conn,
-            &format!(
-                "SELECT pg_catalog.set_config('interceptor.default_path', {}, false)",
-                literal(&default_path)
-            ),
-        )
-        .await
-        .map_err(Failure::text)?;
+        run(&mut conn, &default_path_sql(&literal(&default_path)))
+            .await
+            .map_err(Failure::text)?;
         if !self.idle.is_zero()
             && let Some(me) = self.me.upgrade()
         {
@@ -694,7 +653,140 @@ pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     )
 }
 
+// The queries the catalog connection sends. Every function and type is
+// qualified with `pg_catalog.` and the connection runs with `search_path =
+// pg_catalog` (operators resolve there): nothing a session creates can
+// stand in for them (tested below over each query).
+
+/// The connection's setup: the role's own search_path, then the pins.
+const SETUP_SQL: &str = "SELECT pg_catalog.current_setting('search_path'); \
+     SET search_path = pg_catalog; SET standard_conforming_strings = on; SET statement_timeout = '5s'; \
+     SET idle_session_timeout = 0";
+
+/// Keeps the role's default search_path (`literal`) on the connection.
+fn default_path_sql(literal: &str) -> String {
+    format!("SELECT pg_catalog.set_config('interceptor.default_path', {literal}, false)")
+}
+
+/// The schemas `setting` (a literal or `NULL::pg_catalog.text`) expands to.
+fn schemas_sql(setting: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config('search_path', COALESCE({setting}, pg_catalog.current_setting('interceptor.default_path', true), ''), true); \
+         SELECT pg_catalog.array_to_json(pg_catalog.current_schemas(true))"
+    )
+}
+
+/// Relations by `(i, schema, name)` `values`, unqualified ones on `path_array`.
+fn relations_sql(values: &str, path_array: &str) -> String {
+    format!(
+        "SELECT q.i, c.oid, n.nspname, c.relname, c.relkind, \
+             (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, a.attnum) ORDER BY a.attnum) \
+              FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
+             FROM (VALUES {values}) AS q(i, s, r) \
+             LEFT JOIN LATERAL ( \
+               SELECT k.oid FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace kn ON kn.oid = k.relnamespace \
+               WHERE k.relname = q.r::pg_catalog.name \
+                 AND CASE WHEN q.s IS NULL THEN kn.nspname::pg_catalog.text = ANY ({path_array}) ELSE kn.nspname::pg_catalog.text = q.s END \
+               ORDER BY pg_catalog.array_position({path_array}, kn.nspname::pg_catalog.text) NULLS LAST LIMIT 1 \
+             ) AS m ON true \
+             LEFT JOIN pg_catalog.pg_class c ON c.oid = m.oid \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             ORDER BY q.i"
+    )
+}
+
+/// Which of `list` (text literals) name user-defined functions.
+fn user_functions_sql(list: &str) -> String {
+    format!(
+        "SELECT w.f FROM pg_catalog.unnest(ARRAY[{list}]::pg_catalog.text[]) AS w(f) WHERE EXISTS ( \
+             SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND ( \
+               (pg_catalog.strpos(w.f, '.') = 0 AND p.proname::pg_catalog.text = w.f) OR \
+               (pg_catalog.strpos(w.f, '.') > 0 AND n.nspname::pg_catalog.text || '.' || p.proname::pg_catalog.text = w.f)))"
+    )
+}
+
 /// A string literal (`standard_conforming_strings` on).
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\0', "").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every query the catalog connection sends names functions, types and
+    /// relations in pg_catalog only: a function, type or table a session
+    /// creates in another schema (`public.json_build_array(...)`) can never
+    /// be what the proxy calls, whatever the search_path.
+    #[test]
+    fn every_catalog_query_is_qualified() {
+        let queries = [
+            SETUP_SQL.to_owned(),
+            default_path_sql("'\"$user\", public'"),
+            schemas_sql("'app, public'"),
+            schemas_sql("NULL::pg_catalog.text"),
+            relations_sql(
+                "(0, NULL::pg_catalog.text, 'people'::pg_catalog.text), (1, 'public', 'orders'::pg_catalog.text)",
+                "ARRAY['public']::pg_catalog.text[]",
+            ),
+            user_functions_sql("'leak', 'public.f'"),
+        ];
+        let mut seen = 0;
+        for q in &queries {
+            let parsed = pg_query::parse(q, 0).unwrap_or_else(|e| panic!("{q}: {e}"));
+            let json = serde_json::to_value(&parsed.protobuf).unwrap();
+            let mut stack = vec![&json];
+            while let Some(v) = stack.pop() {
+                match v {
+                    serde_json::Value::Object(map) => {
+                        let names = |key: &str| -> Vec<String> {
+                            map.get(key)
+                                .and_then(serde_json::Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|p| {
+                                    p.pointer("/node/String/sval")
+                                        .and_then(serde_json::Value::as_str)
+                                })
+                                .map(str::to_owned)
+                                .collect()
+                        };
+                        if map.contains_key("funcname") && map.contains_key("funcformat") {
+                            let n = names("funcname");
+                            assert!(
+                                n.len() == 2 && n[0] == "pg_catalog",
+                                "unqualified function {n:?} in {q}"
+                            );
+                            seen += 1;
+                        }
+                        if map.contains_key("names") && map.contains_key("typemod") {
+                            let n = names("names");
+                            assert!(
+                                n.len() == 2 && n[0] == "pg_catalog",
+                                "unqualified type {n:?} in {q}"
+                            );
+                        }
+                        if map.contains_key("relname") && map.contains_key("relpersistence") {
+                            let schema = map
+                                .get("schemaname")
+                                .and_then(serde_json::Value::as_str)
+                                .unwrap_or_default();
+                            assert_eq!(
+                                schema,
+                                "pg_catalog",
+                                "relation {:?} outside pg_catalog in {q}",
+                                map.get("relname")
+                            );
+                        }
+                        stack.extend(map.values());
+                    }
+                    serde_json::Value::Array(items) => stack.extend(items),
+                    _ => {}
+                }
+            }
+        }
+        assert!(seen >= 10, "the walk found the function calls ({seen})");
+    }
 }
