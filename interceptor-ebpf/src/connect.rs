@@ -41,17 +41,7 @@ pub(crate) fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     let settings = settings()?;
     let dst = mapped4(addr::user_ip4(sa));
     let port = addr::user_port(sa);
-    match intercepted(settings, &dst, port) {
-        Verdict::Pass => {
-            forget(ctx);
-            return Ok(ALLOW);
-        }
-        Verdict::Refuse => {
-            forget(ctx);
-            return Err(REFUSE);
-        }
-        Verdict::Redirect => {}
-    }
+    redirected(ctx, intercepted(settings, &dst, port))?;
     record(ctx, &dst, port, AF_INET)?;
     addr::set_user4(sa, settings.proxy4_addr, settings.proxy4_port);
     Ok(ALLOW)
@@ -76,17 +66,7 @@ pub(crate) fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         forget(ctx);
         return Ok(ALLOW);
     }
-    match intercepted(settings, &dst, port) {
-        Verdict::Pass => {
-            forget(ctx);
-            return Ok(ALLOW);
-        }
-        Verdict::Refuse => {
-            forget(ctx);
-            return Err(REFUSE);
-        }
-        Verdict::Redirect => {}
-    }
+    redirected(ctx, intercepted(settings, &dst, port))?;
     if mapped {
         record(ctx, &dst, port, AF_INET6)?;
         // A dual-stack socket reaches the v4 listener through ::ffff:<v4>.
@@ -109,6 +89,24 @@ fn settings() -> Result<&'static Settings, i32> {
     // Index 0 of an array map always exists; refusing if it did not is the
     // fail-closed answer.
     SETTINGS.get(0).ok_or(REFUSE)
+}
+
+/// `Ok(())` when the connect is to be redirected; else the socket's
+/// record is dropped and `Err` holds the verdict to return (pass: allow,
+/// refused port: refuse).
+#[inline(always)]
+fn redirected(ctx: &SockAddrContext, verdict: Verdict) -> Result<(), i32> {
+    match verdict {
+        Verdict::Redirect => Ok(()),
+        Verdict::Pass => {
+            forget(ctx);
+            Err(ALLOW)
+        }
+        Verdict::Refuse => {
+            forget(ctx);
+            Err(REFUSE)
+        }
+    }
 }
 
 /// What happens to a connect.

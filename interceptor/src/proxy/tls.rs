@@ -278,7 +278,7 @@ fn upstream_connector(target: &Target) -> Result<Option<UpstreamTlsConnector>, T
                 .with_custom_certificate_verifier(Arc::new(VerifyFull {
                     webpki,
                     configured,
-                    provider: provider(),
+                    handshake: NoVerification(provider()),
                 }))
                 .with_no_client_auth()
         }
@@ -314,7 +314,8 @@ struct VerifyFull {
     /// The certificates of `tls_ca_file` (none with the system roots: a
     /// public CA's own certificate is never a database's).
     configured: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
+    /// Handshake signatures, as with `require`.
+    handshake: NoVerification,
 }
 
 impl VerifyFull {
@@ -377,18 +378,14 @@ impl ServerCertVerifier for VerifyFull {
         }
     }
 
+    // Handshake signatures: checked as `require` checks them.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -397,18 +394,11 @@ impl ServerCertVerifier for VerifyFull {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.handshake.supported_verify_schemes()
     }
 }
 
