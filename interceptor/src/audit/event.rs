@@ -203,13 +203,8 @@ pub struct DecisionRecord {
 
 impl From<&Decision> for DecisionRecord {
     fn from(d: &Decision) -> Self {
-        let action = match d.action {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
-            Action::Approve => "approve",
-        };
         Self {
-            action: action.to_owned(),
+            action: d.action.as_str().to_owned(),
             rule: d.rule.clone(),
             reason: d.reason.clone(),
             max_rows: d.max_rows,

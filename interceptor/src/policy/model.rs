@@ -179,6 +179,17 @@ pub enum Action {
     Approve,
 }
 
+impl Action {
+    /// The name policies and records use (`allow`, `deny`, `approve`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Approve => "approve",
+        }
+    }
+}
+
 /// A rule. `allow` rules must *cover* a statement (every class, relation and
 /// function of it is within the rule's lists); `deny` and `approve` rules
 /// match when a statement *touches* any of their lists. Unset lists are no

@@ -540,7 +540,7 @@ impl PolicyHooks {
             sql = %truncate(sql_text, 4096),
         );
         crate::metrics::statement(
-            &DecisionRecord::from(&decision).action,
+            decision.action.as_str(),
             &decision.rule,
             started.elapsed(),
         );
