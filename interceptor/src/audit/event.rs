@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    policy::{Action, Decision},
+    policy::Decision,
     proxy::hooks::{Route, SessionInfo},
 };
 
